@@ -1,0 +1,41 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+version = {}
+for line in (here / "sklearn_ltr" / "__init__.py").read_text().splitlines():
+    if line.startswith("__version__"):
+        exec(line, version)
+
+setup(
+    name="sklearn_ltr",
+    version=version["__version__"],
+    description=(
+        "Low-tensor-rank recurrent network models of neural activity over learning, "
+        "as scikit-learn estimators"),
+    long_description=(here / "README.rst").read_text(),
+    long_description_content_type="text/x-rst",
+    license="BSD-3-Clause",
+    packages=find_packages(include=["sklearn_ltr", "sklearn_ltr.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy>=1.23",
+        "scipy>=1.9",
+        "scikit-learn>=1.6",
+        "torch>=2.1",
+        "tensorly>=0.8",
+        "joblib>=1.2",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "plot": ["matplotlib>=3.6"],
+        "test": ["pytest>=7", "matplotlib>=3.6"],
+    },
+    entry_points={"console_scripts": ["sklearn-ltr=sklearn_ltr.__main__:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Intended Audience :: Science/Research",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

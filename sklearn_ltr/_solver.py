@@ -1,0 +1,401 @@
+"""Training loop and per-trial inference for the low-tensor-rank RNN.
+
+Functional layer between the math (:mod:`sklearn_ltr._dynamics`) and the estimators
+(:mod:`sklearn_ltr.rnn`): tensors in, tensors out, no scikit-learn. Everything a fit
+needs is passed explicitly, so these functions can be tested on their own.
+
+Parametrisation. The optimiser sees parameters of order one whatever ``n_units``
+is (a mean-field scaling, which keeps one learning rate good for every size)::
+
+    A  (N, R)   column factors, used as is
+    Bs (N, R)   row factors,   B = sqrt(N) * Bs
+    Ds (n, N)   readout,       D = Ds / sqrt(N)   (or orthonormal rows, see below)
+    d  (n,)     readout offset
+    Z  (S, R)   latent initial states (S = n_trials, or n_conditions)
+    mu (R,)     mean trial factor
+    Wc (P, R)   trial-factor coefficients on a smooth basis Phi (K, P):  C = mu + Phi Wc
+    M  (R, m)   input map in latent coordinates, B_in = A M
+"""
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ._dynamics import readout, simulate_latents
+
+__all__ = [
+    "Data",
+    "trial_basis",
+    "initialize",
+    "evaluate",
+    "optimize",
+    "FitResult",
+]
+
+
+class FitDiverged(RuntimeError):
+    """Raised when the loss stays non-finite after all learning-rate back-offs."""
+
+
+@dataclass
+class Data:
+    """Observed data in time-major layout.
+
+    X : (T, K, n) with missing entries set to 0; mask : (T, K, n) bool or None (None
+    means fully observed); inputs : (T, K, m) or None; n_obs : number of observed
+    entries.
+    """
+
+    X: torch.Tensor
+    mask: object
+    inputs: object
+    n_obs: int
+
+    @classmethod
+    def from_numpy(cls, X, inputs, device, dtype=torch.float32):
+        """Build from arrays of shape (K, T, n) and (K, T, m) (NaN = missing)."""
+        Xt = torch.as_tensor(np.ascontiguousarray(np.swapaxes(X, 0, 1)), dtype=dtype)
+        mask = ~torch.isnan(Xt)
+        n_obs = int(mask.sum())
+        if n_obs == Xt.numel():
+            mask = None
+        else:
+            Xt = torch.where(mask, Xt, torch.zeros((), dtype=dtype))
+            mask = mask.to(device)
+        U = None
+        if inputs is not None:
+            U = torch.as_tensor(
+                np.ascontiguousarray(np.swapaxes(inputs, 0, 1)), dtype=dtype
+            ).to(device)
+        return cls(Xt.to(device), mask, U, n_obs)
+
+    @property
+    def shape(self):
+        return tuple(self.X.shape)
+
+
+def trial_basis(n_trials, length_scale, dtype=torch.float64):
+    """Smooth basis over trial order: a truncated Gaussian-process prior.
+
+    Eigenvectors of the squared-exponential kernel ``exp(-(i - j)^2 / (2 l^2))`` over
+    trial indices, scaled by the square root of their eigenvalue relative to the
+    largest (a Karhunen-Loeve expansion). Trial factors ``C = mu + Phi Wc`` with
+    coefficients of order one are then draws from (a truncation of) that Gaussian
+    process; components with eigenvalue below 1e-4 of the largest, i.e. variation
+    faster than the length scale, are dropped. ``length_scale=None`` gives the identity:
+    independent trial factors.
+
+    Returns
+    -------
+    Phi : Tensor of shape (n_trials, n_basis)
+    """
+    if length_scale is None:
+        return torch.eye(n_trials, dtype=dtype)
+    idx = torch.arange(n_trials, dtype=torch.float64)
+    Kmat = torch.exp(-0.5 * ((idx[:, None] - idx[None, :]) / length_scale) ** 2)
+    evals, evecs = torch.linalg.eigh(Kmat)
+    evals = evals.flip(0).clamp_min(0.0)
+    evecs = evecs.flip(1)
+    keep = evals >= 1e-4 * evals[0]
+    # Deterministic sign: first nonzero entry of each eigenvector positive.
+    signs = torch.sign(evecs[0, keep])
+    signs[signs == 0] = 1.0
+    Phi = evecs[:, keep] * signs * torch.sqrt(evals[keep] / evals[0])
+    return Phi.to(dtype)
+
+
+def _inverse_softplus(x):
+    return x + torch.log(-torch.expm1(-x))
+
+
+def initialize(
+    data, *, rank, n_units, alpha, n_states, state_index, n_basis, loss,
+    orthonormal_readout, init, generator, ridge=1e-2,
+):
+    """Data-driven initial parameters (or random ones when ``init='random'``).
+
+    ``init='pca'``: the latent trajectories are set to the top ``rank`` principal
+    component scores of X (rescaled to unit variance). Given those trajectories the
+    readout ``Ds`` and the row factors ``Bs`` (and the input map ``M``) enter the
+    model linearly, so they are set by ridge regression: the readout maps the unit
+    rates ``tanh(A kappa)`` to X, the recurrence maps them to the one-step latent
+    increments. Only the directions of the column factors ``A`` are random (from
+    ``generator``), which is what distinguishes the ``n_init`` restarts.
+
+    Returns
+    -------
+    params : dict of str -> Tensor (float64, on the data's device)
+    """
+    T, K, n = data.shape
+    device = data.X.device
+    dt = torch.float64
+    R, N = rank, n_units
+    X = data.X.to(dt)
+    mask = None if data.mask is None else data.mask
+    # Per-neuron means over observed entries; missing entries are filled with them.
+    if mask is None:
+        mean = X.mean(dim=(0, 1))
+        Xf = X
+    else:
+        mf = mask.to(dt)
+        mean = (X * mf).sum((0, 1)) / mf.sum((0, 1)).clamp_min(1.0)
+        Xf = torch.where(mask, X, mean)
+    if loss == "poisson":
+        # Work on the scale of the link function: shrink counts toward the neuron mean
+        # so that zero counts do not map to -inf.
+        rate = (0.5 * Xf + 0.5 * mean).clamp_min(0.05)
+        Xf = _inverse_softplus(rate)
+        mean = Xf.mean(dim=(0, 1))
+
+    # Random orthonormal directions for A, scaled so that a unit-variance latent state
+    # drives units with pre-activations of standard deviation ~0.8 (tanh's mildly
+    # nonlinear range) whatever the rank.
+    G = torch.randn(N, R, generator=generator, dtype=dt).to(device)
+    Q, _ = torch.linalg.qr(G)
+    A = Q * math.sqrt(N * 0.64 / R)
+
+    Xc = (Xf - mean).reshape(T * K, n)
+    if init == "pca" and R <= min(n, T * K):
+        # Principal components of the unfolded data, via the small n x n covariance.
+        cov = Xc.t() @ Xc / (T * K)
+        evals, evecs = torch.linalg.eigh(cov)
+        U = evecs[:, -R:].flip(1)
+        scores = Xc @ U
+        scale = scores.std(0).clamp_min(1e-8)
+        kappa = (scores / scale).reshape(T, K, R)
+    else:
+        kappa = 0.5 * torch.randn(T, K, R, generator=generator, dtype=dt).to(device)
+    H = torch.tanh(kappa @ A.t())  # (T, K, N)
+    Hf = H.reshape(T * K, N)
+    gram = Hf.t() @ Hf
+    eye = torch.eye(N, dtype=dt, device=device)
+    lam = ridge * torch.trace(gram) / N + 1e-8
+    # Readout by ridge regression of X on the unit rates.
+    D = torch.linalg.solve(gram + lam * eye, Hf.t() @ Xc).t()  # (n, N)
+    if orthonormal_readout:
+        Ds = D.t()  # raw parameter; the readout is its orthonormalised transpose
+    else:
+        Ds = D * math.sqrt(N)
+
+    # One-step latent increments: kappa(t+1) - decay kappa(t) = gain B^T h(t) + v(t).
+    if T > 1:
+        target = (kappa[1:] - (1 - alpha) * kappa[:-1]).reshape(-1, R)
+        feats = H[:-1].reshape(-1, N)
+        if data.inputs is not None:
+            U_in = data.inputs[:-1].to(dt).reshape(-1, data.inputs.shape[-1])
+            feats = torch.cat([feats, U_in], 1)
+        fg = feats.t() @ feats
+        lam_f = ridge * torch.trace(fg) / fg.shape[0] + 1e-8
+        coef = torch.linalg.solve(
+            fg + lam_f * torch.eye(fg.shape[0], dtype=dt, device=device),
+            feats.t() @ target,
+        )
+        # gain = alpha / sqrt(N) (trial factors start at 1): B^T h * gain = coef^T h
+        Bs = coef[:N] * math.sqrt(N) / alpha
+        M = coef[N:].t() / alpha if data.inputs is not None else None
+    else:
+        Bs = torch.zeros(N, R, dtype=dt, device=device)
+        M = None if data.inputs is None else torch.zeros(
+            R, data.inputs.shape[-1], dtype=dt, device=device)
+
+    # Initial states: the first latent state, averaged within a condition.
+    k0 = kappa[0]
+    if state_index is None:
+        Z = k0.clone()
+    else:
+        Z = torch.zeros(n_states, R, dtype=dt, device=device)
+        Z.index_add_(0, state_index, k0)
+        counts = torch.bincount(state_index, minlength=n_states).clamp_min(1)
+        Z = Z / counts[:, None].to(dt)
+
+    params = {
+        "A": A, "Bs": Bs, "Ds": Ds, "d": mean.clone(), "Z": Z,
+        "mu": torch.ones(R, dtype=dt, device=device),
+    }
+    if n_basis:
+        params["Wc"] = torch.zeros(n_basis, R, dtype=dt, device=device)
+    if M is not None:
+        params["M"] = M
+    return params
+
+
+def readout_matrix(Ds, n_units, orthonormal):
+    """Readout D (n, N) from its raw parameter."""
+    if orthonormal:
+        Q, Rr = torch.linalg.qr(Ds)  # Ds is (N, n): orthonormal columns
+        # Fix the sign ambiguity of QR so that D is a smooth function of Ds.
+        s = torch.sign(torch.diagonal(Rr))
+        s = torch.where(s == 0, torch.ones_like(s), s)
+        return (Q * s).t()
+    return Ds / math.sqrt(n_units)
+
+
+def evaluate(Z0, C, A, B, D, d, M, inputs, *, alpha, n_timepoints):
+    """Latent trajectories and readout of the model for explicit per-trial parameters.
+
+    Parameters
+    ----------
+    Z0 : (K, R) latent initial states.  C : (K, R) trial factors.
+    A, B : (N, R) column and row factors (B at its true scale).
+    D : (n, N) readout, d : (n,) offset.  M : (R, m) or None input map.
+    inputs : (T, K, m) or None.
+
+    Returns
+    -------
+    kappa : (T, K, R), eta : (T, K, n) readout (the rate's pre-image for Poisson).
+    """
+    N = A.shape[0]
+    gain = C * (alpha / N)
+    drive = None
+    if inputs is not None and M is not None:
+        drive = alpha * (inputs[:-1] @ M.t())
+    kappa, H = simulate_latents(Z0, A, B, gain, drive, 1.0 - alpha, n_timepoints)
+    return kappa, readout(H, D, d)
+
+
+def data_loss(eta, data, loss):
+    """Mean loss over observed entries (MSE or Poisson negative log-likelihood)."""
+    if loss == "poisson":
+        rate = F.softplus(eta)
+        err = rate - data.X * torch.log(rate + 1e-8)
+    else:
+        err = (eta - data.X) ** 2
+    if data.mask is not None:
+        err = err * data.mask
+    return err.sum() / max(data.n_obs, 1)
+
+
+def activity_loss(kappa, A):
+    """Mean squared unit state ``|A kappa|^2 / N`` computed in latent space."""
+    N = A.shape[0]
+    gram = A.t() @ A / N
+    return ((kappa @ gram) * kappa).sum(-1).mean()
+
+
+@dataclass
+class FitResult:
+    params: dict
+    loss: float
+    loss_curve: list
+    n_iter: int
+    converged: bool
+    interrupted: bool
+
+
+def optimize(
+    loss_fn, params, *, solver="adam", learning_rate=0.01, max_iter=1000, tol=1e-4,
+    n_iter_no_change=20, progress=None, callback=None, max_backoffs=6,
+    n_decays=2, decay_factor=0.2, warmup=10,
+):
+    """Minimise ``loss_fn(params)`` over the tensors in ``params`` (modified in place).
+
+    Adam (or L-BFGS) with a short linear warm-up of the learning rate (``warmup``
+    iterations) and a plateau schedule: once the loss has not improved on its best
+    value by more than ``tol`` (relative) for ``n_iter_no_change`` iterations, the
+    parameters return to the best iterate and the learning rate is multiplied by
+    ``decay_factor``; after ``n_decays`` such decays the next plateau ends the fit
+    (``converged=True``). The parameters with the lowest loss ever evaluated are kept
+    and returned, not the last iterate.
+
+    A non-finite loss is detected at once: the parameters are restored to the best
+    iterate, the learning rate is halved and the optimiser restarted, at most
+    ``max_backoffs`` times before :class:`FitDiverged` is raised. A KeyboardInterrupt
+    stops the loop and returns the best parameters so far with ``interrupted=True``.
+    ``callback(n_iter, loss)`` is called after every iteration.
+    """
+    tensors = list(params.values())
+    for p in tensors:
+        p.requires_grad_(True)
+
+    def make_optimizer(lr):
+        if solver == "lbfgs":
+            return torch.optim.LBFGS(
+                tensors, lr=lr, max_iter=1, history_size=20,
+                line_search_fn="strong_wolfe")
+        return torch.optim.Adam(tensors, lr=lr)
+
+    state = {"best": math.inf, "snapshot": [p.detach().clone() for p in tensors]}
+
+    def closure():
+        opt.zero_grad(set_to_none=True)
+        value = loss_fn(params)
+        v = float(value.detach())
+        if math.isfinite(v):
+            value.backward()
+            for p in tensors:
+                # L-BFGS flattens gradients with view(); transposed ones break it.
+                if p.grad is not None and not p.grad.is_contiguous():
+                    p.grad = p.grad.contiguous()
+            if v < state["best"]:
+                # Snapshot the point at which the loss was evaluated (before the
+                # optimiser moves away from it).
+                state["best"] = v
+                state["snapshot"] = [p.detach().clone() for p in tensors]
+        state.setdefault("first", v)
+        return value
+
+    lr = learning_rate
+    opt = make_optimizer(lr)
+    decays = 0
+    curve = []
+    best_iter_value = math.inf
+    since_best = 0
+    backoffs = 0
+    converged = False
+    interrupted = False
+    n_iter = 0
+    def restart_from_best(new_lr):
+        with torch.no_grad():
+            for p, s in zip(tensors, state["snapshot"]):
+                p.copy_(s)
+        return make_optimizer(new_lr)
+
+    try:
+        while n_iter < max_iter:
+            state.pop("first", None)
+            if solver == "adam" and n_iter < warmup:
+                for group in opt.param_groups:
+                    group["lr"] = lr * (n_iter + 1) / warmup
+            opt.step(closure)
+            value = state["first"]
+            if not math.isfinite(value):
+                backoffs += 1
+                if backoffs > max_backoffs:
+                    raise FitDiverged(
+                        f"the loss became non-finite and stayed so after {max_backoffs} "
+                        f"halvings of the learning rate (last tried {lr:.3g})")
+                lr *= 0.5
+                opt = restart_from_best(lr)
+                continue
+            n_iter += 1
+            curve.append(value)
+            if value < best_iter_value - tol * abs(best_iter_value) or n_iter == 1:
+                best_iter_value = value
+                since_best = 0
+            else:
+                since_best += 1
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{value:.5g}", refresh=False)
+            if callback is not None:
+                callback(n_iter, value)
+            if since_best >= n_iter_no_change:
+                if decays >= n_decays:
+                    converged = True
+                    break
+                decays += 1
+                lr *= decay_factor
+                opt = restart_from_best(lr)
+                since_best = 0
+    except KeyboardInterrupt:
+        interrupted = True
+    with torch.no_grad():
+        for p, s in zip(tensors, state["snapshot"]):
+            p.copy_(s)
+    for p in tensors:
+        p.requires_grad_(False)
+    return FitResult(params, state["best"], curve, n_iter, converged, interrupted)

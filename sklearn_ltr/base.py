@@ -1,0 +1,412 @@
+"""Shared machinery of every estimator in the package.
+
+* validation of ``(n_trials, n_timepoints, n_neurons)`` arrays, condition labels and
+  external inputs, with messages that say what was wrong and how to fix it;
+* the torch plumbing: device resolution, the thread-count context, conversions;
+* the leak-free co-smoothing score (DESIGN section 4), implemented once for all
+  estimators on top of a single hook, ``_infer``.
+"""
+
+import contextlib
+import numbers
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+__all__ = ["BaseLatentModel", "check_trials_array", "cosmoothing_folds"]
+
+
+# --------------------------------------------------------------------------- #
+# validation
+# --------------------------------------------------------------------------- #
+def _describe(a):
+    return f"{a.ndim}D array of shape {a.shape}"
+
+
+def check_trials_array(X, *, name="X", allow_nan=True, min_trials=1, min_timepoints=1,
+                       dtype=np.float64, what="(n_trials, n_timepoints, n_neurons)"):
+    """Validate a 3D array of trials and return it as a float array.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_trials, n_timepoints, n_neurons)
+        Data. NaN marks a missing entry when ``allow_nan`` is True.
+    name : str
+        Name used in error messages.
+    allow_nan : bool
+        Whether NaN entries are accepted. Infinite values are always rejected.
+    min_trials, min_timepoints : int
+        Smallest sizes accepted along the first two axes.
+    dtype : numpy dtype
+        Floating dtype of the returned array.
+
+    Returns
+    -------
+    X : ndarray of shape (n_trials, n_timepoints, n_neurons)
+
+    Raises
+    ------
+    ValueError
+        Wrong dimensionality, empty axes, infinite or (when not allowed) NaN values,
+        ragged trials, complex values.
+    TypeError
+        Non-numeric data.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_ltr.base import check_trials_array
+    >>> check_trials_array(np.zeros((4, 10, 3))).shape
+    (4, 10, 3)
+    """
+    if isinstance(X, torch.Tensor):
+        X = X.detach().cpu().numpy()
+    if isinstance(X, (list, tuple)):
+        shapes = {np.shape(x) for x in X}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"{name} is a list of trials with different shapes {sorted(shapes)[:3]}"
+                f"...; trials must share n_timepoints and n_neurons. Crop or pad them "
+                f"to a common length (pad with NaN: missing entries are allowed).")
+    try:
+        arr = np.asarray(X)
+    except ValueError as exc:  # ragged nested sequences
+        raise ValueError(
+            f"{name} could not be converted to a regular array ({exc}); trials must "
+            f"share n_timepoints and n_neurons (pad with NaN).") from None
+    if arr.dtype == object or arr.dtype.kind in "USVMm":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"{name} must hold numbers, got an array of dtype {arr.dtype}. Convert "
+                f"it with np.asarray({name}, dtype=float).") from None
+    if arr.dtype.kind == "c":
+        raise ValueError(
+            f"{name} is complex ({arr.dtype}); pass real values (e.g. np.abs({name}) "
+            f"or {name}.real).")
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}.")
+    if arr.ndim != 3:
+        hint = ""
+        if arr.ndim == 2:
+            hint = (f" For a single trial use {name}[np.newaxis]; for a 2D "
+                    f"(n_samples, n_neurons) recording, reshape it into trials.")
+        raise ValueError(
+            f"Expected {name} to be a 3D array of shape {what}, got a "
+            f"{_describe(arr)}.{hint}")
+    n_trials, n_timepoints, n_neurons = arr.shape
+    if n_trials < min_trials:
+        raise ValueError(
+            f"{name} has {n_trials} trial(s); at least {min_trials} are required.")
+    if n_timepoints < min_timepoints:
+        raise ValueError(
+            f"{name} has {n_timepoints} time point(s) per trial; at least "
+            f"{min_timepoints} are required.")
+    if n_neurons < 1:
+        raise ValueError(f"{name} has 0 neurons (shape {arr.shape}).")
+    arr = np.asarray(arr, dtype=dtype)
+    if not np.isfinite(arr).all():
+        if np.isinf(arr).any():
+            where = np.argwhere(np.isinf(arr))[0]
+            raise ValueError(
+                f"{name} contains infinite values (first at index {tuple(where)}). "
+                f"Replace them, or mark them missing with NaN.")
+        if not allow_nan:
+            raise ValueError(f"{name} contains NaN, which is not allowed here.")
+    return arr
+
+
+def check_conditions(y, n_trials):
+    """Validate condition labels; return (labels, index into labels) or (None, None)."""
+    if y is None:
+        return None, None
+    y = np.asarray(y)
+    if y.ndim != 1 or y.shape[0] != n_trials:
+        raise ValueError(
+            f"y must hold one condition label per trial: expected shape ({n_trials},), "
+            f"got {y.shape}.")
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise ValueError("y (condition labels) contains NaN or infinite values.")
+    labels, index = np.unique(y, return_inverse=True)
+    return labels, index
+
+
+def check_inputs(inputs, n_trials, n_timepoints, n_inputs=None):
+    """Validate external inputs of shape (n_trials, n_timepoints, n_inputs)."""
+    if inputs is None:
+        if n_inputs:
+            raise ValueError(
+                f"This model was fitted with external inputs ({n_inputs} channels); "
+                f"pass inputs=... of shape ({n_trials}, {n_timepoints}, {n_inputs}).")
+        return None
+    U = check_trials_array(inputs, name="inputs", allow_nan=False,
+                           what="(n_trials, n_timepoints, n_inputs)")
+    if U.shape[:2] != (n_trials, n_timepoints):
+        raise ValueError(
+            f"inputs must have shape (n_trials, n_timepoints, n_inputs) = "
+            f"({n_trials}, {n_timepoints}, ...) to match X, got {U.shape}.")
+    if n_inputs is not None and U.shape[2] != n_inputs:
+        if n_inputs == 0:
+            raise ValueError(
+                "This model was fitted without external inputs; do not pass inputs.")
+        raise ValueError(
+            f"inputs has {U.shape[2]} channels, but the model was fitted with "
+            f"{n_inputs}.")
+    return U
+
+
+# --------------------------------------------------------------------------- #
+# torch plumbing
+# --------------------------------------------------------------------------- #
+def resolve_device(device):
+    """Map the ``device`` parameter ('cpu', 'cuda', 'cuda:1', 'auto') to a torch device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was requested but CUDA is not available on this "
+            f"machine; use device='cpu' or device='auto'.")
+    return dev
+
+
+@contextlib.contextmanager
+def torch_threads(n_threads):
+    """Set torch's intra-op thread count for the duration of the block, then restore.
+
+    Small recurrent models run several times slower with intra-op threads on few
+    cores, and joblib workers must not oversubscribe; ``None`` leaves it unchanged.
+    """
+    if n_threads is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n_threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def to_tensor(a, device, dtype=torch.float32):
+    """numpy array (or None) -> tensor on ``device``."""
+    if a is None:
+        return None
+    return torch.as_tensor(np.asarray(a), dtype=dtype).to(device)
+
+
+def to_numpy(t):
+    """tensor (or None) -> float64 numpy array on the CPU."""
+    if t is None:
+        return None
+    return t.detach().to("cpu", torch.float64).numpy()
+
+
+def seed_from(random_state):
+    """Draw an integer seed for a local torch.Generator from ``random_state``."""
+    from sklearn.utils import check_random_state
+
+    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+
+
+# --------------------------------------------------------------------------- #
+# co-smoothing
+# --------------------------------------------------------------------------- #
+def cosmoothing_folds(n_neurons, n_folds):
+    """Assign neurons to co-smoothing folds: a fixed, seed-independent permutation.
+
+    The assignment depends only on ``n_neurons`` and ``n_folds``, so every estimator
+    scored on the same data uses the same folds (a fair comparison).
+
+    Returns
+    -------
+    fold : ndarray of shape (n_neurons,)
+        Fold index of each neuron, in ``range(min(n_folds, n_neurons))``.
+    """
+    n_folds = min(n_folds, n_neurons)
+    perm = np.random.RandomState(0).permutation(n_neurons)
+    fold = np.empty(n_neurons, dtype=int)
+    fold[perm] = np.arange(n_neurons) % n_folds
+    return fold
+
+
+def r2_observed(X, P):
+    """Variance-weighted R^2 of predictions ``P`` over the non-NaN entries of ``X``."""
+    obs = ~np.isnan(X)
+    mean = np.nanmean(X, axis=(0, 1), keepdims=True)
+    mean = np.where(np.isnan(mean), 0.0, mean)
+    sse = np.sum(np.where(obs, (X - P) ** 2, 0.0))
+    sst = np.sum(np.where(obs, (X - mean) ** 2, 0.0))
+    if sst <= 0:
+        return 1.0 if sse <= 0 else -np.inf
+    return float(1.0 - sse / sst)
+
+
+def bits_per_spike(X, rate):
+    """Co-smoothing log-likelihood gain over a per-neuron mean-rate model, in bits/spike."""
+    from scipy.special import xlogy
+
+    obs = ~np.isnan(X)
+    Xo = np.where(obs, X, 0.0)
+    mean = Xo.sum((0, 1)) / np.maximum(obs.sum((0, 1)), 1)
+    rate = np.maximum(rate, 1e-9)
+    null = np.broadcast_to(np.maximum(mean, 1e-9), X.shape)
+    ll_model = np.sum(np.where(obs, xlogy(Xo, rate) - rate, 0.0))
+    ll_null = np.sum(np.where(obs, xlogy(Xo, null) - null, 0.0))
+    n_spikes = Xo.sum()
+    if n_spikes <= 0:
+        return 0.0
+    return float((ll_model - ll_null) / (n_spikes * np.log(2)))
+
+
+class BaseLatentModel(TransformerMixin, BaseEstimator):
+    """Base class of the latent-variable models of trials (RNNs and baselines).
+
+    Subclasses implement ``fit`` and ``_infer(X, y, inputs)``, which infers every
+    per-trial parameter from the observed (non-NaN) entries of ``X`` with all shared
+    parameters frozen and returns ``(latents, reconstruction)`` of shapes
+    ``(n_trials, n_timepoints, rank)`` and ``(n_trials, n_timepoints, n_neurons)``.
+    ``transform``, ``predict`` and the co-smoothing ``score`` are built on it here,
+    once for all estimators.
+    """
+
+    # Which score `score` reports; Poisson models set "bits_per_spike".
+    def _score_kind(self):
+        return "r2"
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        tags.input_tags.two_d_array = False
+        tags.input_tags.allow_nan = True
+        tags.non_deterministic = False
+        return tags
+
+    # -- validation helpers used by subclasses --------------------------------
+    def _check_X_new(self, X):
+        check_is_fitted(self)
+        X = check_trials_array(X)
+        if X.shape[2] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[2]} neurons, but {type(self).__name__} was fitted "
+                f"with {self.n_features_in_} neurons (X must have shape (n_trials, "
+                f"n_timepoints, {self.n_features_in_})).")
+        return X
+
+    # -- public API ------------------------------------------------------------
+    def transform(self, X, y=None, *, inputs=None):
+        """Latent trajectories of the given trials.
+
+        Per-trial parameters are inferred from the observed entries of ``X`` with
+        every shared parameter frozen (the pattern of ``NMF.transform``), so trials
+        never seen in ``fit`` are handled.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trials, n_timepoints, n_neurons)
+            Trials; NaN marks missing entries.
+        y : array-like of shape (n_trials,), default=None
+            Condition labels, for models fitted with per-condition initial states.
+        inputs : array-like of shape (n_trials, n_timepoints, n_inputs), default=None
+            External inputs, required when the model was fitted with them.
+
+        Returns
+        -------
+        latents : ndarray of shape (n_trials, n_timepoints, rank)
+        """
+        X = self._check_X_new(X)
+        with torch_threads(getattr(self, "n_threads", None)):
+            latents, _ = self._infer(X, y, inputs)
+        return latents
+
+    def predict(self, X, y=None, *, inputs=None):
+        """Reconstruction of the given trials (rates for ``loss='poisson'``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trials, n_timepoints, n_neurons)
+            Trials; NaN marks missing entries, which are predicted too.
+        y : array-like of shape (n_trials,), default=None
+            Condition labels (see :meth:`transform`).
+        inputs : array-like of shape (n_trials, n_timepoints, n_inputs), default=None
+            External inputs, required when the model was fitted with them.
+
+        Returns
+        -------
+        X_hat : ndarray of shape (n_trials, n_timepoints, n_neurons)
+        """
+        X = self._check_X_new(X)
+        with torch_threads(getattr(self, "n_threads", None)):
+            _, recon = self._infer(X, y, inputs)
+        return recon
+
+    def score(self, X, y=None, *, inputs=None):
+        """Co-smoothing score of the given trials: held-out, leak-free, greater is better.
+
+        The neurons are split into ``cosmoothing_folds`` folds (a fixed assignment
+        shared by every estimator). For each fold, the per-trial parameters (initial
+        state, trial factor, ...) are inferred from the *other* neurons only, with all
+        shared parameters frozen, and the fold's neurons are predicted. No entry that
+        is scored is used to infer the parameters that predict it. The score is the
+        variance-weighted R^2 over all observed entries (NaN entries are neither used
+        nor scored); with ``loss='poisson'`` it is the co-smoothing log-likelihood in
+        bits per spike relative to each neuron's mean rate, as in the Neural Latents
+        Benchmark.
+
+        Within ``GridSearchCV`` the trials scored are the held-out trials of the fold,
+        so shared parameters are fitted on other trials and per-trial parameters on
+        other neurons: a bi-cross-validated score that does not grow with rank for
+        free.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trials, n_timepoints, n_neurons)
+            Trials to score.
+        y : array-like of shape (n_trials,), default=None
+            Condition labels (see :meth:`transform`).
+        inputs : array-like of shape (n_trials, n_timepoints, n_inputs), default=None
+            External inputs, required when the model was fitted with them.
+
+        Returns
+        -------
+        score : float
+        """
+        X = self._check_X_new(X)
+        with torch_threads(getattr(self, "n_threads", None)):
+            pred = self._cosmooth_predict(X, y, inputs)
+        if self._score_kind() == "bits_per_spike":
+            return bits_per_spike(X, pred)
+        return r2_observed(X, pred)
+
+    def _cosmooth_predict(self, X, y, inputs):
+        """Predict each neuron from parameters inferred without it (all folds at once).
+
+        The fold-masked copies of X are stacked along the trial axis and inferred in a
+        single batched call, which costs one inference rather than one per fold.
+        """
+        n_trials, _, n_neurons = X.shape
+        fold = cosmoothing_folds(n_neurons, self.cosmoothing_folds)
+        n_folds = fold.max() + 1
+        if n_folds < 2:
+            raise ValueError(
+                f"co-smoothing needs at least 2 neurons to hold one out, X has "
+                f"{n_neurons}.")
+        stacked = np.repeat(X[None], n_folds, axis=0)
+        for f in range(n_folds):
+            stacked[f][:, :, fold == f] = np.nan
+        stacked = stacked.reshape((n_folds * n_trials,) + X.shape[1:])
+        y_s = None if y is None else np.tile(np.asarray(y), n_folds)
+        in_s = None if inputs is None else np.tile(np.asarray(inputs), (n_folds, 1, 1))
+        _, recon = self._infer(stacked, y_s, in_s)
+        recon = recon.reshape((n_folds, n_trials) + X.shape[1:])
+        pred = np.empty_like(X)
+        for f in range(n_folds):
+            pred[:, :, fold == f] = recon[f][:, :, fold == f]
+        return pred
+
+
+def _is_int(x):
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)

@@ -1,0 +1,645 @@
+"""Low-tensor-rank and low-rank recurrent network models of trials."""
+
+import math
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from . import _solver
+from .base import (
+    BaseLatentModel,
+    check_conditions,
+    check_inputs,
+    check_trials_array,
+    resolve_device,
+    seed_from,
+    to_numpy,
+    to_tensor,
+    torch_threads,
+)
+
+__all__ = ["LowTensorRankRNN", "LowRankRNN"]
+
+_DTYPE = torch.float32
+
+
+class _BaseRNN(BaseLatentModel):
+    """Shared implementation of :class:`LowTensorRankRNN` and :class:`LowRankRNN`."""
+
+    # True for the model whose trial factors vary over trials.
+    _trial_varying = True
+
+    _parameter_constraints = {
+        "rank": [Interval(Integral, 1, None, closed="left")],
+        "n_units": [Interval(Integral, 1, None, closed="left")],
+        "tau": [Interval(Real, 1, None, closed="left")],
+        "loss": [StrOptions({"mse", "poisson"})],
+        "orthonormal_readout": ["boolean"],
+        "activity_penalty": [Interval(Real, 0, None, closed="left")],
+        "init": [StrOptions({"pca", "random"})],
+        "solver": [StrOptions({"adam", "lbfgs"})],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "infer_max_iter": [Interval(Integral, 1, None, closed="left")],
+        "cosmoothing_folds": [Interval(Integral, 2, None, closed="left")],
+        "random_state": ["random_state"],
+        "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "device": [StrOptions({"cpu", "cuda", "auto"}), str],
+        "verbose": ["verbose"],
+    }
+
+    def _score_kind(self):
+        return "bits_per_spike" if self.loss == "poisson" else "r2"
+
+    # ------------------------------------------------------------------ fit
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, *, inputs=None):
+        """Fit the network to trials.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trials, n_timepoints, n_neurons)
+            Recorded activity, trials in the order they happened. NaN marks a missing
+            entry, which is neither fitted nor scored.
+        y : array-like of shape (n_trials,), default=None
+            Condition labels. When given, trials of one condition share their latent
+            initial state; otherwise each trial has its own.
+        inputs : array-like of shape (n_trials, n_timepoints, n_inputs), default=None
+            External inputs (e.g. task cues). They enter through a map constrained to
+            the column space of the connectivity.
+
+        Returns
+        -------
+        self : object
+            Fitted estimator.
+        """
+        X = check_trials_array(X, min_trials=2, min_timepoints=2)
+        n_trials, n_timepoints, n_neurons = X.shape
+        if self.rank > self.n_units:
+            raise ValueError(
+                f"rank={self.rank} must be <= n_units={self.n_units}; increase n_units "
+                f"or lower rank.")
+        if self.orthonormal_readout and n_neurons > self.n_units:
+            raise ValueError(
+                f"orthonormal_readout=True needs n_neurons <= n_units, got "
+                f"n_neurons={n_neurons} and n_units={self.n_units}; increase n_units.")
+        observed = ~np.isnan(X)
+        empty_trials = np.flatnonzero(~observed.any(axis=(1, 2)))
+        if empty_trials.size:
+            raise ValueError(
+                f"X has {empty_trials.size} trial(s) with no observed entry (all NaN), "
+                f"e.g. trial {empty_trials[0]}; drop them before fitting.")
+        empty_neurons = np.flatnonzero(~observed.any(axis=(0, 1)))
+        if empty_neurons.size:
+            raise ValueError(
+                f"X has {empty_neurons.size} neuron(s) with no observed entry (all "
+                f"NaN), e.g. neuron {empty_neurons[0]}; drop them before fitting.")
+        if self.loss == "poisson" and np.nanmin(X) < 0:
+            raise ValueError(
+                "loss='poisson' needs non-negative counts, but X has negative values; "
+                "use loss='mse' for standardised data.")
+        labels, state_index = check_conditions(y, n_trials)
+        U = check_inputs(inputs, n_trials, n_timepoints)
+
+        self.device_ = resolve_device(self.device)
+        self.n_features_in_ = n_neurons
+        self.n_inputs_ = 0 if U is None else U.shape[2]
+        self.conditions_ = labels
+        self._alpha = 1.0 / self.tau
+
+        with torch_threads(self.n_threads):
+            result = self._fit_torch(X, U, state_index, labels)
+        self._set_fitted(result, n_trials, n_timepoints, state_index, U)
+        return self
+
+    def _fit_torch(self, X, U, state_index, labels):
+        dev = self.device_
+        data = _solver.Data.from_numpy(X, U, dev, _DTYPE)
+        n_trials, n_timepoints = X.shape[:2]
+        if self._trial_varying:
+            basis = _solver.trial_basis(n_trials, self.trial_length_scale).to(
+                device=dev, dtype=_DTYPE)
+            n_basis = basis.shape[1]
+        else:
+            basis, n_basis = None, 0
+        n_states = n_trials if labels is None else len(labels)
+        sidx = None if state_index is None else torch.as_tensor(
+            state_index, device=dev)
+        N, alpha = self.n_units, self._alpha
+        orth = self.orthonormal_readout
+
+        def loss_fn(p):
+            C = p["mu"].expand(n_trials, -1)
+            if basis is not None:
+                C = C + basis @ p["Wc"]
+            Z0 = p["Z"] if sidx is None else p["Z"][sidx]
+            B = p["Bs"] * math.sqrt(N)
+            D = _solver.readout_matrix(p["Ds"], N, orth)
+            kappa, eta = _solver.evaluate(
+                Z0, C, p["A"], B, D, p["d"], p.get("M"), data.inputs,
+                alpha=alpha, n_timepoints=n_timepoints)
+            value = _solver.data_loss(eta, data, self.loss)
+            if self.activity_penalty:
+                value = value + self.activity_penalty * _solver.activity_loss(
+                    kappa, p["A"])
+            return value
+
+        seed = seed_from(self.random_state)
+        best = None
+        for i_init in range(self.n_init):
+            gen = torch.Generator().manual_seed(seed + i_init)
+            params = _solver.initialize(
+                data, rank=self.rank, n_units=N, alpha=alpha, n_states=n_states,
+                state_index=sidx, n_basis=n_basis, loss=self.loss,
+                orthonormal_readout=orth, init=self.init, generator=gen)
+            params = {k: v.to(_DTYPE) for k, v in params.items()}
+            progress = None
+            if self.verbose:
+                from tqdm.auto import tqdm
+
+                progress = tqdm(total=self.max_iter, leave=False,
+                                desc=f"{type(self).__name__} init {i_init + 1}")
+            try:
+                result = _solver.optimize(
+                    loss_fn, params, solver=self.solver,
+                    learning_rate=self.learning_rate, max_iter=self.max_iter,
+                    tol=self.tol, n_iter_no_change=self.n_iter_no_change,
+                    progress=progress, callback=getattr(self, "_callback", None))
+            except _solver.FitDiverged as exc:
+                raise ValueError(
+                    f"{type(self).__name__}.fit diverged: {exc}. Remedies: lower "
+                    f"learning_rate (now {self.learning_rate}), standardise X (e.g. "
+                    f"sklearn_ltr.preprocessing.StandardScaler3D), or increase tau "
+                    f"(now {self.tau}).") from None
+            finally:
+                if progress is not None:
+                    progress.close()
+            if best is None or result.loss < best.loss:
+                best = result
+            if result.interrupted:
+                break
+        if best.interrupted:
+            warnings.warn(
+                f"{type(self).__name__}.fit was interrupted after {best.n_iter} "
+                f"iterations; the best parameters so far are kept.", UserWarning)
+        elif not best.converged:
+            warnings.warn(
+                f"{type(self).__name__} reached max_iter={self.max_iter} before "
+                f"converging (tol={self.tol}); increase max_iter or learning_rate.",
+                ConvergenceWarning)
+        best.basis = basis
+        return best
+
+    def _set_fitted(self, result, n_trials, n_timepoints, state_index, U):
+        p = {k: to_numpy(v) for k, v in result.params.items()}
+        N = self.n_units
+        C = np.broadcast_to(p["mu"], (n_trials, self.rank)).copy()
+        if result.basis is not None:
+            C = C + to_numpy(result.basis) @ p["Wc"]
+        B = p["Bs"] * math.sqrt(N)
+        # Trial factors and row factors trade scale (W_k = sum_r c_kr a_r b_r^T / N):
+        # normalise each trial factor to unit root-mean-square and a positive mean,
+        # moving its scale and sign into the row factor.
+        scale = np.sqrt(np.mean(C ** 2, axis=0))
+        scale = np.where(scale > 0, scale, 1.0)
+        sign = np.where(C.mean(0) < 0, -1.0, 1.0)
+        C = C / (scale * sign)
+        B = B * (scale * sign)
+        self.left_factors_ = p["A"]
+        self.right_factors_ = B
+        if self._trial_varying:
+            self.trial_factors_ = C
+        self.readout_ = to_numpy(_solver.readout_matrix(
+            result.params["Ds"], N, self.orthonormal_readout))
+        self.readout_bias_ = p["d"]
+        self.initial_states_ = p["Z"]
+        self.input_map_ = p.get("M")
+        self.loss_curve_ = list(result.loss_curve)
+        self.n_iter_ = result.n_iter
+        self.best_loss_ = float(result.loss)
+        self._n_trials_fit = n_trials
+        self._store_candidates(C, state_index, U, n_timepoints)
+
+    # At most this many fitted trials are kept as starting points for inference.
+    _n_candidates = 48
+
+    def _store_candidates(self, C, state_index, U, n_timepoints):
+        """Keep the per-trial parameters and reconstructions of some fitted trials.
+
+        Inference on a new trial starts from the parameters of the kept trial whose
+        reconstruction is closest on the new trial's observed entries; the
+        per-trial problem is non-convex and this start avoids poor local minima.
+        """
+        n_trials = C.shape[0]
+        keep = np.unique(np.linspace(0, n_trials - 1, min(n_trials, self._n_candidates))
+                         .round().astype(int))
+        Z = self.initial_states_
+        z = Z[keep] if state_index is None else Z[state_index[keep]]
+        c = C[keep]
+        dev = self._inference_device()
+        sh = self._shared_tensors(dev)
+        Uk = None if U is None else to_tensor(np.swapaxes(U[keep], 0, 1), dev)
+        with torch.no_grad():
+            _, eta = self._simulate(sh, to_tensor(z, dev), to_tensor(c, dev), Uk,
+                                    n_timepoints)
+        self._cand_states = z
+        self._cand_factors = c
+        self._cand_condition = None if state_index is None else state_index[keep]
+        self._cand_recon = np.swapaxes(to_numpy(eta), 0, 1).astype(np.float32)
+
+    # ------------------------------------------------------------ inference
+    def _shared_tensors(self, dev):
+        return {
+            "A": to_tensor(self.left_factors_, dev),
+            "B": to_tensor(self.right_factors_, dev),
+            "D": to_tensor(self.readout_, dev),
+            "d": to_tensor(self.readout_bias_, dev),
+            "M": to_tensor(self.input_map_, dev),
+        }
+
+    def _simulate(self, sh, Z0, C, inputs_tm, n_timepoints):
+        return _solver.evaluate(
+            Z0, C, sh["A"], sh["B"], sh["D"], sh["d"], sh["M"], inputs_tm,
+            alpha=1.0 / self.tau, n_timepoints=n_timepoints)
+
+    def _nearest_candidates(self, X, fixed_states):
+        """Index of the kept fitted trial closest to each trial on its observed entries."""
+        R = self._cand_recon
+        if R.shape[1] != X.shape[1]:
+            return None
+        obs = ~np.isnan(X)
+        Xo = np.where(obs, X, 0.0).reshape(X.shape[0], -1)
+        Of = obs.reshape(X.shape[0], -1).astype(np.float64)
+        Rf = R.reshape(R.shape[0], -1).astype(np.float64)
+        # sum_obs (x - r)^2 = sum_obs x^2 - 2 <x, r> + <obs, r^2>
+        dist = -2.0 * Xo @ Rf.T + Of @ (Rf ** 2).T
+        if fixed_states is not None and self._cand_condition is not None:
+            other = fixed_states[:, None] != self._cand_condition[None, :]
+            # Trials of another condition start elsewhere; never pick them unless
+            # the condition has no kept trial at all.
+            dist = np.where(other, dist + 1e30, dist)
+        return np.argmin(dist, axis=1)
+
+    def _infer(self, X, y, inputs):
+        n_trials, n_timepoints, _ = X.shape
+        U = check_inputs(inputs, n_trials, n_timepoints, self.n_inputs_)
+        fixed_states = None
+        if y is not None and self.conditions_ is not None:
+            fixed_states = self._condition_index(y, n_trials)
+        dev = self._inference_device()
+        nearest = self._nearest_candidates(X, fixed_states)
+        with torch_threads(self.n_threads):
+            data = _solver.Data.from_numpy(X, U, dev, _DTYPE)
+            sh = self._shared_tensors(dev)
+            c_mean = to_tensor(
+                self.trial_factors_.mean(0) if self._trial_varying
+                else np.ones(self.rank), dev)
+            params = {}
+            if fixed_states is None:
+                if nearest is not None:
+                    params["z"] = to_tensor(self._cand_states[nearest], dev)
+                else:
+                    params["z"] = self._initial_state_guess(data, sh["A"], sh["D"],
+                                                            sh["d"])
+            else:
+                Z0_fixed = to_tensor(self.initial_states_[fixed_states], dev)
+            if self._trial_varying:
+                if nearest is not None:
+                    params["c"] = to_tensor(self._cand_factors[nearest], dev)
+                else:
+                    params["c"] = c_mean.expand(n_trials, -1).clone()
+
+            def per_trial(p):
+                Z0 = p["z"] if "z" in p else Z0_fixed
+                C = p["c"] if "c" in p else c_mean.expand(n_trials, -1)
+                return self._simulate(sh, Z0, C, data.inputs, n_timepoints)
+
+            if params:
+                def loss_fn(p):
+                    kappa, eta = per_trial(p)
+                    value = _solver.data_loss(eta, data, self.loss)
+                    if "c" in p:
+                        # Weak pull toward the mean trial factor: keeps trials with
+                        # few observed entries well posed.
+                        value = value + 1e-3 * ((p["c"] - c_mean) ** 2).mean()
+                    if self.activity_penalty:
+                        value = value + self.activity_penalty * _solver.activity_loss(
+                            kappa, sh["A"])
+                    return value
+
+                _solver.optimize(
+                    loss_fn, params, solver="lbfgs", learning_rate=1.0,
+                    max_iter=self.infer_max_iter, tol=1e-5, n_iter_no_change=5)
+            with torch.no_grad():
+                kappa, eta = per_trial(params)
+                if self.loss == "poisson":
+                    eta = torch.nn.functional.softplus(eta)
+        latents = np.swapaxes(to_numpy(kappa), 0, 1)
+        recon = np.swapaxes(to_numpy(eta), 0, 1)
+        return np.ascontiguousarray(latents), np.ascontiguousarray(recon)
+
+    def _condition_index(self, y, n_trials):
+        y = np.asarray(y)
+        if y.shape != (n_trials,):
+            raise ValueError(
+                f"y must hold one condition label per trial: expected shape "
+                f"({n_trials},), got {y.shape}.")
+        index = np.clip(np.searchsorted(self.conditions_, y), 0,
+                        len(self.conditions_) - 1)
+        unknown = self.conditions_[index] != y
+        if unknown.any():
+            raise ValueError(
+                f"y contains condition labels not seen in fit, e.g. {y[unknown][0]!r}; "
+                f"known: {list(self.conditions_)[:10]}.")
+        return index
+
+    def _inference_device(self):
+        """The fitted device, or the CPU (with a warning) when it is not available.
+
+        Fitted state is stored as numpy arrays, so a model fitted on a GPU and
+        unpickled on a machine without one still works.
+        """
+        dev = torch.device(self.device_)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            warnings.warn(
+                f"{type(self).__name__} was fitted on {dev} but CUDA is not available; "
+                f"running on the CPU.", UserWarning)
+            return torch.device("cpu")
+        return dev
+
+    @staticmethod
+    def _initial_state_guess(data, A, D, d):
+        """Least-squares latent state of the first time point, per trial.
+
+        Linearises the readout around zero (tanh(A z) ~ A z) and solves the ridge
+        problem over each trial's observed neurons at t = 0.
+        """
+        L = D @ A  # (n, R)
+        x0 = data.X[0] - d  # (K, n)
+        if data.mask is None:
+            m = torch.ones_like(x0)
+        else:
+            m = data.mask[0].to(x0.dtype)
+        x0 = x0 * m
+        G = torch.einsum("kn,nr,ns->krs", m, L, L)
+        lam = 1e-2 * torch.diagonal(L.t() @ L).mean() + 1e-6
+        G = G + lam * torch.eye(L.shape[1], dtype=L.dtype, device=L.device)
+        rhs = x0 @ L
+        return torch.linalg.solve(G, rhs.unsqueeze(-1)).squeeze(-1)
+
+    # ------------------------------------------------------------ weights
+    def weight_tensor(self):
+        """Recurrent weight matrix of every fitted trial, built on request.
+
+        Returns
+        -------
+        W : ndarray of shape (n_trials, n_units, n_units)
+            ``W[k] = sum_r c[k, r] a_r b_r^T / n_units``. For :class:`LowRankRNN` all
+            slices are equal.
+        """
+        check_is_fitted(self)
+        A, B = self.left_factors_, self.right_factors_
+        N = self.n_units
+        if self._trial_varying:
+            C = self.trial_factors_
+        else:
+            C = np.ones((self._n_trials_fit, self.rank))
+        return np.einsum("kr,ir,jr->kij", C, A, B) / N
+
+
+_COMMON_PARAMS_DOC = """
+    n_units : int, default=100
+        Number of units N of the network. Must be >= rank.
+    tau : float, default=2.0
+        Time constant of the units, in time bins (>= 1). The Euler step of the
+        dynamics is alpha = 1 / tau.
+    loss : {'mse', 'poisson'}, default='mse'
+        'mse' for rates or standardised activity; 'poisson' for spike counts (the
+        readout is passed through a softplus to give rates).
+    orthonormal_readout : bool, default=False
+        Constrain the readout D to orthonormal rows (needs n_neurons <= n_units).
+    activity_penalty : float, default=1e-4
+        Weight of the mean squared unit state |x|^2 / N added to the loss.
+    init : {'pca', 'random'}, default='pca'
+        'pca' starts from the principal components of X: latent trajectories from PC
+        scores, readout and connectivity by ridge regression on them. 'random' starts
+        from random latent trajectories.
+    solver : {'adam', 'lbfgs'}, default='adam'
+        Optimiser of the fit. Per-trial inference (transform, predict, score) always
+        uses L-BFGS.
+    learning_rate : float, default=0.05
+        Step size of Adam (for L-BFGS, the initial step; 1.0 is usual).
+    max_iter : int, default=1000
+        Maximum number of iterations per initialisation.
+    tol : float, default=5e-3
+        A plateau is ``n_iter_no_change`` iterations in which the loss fails to drop
+        by more than ``tol`` relative to its best value. At a plateau the fit returns
+        to its best parameters and divides the learning rate by 5; the third plateau
+        ends it.
+    n_iter_no_change : int, default=20
+        Length of the plateau window, in iterations.
+    n_init : int, default=1
+        Number of initialisations (different random column directions); the fit with
+        the lowest loss is kept.
+    infer_max_iter : int, default=100
+        Maximum L-BFGS iterations when inferring per-trial parameters of new trials.
+    cosmoothing_folds : int, default=5
+        Number of neuron folds of the co-smoothing score.
+    random_state : int, RandomState instance or None, default=None
+        Seeds a local torch.Generator (never the global one). The same value gives
+        bit-identical fits on the CPU.
+    n_threads : int or None, default=1
+        torch intra-op threads used during fit, transform, predict and score, restored
+        afterwards. None leaves torch's setting alone.
+    device : {'cpu', 'cuda', 'auto'} or str, default='cpu'
+        Where to compute. 'auto' picks CUDA when available. Fitted arrays are always
+        stored as numpy arrays on the CPU.
+    verbose : int, default=0
+        Show a progress bar during fit when > 0.
+"""
+
+_COMMON_ATTRS_DOC = """
+    left_factors_ : ndarray of shape (n_units, rank)
+        Column factors A = [a_1, ..., a_R] of the connectivity.
+    right_factors_ : ndarray of shape (n_units, rank)
+        Row factors B = [b_1, ..., b_R].
+    readout_ : ndarray of shape (n_neurons, n_units)
+        Readout D from unit rates tanh(x) to recorded neurons.
+    readout_bias_ : ndarray of shape (n_neurons,)
+        Readout offset d.
+    initial_states_ : ndarray of shape (n_trials or n_conditions, rank)
+        Latent initial states z (x(0) = A z), per trial, or per condition when ``y``
+        was given to fit.
+    input_map_ : ndarray of shape (rank, n_inputs) or None
+        Input map in latent coordinates M (B_in = A M); None without inputs.
+    conditions_ : ndarray of shape (n_conditions,) or None
+        Condition labels seen in fit.
+    loss_curve_ : list of float
+        Loss at each iteration of the kept initialisation.
+    n_iter_ : int
+        Iterations run by the kept initialisation.
+    best_loss_ : float
+        Lowest training loss reached.
+    n_features_in_ : int
+        Number of recorded neurons (the last axis of X).
+    n_inputs_ : int
+        Number of input channels (0 without inputs).
+    device_ : torch.device
+        The device used by fit.
+"""
+
+
+class LowTensorRankRNN(_BaseRNN):
+    """Recurrent network whose connectivity changes over trials within a low-rank tensor.
+
+    Fits the model of Pellegrino, Cayco-Gajic & Chadwick (NeurIPS 2023) to trials of
+    recorded activity: a network of ``n_units`` tanh units whose weight matrix on
+    trial k is ``W_k = sum_r c[k, r] a_r b_r^T / n_units``, i.e. the stack of weight
+    matrices is a CP tensor of rank ``rank``. The recorded neurons are a readout
+    ``D tanh(x) + d`` of the units. The trial factors ``c[:, r]`` describe how each
+    connectivity component waxes and wanes over learning; a Gaussian-process prior
+    with length scale ``trial_length_scale`` (in trials) keeps them smooth in trial
+    order.
+
+    The network is simulated in its rank-dimensional latent space (states, initial
+    states and inputs live in the column space of A), at O(n_units * rank) per time
+    step and trial; the weight tensor is built only by :meth:`weight_tensor`.
+
+    Parameters
+    ----------
+    rank : int, default=3
+        Tensor rank R of the connectivity (number of components).
+    trial_length_scale : float or None, default=10.0
+        Length scale, in trials, of the squared-exponential Gaussian-process prior on
+        the trial factors: larger is smoother. None gives independent trial factors.
+""" + _COMMON_PARAMS_DOC + """
+    Attributes
+    ----------
+    trial_factors_ : ndarray of shape (n_trials, rank)
+        Trial factors c, each normalised to unit root-mean-square and positive mean
+        (the scale is carried by ``right_factors_``).
+""" + _COMMON_ATTRS_DOC + """
+    See Also
+    --------
+    LowRankRNN : The same network with one connectivity for all trials.
+
+    References
+    ----------
+    .. [1] A. Pellegrino, N. A. Cayco-Gajic, A. Chadwick. "Low Tensor Rank Learning
+       of Neural Dynamics". NeurIPS 2023.
+
+    Examples
+    --------
+    >>> from sklearn_ltr import LowTensorRankRNN
+    >>> from sklearn_ltr.datasets import make_low_tensor_rank_rnn
+    >>> data = make_low_tensor_rank_rnn(n_trials=20, n_timepoints=15, n_neurons=12,
+    ...                                 rank=2, random_state=0)
+    >>> est = LowTensorRankRNN(rank=2, n_units=20, max_iter=50, random_state=0)
+    >>> est.fit(data.X).trial_factors_.shape
+    (20, 2)
+    >>> est.transform(data.X[:3]).shape
+    (3, 15, 2)
+    """
+
+    _trial_varying = True
+    _parameter_constraints = {
+        **_BaseRNN._parameter_constraints,
+        "trial_length_scale": [Interval(Real, 0, None, closed="neither"), None],
+    }
+
+    def __init__(
+        self, rank=3, *, n_units=100, trial_length_scale=10.0, tau=2.0, loss="mse",
+        orthonormal_readout=False, activity_penalty=1e-4, init="pca", solver="adam",
+        learning_rate=0.05, max_iter=1000, tol=5e-3, n_iter_no_change=20, n_init=1,
+        infer_max_iter=100, cosmoothing_folds=5, random_state=None, n_threads=1,
+        device="cpu", verbose=0,
+    ):
+        self.rank = rank
+        self.n_units = n_units
+        self.trial_length_scale = trial_length_scale
+        self.tau = tau
+        self.loss = loss
+        self.orthonormal_readout = orthonormal_readout
+        self.activity_penalty = activity_penalty
+        self.init = init
+        self.solver = solver
+        self.learning_rate = learning_rate
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.n_init = n_init
+        self.infer_max_iter = infer_max_iter
+        self.cosmoothing_folds = cosmoothing_folds
+        self.random_state = random_state
+        self.n_threads = n_threads
+        self.device = device
+        self.verbose = verbose
+
+
+class LowRankRNN(_BaseRNN):
+    """Recurrent network with one low-rank connectivity shared by all trials.
+
+    The nested "no learning" model of :class:`LowTensorRankRNN`: the weight matrix
+    ``W = sum_r a_r b_r^T / n_units`` is the same on every trial, and only the
+    initial states (and inputs) differ between trials. Comparing the two on the same
+    folds tests whether connectivity changed over trials.
+
+    Parameters
+    ----------
+    rank : int, default=3
+        Rank R of the connectivity.
+""" + _COMMON_PARAMS_DOC + """
+    Attributes
+    ----------
+""" + _COMMON_ATTRS_DOC + """
+    See Also
+    --------
+    LowTensorRankRNN : Connectivity that changes over trials.
+
+    Examples
+    --------
+    >>> from sklearn_ltr import LowRankRNN
+    >>> from sklearn_ltr.datasets import make_low_tensor_rank_rnn
+    >>> data = make_low_tensor_rank_rnn(n_trials=20, n_timepoints=15, n_neurons=12,
+    ...                                 rank=2, random_state=0)
+    >>> est = LowRankRNN(rank=2, n_units=20, max_iter=50, random_state=0).fit(data.X)
+    >>> est.predict(data.X[:3]).shape
+    (3, 15, 12)
+    """
+
+    _trial_varying = False
+
+    def __init__(
+        self, rank=3, *, n_units=100, tau=2.0, loss="mse", orthonormal_readout=False,
+        activity_penalty=1e-4, init="pca", solver="adam", learning_rate=0.05,
+        max_iter=1000, tol=5e-3, n_iter_no_change=20, n_init=1, infer_max_iter=100,
+        cosmoothing_folds=5, random_state=None, n_threads=1, device="cpu", verbose=0,
+    ):
+        self.rank = rank
+        self.n_units = n_units
+        self.tau = tau
+        self.loss = loss
+        self.orthonormal_readout = orthonormal_readout
+        self.activity_penalty = activity_penalty
+        self.init = init
+        self.solver = solver
+        self.learning_rate = learning_rate
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.n_init = n_init
+        self.infer_max_iter = infer_max_iter
+        self.cosmoothing_folds = cosmoothing_folds
+        self.random_state = random_state
+        self.n_threads = n_threads
+        self.device = device
+        self.verbose = verbose
