@@ -58,7 +58,8 @@ class Data:
     @classmethod
     def from_numpy(cls, X, inputs, device, dtype=torch.float32):
         """Build from arrays of shape (K, T, n) and (K, T, m) (NaN = missing)."""
-        Xt = torch.as_tensor(np.ascontiguousarray(np.swapaxes(X, 0, 1)), dtype=dtype)
+        # A copy (never a view of the caller's array, which may be read-only).
+        Xt = torch.tensor(np.swapaxes(X, 0, 1), dtype=dtype).contiguous()
         mask = ~torch.isnan(Xt)
         n_obs = int(mask.sum())
         if n_obs == Xt.numel():
@@ -68,9 +69,8 @@ class Data:
             mask = mask.to(device)
         U = None
         if inputs is not None:
-            U = torch.as_tensor(
-                np.ascontiguousarray(np.swapaxes(inputs, 0, 1)), dtype=dtype
-            ).to(device)
+            U = torch.tensor(np.swapaxes(inputs, 0, 1), dtype=dtype).contiguous()
+            U = U.to(device)
         return cls(Xt.to(device), mask, U, n_obs)
 
     @property
@@ -257,8 +257,7 @@ def evaluate(Z0, C, A, B, D, d, M, inputs, *, alpha, n_timepoints):
     return kappa, readout(H, D, d)
 
 
-def data_loss(eta, data, loss):
-    """Mean loss over observed entries (MSE or Poisson negative log-likelihood)."""
+def _entry_loss(eta, data, loss):
     if loss == "poisson":
         rate = F.softplus(eta)
         err = rate - data.X * torch.log(rate + 1e-8)
@@ -266,14 +265,32 @@ def data_loss(eta, data, loss):
         err = (eta - data.X) ** 2
     if data.mask is not None:
         err = err * data.mask
-    return err.sum() / max(data.n_obs, 1)
+    return err
 
 
-def activity_loss(kappa, A):
-    """Mean squared unit state ``|A kappa|^2 / N`` computed in latent space."""
+def data_loss(eta, data, loss):
+    """Mean loss over observed entries (MSE or Poisson negative log-likelihood)."""
+    return _entry_loss(eta, data, loss).sum() / max(data.n_obs, 1)
+
+
+def data_loss_per_trial(eta, data, loss):
+    """(K,) mean loss over each trial's observed entries."""
+    err = _entry_loss(eta, data, loss).sum((0, 2))
+    if data.mask is None:
+        count = data.X.shape[0] * data.X.shape[2]
+        return err / count
+    return err / data.mask.sum((0, 2)).clamp_min(1)
+
+
+def activity_loss(kappa, A, per_trial=False):
+    """Mean squared unit state ``|A kappa|^2 / N`` computed in latent space.
+
+    Averaged over time and trials, or over time only (shape (K,)) with ``per_trial``.
+    """
     N = A.shape[0]
     gram = A.t() @ A / N
-    return ((kappa @ gram) * kappa).sum(-1).mean()
+    sq = ((kappa @ gram) * kappa).sum(-1)  # (T, K)
+    return sq.mean(0) if per_trial else sq.mean()
 
 
 @dataclass
@@ -399,3 +416,63 @@ def optimize(
     for p in tensors:
         p.requires_grad_(False)
     return FitResult(params, state["best"], curve, n_iter, converged, interrupted)
+
+
+def optimize_per_trial(loss_fn, params, *, learning_rate=0.05, max_iter=200, tol=1e-4,
+                       n_iter_no_change=10, betas=(0.9, 0.999), eps=1e-8):
+    """Minimise independent per-trial problems, each with its own Adam and stopping rule.
+
+    ``loss_fn(params)`` returns a (K,) tensor: the loss of each trial, which must
+    depend only on that trial's rows of the tensors in ``params`` (each of shape
+    (K, ...)). Adam is element-wise, the gradient of the sum is the per-trial
+    gradient, and a trial stops updating once its own loss has not improved by more
+    than ``tol`` (relative) for ``n_iter_no_change`` iterations. So the result for a
+    trial does not depend on which other trials are in the batch, or their order --
+    a property a shared L-BFGS line search or a global stopping rule would break.
+    Each trial ends at the parameters of its lowest loss.
+    """
+    names = list(params)
+    tensors = [params[k] for k in names]
+    K = tensors[0].shape[0]
+    dev = tensors[0].device
+    m = [torch.zeros_like(p) for p in tensors]
+    v = [torch.zeros_like(p) for p in tensors]
+    best = torch.full((K,), math.inf, device=dev, dtype=tensors[0].dtype)
+    best_state = [p.detach().clone() for p in tensors]
+    ref = torch.full((K,), math.inf, device=dev, dtype=tensors[0].dtype)
+    since = torch.zeros(K, dtype=torch.long, device=dev)
+    active = torch.ones(K, dtype=torch.bool, device=dev)
+    b1, b2 = betas
+    for it in range(max_iter):
+        for p in tensors:
+            p.requires_grad_(True)
+        losses = loss_fn(params)
+        grads = torch.autograd.grad(losses.sum(), tensors)
+        with torch.no_grad():
+            losses = losses.detach()
+            finite = torch.isfinite(losses)
+            improved = finite & (losses < best)
+            for p, s in zip(tensors, best_state):
+                sel = improved.view((K,) + (1,) * (p.dim() - 1))
+                s.copy_(torch.where(sel, p, s))
+            best = torch.where(improved, losses, best)
+            progress = finite & (losses < ref - tol * ref.abs())
+            ref = torch.where(progress, losses, ref)
+            since = torch.where(progress, torch.zeros_like(since), since + 1)
+            # A non-finite loss freezes the trial at its best parameters.
+            active &= finite & (since < n_iter_no_change)
+            if not bool(active.any()):
+                break
+            t = it + 1
+            for p, g, mm, vv in zip(tensors, grads, m, v):
+                sel = active.view((K,) + (1,) * (p.dim() - 1))
+                g = torch.nan_to_num(g)
+                mm.mul_(b1).add_(g, alpha=1 - b1)
+                vv.mul_(b2).addcmul_(g, g, value=1 - b2)
+                step = (mm / (1 - b1 ** t)) / ((vv / (1 - b2 ** t)).sqrt() + eps)
+                p.sub_(torch.where(sel, learning_rate * step, torch.zeros_like(step)))
+    with torch.no_grad():
+        for p, s in zip(tensors, best_state):
+            p.copy_(s)
+            p.requires_grad_(False)
+    return params

@@ -53,7 +53,7 @@ class _BaseRNN(BaseLatentModel):
         "cosmoothing_folds": [Interval(Integral, 2, None, closed="left")],
         "random_state": ["random_state"],
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
-        "device": [StrOptions({"cpu", "cuda", "auto"}), str],
+        "device": [str],
         "verbose": ["verbose"],
     }
 
@@ -173,7 +173,7 @@ class _BaseRNN(BaseLatentModel):
                     loss_fn, params, solver=self.solver,
                     learning_rate=self.learning_rate, max_iter=self.max_iter,
                     tol=self.tol, n_iter_no_change=self.n_iter_no_change,
-                    progress=progress, callback=getattr(self, "_callback", None))
+                    progress=progress)
             except _solver.FitDiverged as exc:
                 raise ValueError(
                     f"{type(self).__name__}.fit diverged: {exc}. Remedies: lower "
@@ -326,19 +326,18 @@ class _BaseRNN(BaseLatentModel):
             if params:
                 def loss_fn(p):
                     kappa, eta = per_trial(p)
-                    value = _solver.data_loss(eta, data, self.loss)
+                    value = _solver.data_loss_per_trial(eta, data, self.loss)
                     if "c" in p:
                         # Weak pull toward the mean trial factor: keeps trials with
                         # few observed entries well posed.
-                        value = value + 1e-3 * ((p["c"] - c_mean) ** 2).mean()
+                        value = value + 1e-3 * ((p["c"] - c_mean) ** 2).mean(1)
                     if self.activity_penalty:
                         value = value + self.activity_penalty * _solver.activity_loss(
-                            kappa, sh["A"])
+                            kappa, sh["A"], per_trial=True)
                     return value
 
-                _solver.optimize(
-                    loss_fn, params, solver="lbfgs", learning_rate=1.0,
-                    max_iter=self.infer_max_iter, tol=1e-5, n_iter_no_change=5)
+                _solver.optimize_per_trial(loss_fn, params,
+                                           max_iter=self.infer_max_iter)
             with torch.no_grad():
                 kappa, eta = per_trial(params)
                 if self.loss == "poisson":
@@ -434,8 +433,9 @@ _COMMON_PARAMS_DOC = """
         scores, readout and connectivity by ridge regression on them. 'random' starts
         from random latent trajectories.
     solver : {'adam', 'lbfgs'}, default='adam'
-        Optimiser of the fit. Per-trial inference (transform, predict, score) always
-        uses L-BFGS.
+        Optimiser of the fit. Per-trial inference (transform, predict, score) uses
+        Adam with one stopping rule per trial, so a trial's result does not depend
+        on the other trials passed with it.
     learning_rate : float, default=0.05
         Step size of Adam (for L-BFGS, the initial step; 1.0 is usual).
     max_iter : int, default=1000
@@ -450,8 +450,9 @@ _COMMON_PARAMS_DOC = """
     n_init : int, default=1
         Number of initialisations (different random column directions); the fit with
         the lowest loss is kept.
-    infer_max_iter : int, default=100
-        Maximum L-BFGS iterations when inferring per-trial parameters of new trials.
+    infer_max_iter : int, default=200
+        Maximum iterations when inferring the per-trial parameters of new trials
+        (Adam, one independent problem and stopping rule per trial).
     cosmoothing_folds : int, default=5
         Number of neuron folds of the co-smoothing score.
     random_state : int, RandomState instance or None, default=None
@@ -560,7 +561,7 @@ class LowTensorRankRNN(_BaseRNN):
         self, rank=3, *, n_units=100, trial_length_scale=10.0, tau=2.0, loss="mse",
         orthonormal_readout=False, activity_penalty=1e-4, init="pca", solver="adam",
         learning_rate=0.05, max_iter=1000, tol=5e-3, n_iter_no_change=20, n_init=1,
-        infer_max_iter=100, cosmoothing_folds=5, random_state=None, n_threads=1,
+        infer_max_iter=200, cosmoothing_folds=5, random_state=None, n_threads=1,
         device="cpu", verbose=0,
     ):
         self.rank = rank
@@ -621,7 +622,7 @@ class LowRankRNN(_BaseRNN):
     def __init__(
         self, rank=3, *, n_units=100, tau=2.0, loss="mse", orthonormal_readout=False,
         activity_penalty=1e-4, init="pca", solver="adam", learning_rate=0.05,
-        max_iter=1000, tol=5e-3, n_iter_no_change=20, n_init=1, infer_max_iter=100,
+        max_iter=1000, tol=5e-3, n_iter_no_change=20, n_init=1, infer_max_iter=200,
         cosmoothing_folds=5, random_state=None, n_threads=1, device="cpu", verbose=0,
     ):
         self.rank = rank

@@ -1,0 +1,151 @@
+"""The math layer and the solver, tested without scikit-learn."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sklearn_ltr import _solver
+from sklearn_ltr._dynamics import simulate_latents, simulate_latents_autograd
+
+
+def _inputs(K=3, R=2, N=6, T=7, drive=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def mk(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+
+    return (mk(K, R), mk(N, R), mk(N, R), mk(K, R), mk(T - 1, K, R) if drive else None)
+
+
+@pytest.mark.parametrize("drive", [True, False])
+@pytest.mark.parametrize("T", [1, 2, 7])
+def test_hand_written_backward_passes_gradcheck(drive, T):
+    k0, A, B, gain, V = _inputs(T=T, drive=drive)
+    if T == 1 and drive:
+        V = torch.zeros(0, 3, 2, dtype=torch.float64, requires_grad=True)
+    args = (k0, A, B, gain) + ((V,) if V is not None else ())
+
+    def f(*a):
+        return simulate_latents(*a[:4], a[4] if len(a) > 4 else None, 0.7, T)
+
+    assert torch.autograd.gradcheck(f, args)
+
+
+@pytest.mark.parametrize("drive", [True, False])
+def test_matches_autograd_reference(drive):
+    k0, A, B, gain, V = _inputs(drive=drive)
+    out = simulate_latents(k0, A, B, gain, V, 0.6, 7)
+    ref = simulate_latents_autograd(k0, A, B, gain, V, 0.6, 7)
+    for a, b in zip(out, ref):
+        torch.testing.assert_close(a, b)
+    # Gradients of a loss touching both outputs agree too.
+    w = torch.randn_like(out[1])
+    g1 = torch.autograd.grad((out[1] * w).sum() + out[0].pow(2).sum(), (k0, A, B, gain))
+    g2 = torch.autograd.grad((ref[1] * w).sum() + ref[0].pow(2).sum(), (k0, A, B, gain))
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b)
+
+
+def test_latent_recurrence_equals_full_network():
+    """x(t) = A kappa(t): the latent simulation is exactly the N-unit network."""
+    K, R, N, T, alpha = 4, 2, 12, 9, 0.4
+    g = torch.Generator().manual_seed(1)
+    A = torch.randn(N, R, generator=g, dtype=torch.float64)
+    B = torch.randn(N, R, generator=g, dtype=torch.float64)
+    C = torch.rand(K, R, generator=g, dtype=torch.float64) + 0.5
+    z = torch.randn(K, R, generator=g, dtype=torch.float64)
+    kappa, H = simulate_latents(z, A, B, C * alpha / N, None, 1 - alpha, T)
+    W = torch.einsum("kr,ir,jr->kij", C, A, B) / N
+    x = z @ A.t()
+    for t in range(T):
+        torch.testing.assert_close(torch.tanh(x), H[t])
+        torch.testing.assert_close(x, kappa[t] @ A.t())
+        x = (1 - alpha) * x + alpha * torch.einsum("kij,kj->ki", W, torch.tanh(x))
+
+
+def test_trial_basis_is_smooth_and_nested():
+    Phi = _solver.trial_basis(100, 10.0)
+    assert Phi.shape[0] == 100 and 5 < Phi.shape[1] < 60
+    # Columns are orthogonal, scaled by sqrt of the relative eigenvalue.
+    G = Phi.t() @ Phi
+    torch.testing.assert_close(G, torch.diag(torch.diagonal(G)), atol=1e-8, rtol=0)
+    assert torch.diagonal(G)[0] == pytest.approx(1.0)
+    # A longer length scale keeps fewer (smoother) components.
+    assert _solver.trial_basis(100, 30.0).shape[1] < Phi.shape[1]
+    assert torch.equal(_solver.trial_basis(5, None), torch.eye(5, dtype=torch.float64))
+
+
+def test_optimize_reaches_minimum_and_keeps_best():
+    target = torch.tensor([1.0, -2.0, 3.0])
+    params = {"w": torch.zeros(3)}
+    res = _solver.optimize(lambda p: ((p["w"] - target) ** 2).sum(), params,
+                           learning_rate=0.1, max_iter=2000, tol=1e-6)
+    assert res.converged
+    torch.testing.assert_close(params["w"], target, atol=1e-3, rtol=0)
+    assert res.loss == pytest.approx(min(res.loss_curve), abs=1e-12)
+    assert len(res.loss_curve) == res.n_iter
+
+
+def test_optimize_backs_off_from_divergence():
+    """A loss that blows up for large steps: the learning rate is halved, not NaN."""
+    calls = {"nan": 0}
+
+    def loss(p):
+        w = p["w"]
+        if float(w.detach().abs().max()) > 0.5:
+            calls["nan"] += 1
+            return w.sum() * float("nan")
+        return ((w - 0.4) ** 2).sum()
+
+    params = {"w": torch.zeros(2)}
+    res = _solver.optimize(loss, params, learning_rate=2.0, max_iter=300, warmup=1)
+    assert calls["nan"] >= 1
+    assert torch.isfinite(params["w"]).all()
+    assert res.loss < 1e-3
+
+
+def test_optimize_raises_when_divergence_persists():
+    params = {"w": torch.zeros(2)}
+    with pytest.raises(_solver.FitDiverged, match="non-finite"):
+        _solver.optimize(lambda p: p["w"].sum() * float("inf"), params, max_iter=50)
+    assert torch.isfinite(params["w"]).all()
+
+
+def test_optimize_interrupt_keeps_best():
+    seen = []
+
+    def callback(n_iter, value):
+        seen.append(value)
+        if n_iter == 15:
+            raise KeyboardInterrupt
+
+    params = {"w": torch.full((2,), 3.0)}
+    res = _solver.optimize(lambda p: (p["w"] ** 2).sum(), params, learning_rate=0.1,
+                           callback=callback, max_iter=1000)
+    assert res.interrupted and res.n_iter == 15
+    assert float((params["w"] ** 2).sum()) == pytest.approx(min(seen), rel=1e-6)
+    assert math.isfinite(res.loss)
+
+
+def test_initialize_pca_explains_data(small=None):
+    from sklearn_ltr.datasets import make_low_tensor_rank_rnn
+
+    data = make_low_tensor_rank_rnn(n_trials=30, n_timepoints=15, n_neurons=12,
+                                    rank=2, random_state=0)
+    X = _solver.Data.from_numpy(data.X, None, torch.device("cpu"), torch.float64)
+    kw = dict(rank=2, n_units=30, alpha=0.5, n_states=30, state_index=None,
+              n_basis=0, loss="mse", orthonormal_readout=False)
+    losses = {}
+    for init in ["pca", "random"]:
+        p = _solver.initialize(X, init=init, generator=torch.Generator().manual_seed(0),
+                               **kw)
+        B = p["Bs"] * math.sqrt(30)
+        D = _solver.readout_matrix(p["Ds"], 30, False)
+        _, eta = _solver.evaluate(p["Z"], p["mu"].expand(30, -1), p["A"], B, D, p["d"],
+                                  None, None, alpha=0.5, n_timepoints=15)
+        losses[init] = float(_solver.data_loss(eta, X, "mse"))
+    # The data-driven start is much closer to the data than a random one.
+    assert losses["pca"] < 0.6 * losses["random"]
+    assert losses["pca"] < np.var(data.X)

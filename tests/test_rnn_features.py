@@ -1,0 +1,227 @@
+"""Features of the RNN estimators: inputs, conditions, Poisson, missing data, fitting."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import ConvergenceWarning
+
+from sklearn_ltr import LowRankRNN, LowTensorRankRNN, _solver
+from sklearn_ltr.datasets import make_low_tensor_rank_rnn
+
+FAST = dict(n_units=16, max_iter=80, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def driven():
+    """A rank-2 network driven by pulses: activity depends on the inputs."""
+    rng = np.random.RandomState(0)
+    K, T, N, R, m = 30, 15, 24, 2, 2
+    A = rng.standard_normal((N, R))
+    B = A @ np.array([[1.2, 0.0], [0.0, 1.2]]) + 0.2 * rng.standard_normal((N, R))
+    M = np.array([[2.0, 0.0], [0.0, 2.0]])
+    U = np.zeros((K, T, m))
+    U[np.arange(K), 6, rng.randint(0, m, K)] = rng.uniform(1.0, 2.0, K)
+    alpha = 0.5
+    x = np.zeros((K, N))
+    H = np.zeros((K, T, N))
+    for t in range(T):
+        H[:, t] = np.tanh(x)
+        x = (1 - alpha) * x + alpha * (H[:, t] @ B @ A.T / N + U[:, t] @ M.T @ A.T)
+    D = 2 * rng.standard_normal((12, N)) / np.sqrt(N)
+    X = H @ D.T + 0.05 * rng.standard_normal((K, T, 12))
+    return X, U
+
+
+def test_inputs_are_used(driven):
+    X, U = driven
+    est = LowRankRNN(rank=2, n_units=24, random_state=0).fit(X[:20], inputs=U[:20])
+    assert est.input_map_.shape == (2, 2) and est.n_inputs_ == 2
+    with_inputs = est.score(X[20:], inputs=U[20:])
+    # Autonomous dynamics from a free initial state cannot stay quiet and then
+    # respond to a pulse at t = 6: a model without inputs scores clearly lower.
+    without = LowRankRNN(rank=2, n_units=24, random_state=0).fit(X[:20]).score(X[20:])
+    assert with_inputs > 0.8
+    assert (1 - with_inputs) < 0.2 * (1 - without), (with_inputs, without)
+    with pytest.raises(ValueError, match="fitted with external inputs"):
+        est.predict(X[20:])
+    with pytest.raises(ValueError, match="inputs must have shape"):
+        est.predict(X[20:], inputs=U[:5])
+
+
+def test_condition_labels_share_initial_states(small):
+    est = LowTensorRankRNN(rank=2, **FAST).fit(small.X, small.y)
+    n_cond = len(np.unique(small.y))
+    assert est.initial_states_.shape == (n_cond, 2)
+    np.testing.assert_array_equal(est.conditions_, np.unique(small.y))
+    assert np.isfinite(est.score(small.X, small.y))
+    # With labels, initial states are taken from the condition, not re-inferred.
+    Z_pred = est.transform(small.X, small.y)[:, 0]
+    np.testing.assert_allclose(Z_pred, est.initial_states_[small.y], rtol=1e-5,
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="not seen in fit"):
+        est.predict(small.X[:2], np.array([99, 99]))
+    with pytest.raises(ValueError, match="one condition label per trial"):
+        est.fit(small.X, small.y[:-1])
+
+
+def test_poisson_loss_on_spike_counts():
+    data = make_low_tensor_rank_rnn(n_trials=40, n_timepoints=20, n_neurons=20,
+                                    rank=2, noise=0.0, random_state=1)
+    rng = np.random.RandomState(0)
+    rates = np.log1p(np.exp(2 * data.X_clean))  # softplus
+    counts = rng.poisson(rates).astype(float)
+    est = LowTensorRankRNN(rank=2, n_units=30, loss="poisson", random_state=0)
+    est.fit(counts[:30])
+    pred = est.predict(counts[30:])
+    assert (pred >= 0).all()
+    bits = est.score(counts[30:])  # bits per spike over a mean-rate model
+    assert 0.05 < bits < 5
+    with pytest.raises(ValueError, match="non-negative"):
+        LowTensorRankRNN(loss="poisson").fit(-counts)
+
+
+def test_missing_entries_are_fitted_around(small):
+    rng = np.random.RandomState(0)
+    X = small.X.copy()
+    X[rng.rand(*X.shape) < 0.1] = np.nan
+    est = LowTensorRankRNN(rank=2, **FAST).fit(X)
+    for name in ["left_factors_", "right_factors_", "trial_factors_", "readout_"]:
+        assert np.isfinite(getattr(est, name)).all()
+    assert np.isfinite(est.predict(X)).all()
+    assert np.isfinite(est.transform(X)).all()
+    assert np.isfinite(est.score(X))
+
+
+def test_missing_entries_are_not_fitted():
+    """Changing the values of missing entries changes nothing."""
+    data = make_low_tensor_rank_rnn(n_trials=12, n_timepoints=10, n_neurons=8, rank=2,
+                                    random_state=0)
+    X = data.X.copy()
+    X[:, :3, :2] = np.nan
+    a = LowRankRNN(rank=2, **FAST).fit(X)
+    b = LowRankRNN(rank=2, **FAST).fit(X)
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+    from sklearn_ltr._solver import Data
+
+    d = Data.from_numpy(X, None, torch.device("cpu"))
+    assert d.n_obs == np.isfinite(X).sum() and d.mask is not None
+    assert float(d.X[~d.mask].abs().sum()) == 0.0
+
+
+def test_convergence_warning_and_loss_curve(small):
+    with pytest.warns(ConvergenceWarning, match="max_iter=5"):
+        est = LowTensorRankRNN(rank=2, n_units=16, max_iter=5, random_state=0)
+        est.fit(small.X)
+    assert est.n_iter_ == 5 and len(est.loss_curve_) == 5
+
+
+def test_converges_before_max_iter(small):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est = LowRankRNN(rank=2, n_units=16, max_iter=3000, random_state=0).fit(small.X)
+    assert est.n_iter_ < 3000
+    assert est.loss_curve_[-1] < 0.5 * est.loss_curve_[0]
+
+
+def test_n_init_keeps_the_best(small):
+    single = LowTensorRankRNN(rank=2, **FAST).fit(small.X)
+    multi = LowTensorRankRNN(rank=2, n_init=3, **FAST).fit(small.X)
+    assert multi.best_loss_ <= single.best_loss_ + 1e-12
+
+
+def test_orthonormal_readout(small):
+    est = LowTensorRankRNN(rank=2, orthonormal_readout=True, **FAST).fit(small.X)
+    D = est.readout_
+    np.testing.assert_allclose(D @ D.T, np.eye(D.shape[0]), atol=1e-5)
+    with pytest.raises(ValueError, match="n_neurons <= n_units"):
+        LowTensorRankRNN(orthonormal_readout=True, n_units=5).fit(small.X)
+
+
+def test_low_rank_weights_are_trial_invariant(small):
+    est = LowRankRNN(rank=2, **FAST).fit(small.X)
+    W = est.weight_tensor()
+    assert W.shape == (small.X.shape[0], 16, 16)
+    np.testing.assert_array_equal(W[0], W[-1])
+    assert np.linalg.matrix_rank(W[0], tol=1e-8) <= 2
+    assert not hasattr(est, "trial_factors_")
+
+
+def test_trial_factors_normalised(small):
+    est = LowTensorRankRNN(rank=2, **FAST).fit(small.X)
+    C = est.trial_factors_
+    np.testing.assert_allclose(np.sqrt((C ** 2).mean(0)), 1.0, rtol=1e-6)
+    assert (C.mean(0) > 0).all()
+
+
+def test_smoothness_prior_smooths_trial_factors(planted):
+    X = planted.X[:40]
+    rough = LowTensorRankRNN(rank=3, n_units=30, trial_length_scale=None,
+                             random_state=0).fit(X)
+    smooth = LowTensorRankRNN(rank=3, n_units=30, trial_length_scale=20.0,
+                              random_state=0).fit(X)
+
+    def roughness(C):
+        return np.mean(np.diff(C, axis=0) ** 2)
+
+    assert roughness(smooth.trial_factors_) < 0.5 * roughness(rough.trial_factors_)
+
+
+def test_interrupt_keeps_best_parameters(small, monkeypatch):
+    calls = {"n": 0}
+    original = _solver.data_loss
+
+    def interrupting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 30:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_solver, "data_loss", interrupting)
+    est = LowTensorRankRNN(rank=2, n_units=16, max_iter=500, random_state=0)
+    with pytest.warns(UserWarning, match="interrupted after 29 iterations"):
+        est.fit(small.X)
+    monkeypatch.setattr(_solver, "data_loss", original)
+    assert est.n_iter_ == 29
+    assert est.best_loss_ == pytest.approx(min(est.loss_curve_), rel=1e-6)
+    assert np.isfinite(est.predict(small.X)).all()
+
+
+def test_divergence_never_returns_nan(small):
+    est = LowTensorRankRNN(rank=2, n_units=16, learning_rate=50.0, max_iter=100,
+                           random_state=0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(small.X * 1e3)
+    except ValueError as exc:
+        assert "diverged" in str(exc) and "learning_rate" in str(exc)
+    else:
+        for name in ["left_factors_", "right_factors_", "trial_factors_", "readout_"]:
+            assert np.isfinite(getattr(est, name)).all()
+
+
+def test_verbose_shows_progress(small, capsys):
+    LowRankRNN(rank=1, n_units=8, max_iter=3, verbose=1, random_state=0).fit(small.X)
+    err = capsys.readouterr().err
+    assert "LowRankRNN" in err
+
+
+def test_silent_by_default(small, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        LowRankRNN(rank=1, n_units=8, max_iter=3, random_state=0).fit(small.X)
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""
+
+
+def test_device_resolution(small, monkeypatch):
+    est = LowRankRNN(rank=1, n_units=8, max_iter=3, device="auto", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(small.X)
+    assert est.device_.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        LowRankRNN(device="cuda").fit(small.X)
