@@ -5,7 +5,7 @@ Measures, on one torch thread by default and in float32:
 1. our training iteration: forward with the same parametrisation as
    ``LowTensorRankRNN._fit_torch``'s loss (``C = mu + Phi Wc`` on
    ``_solver.trial_basis(K, 10.0)``, ``B = sqrt(N) Bs``, ``D = Ds / sqrt(N)``,
-   ``_solver.evaluate``, ``_solver.data_loss`` (MSE) plus
+   ``_solver.evaluate_loss`` (latent recurrence + fused readout and MSE) plus
    ``_solver.activity_loss``), backward, and one Adam step;
 2. the naive dense comparator of ``benchmarks/naive_dense.py`` (builds the
    (K, N, N) weight tensor and iterates the N-dimensional unit states with
@@ -40,7 +40,7 @@ import time
 import torch
 
 from sklearn_ltr import _solver
-from sklearn_ltr._dynamics import readout, simulate_latents
+from sklearn_ltr._dynamics import simulate_latents
 from sklearn_ltr.datasets import make_low_tensor_rank_rnn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -80,20 +80,26 @@ def make_our_loss(data, basis, n_units, alpha, n_timepoints, activity_penalty):
     n_trials = basis.shape[0]
     N = n_units
 
-    def loss_fn(p):
+    def shared(p):
         C = p["mu"].expand(n_trials, -1)
         C = C + basis @ p["Wc"]
-        Z0 = p["Z"]
         B = p["Bs"] * math.sqrt(N)
         D = _solver.readout_matrix(p["Ds"], N, False)
-        kappa, eta = _solver.evaluate(
-            Z0, C, p["A"], B, D, p["d"], p.get("M"), data.inputs,
-            alpha=alpha, n_timepoints=n_timepoints)
-        value = _solver.data_loss(eta, data, "mse")
+        return p["Z"], C, p["A"], B, D, p["d"], p.get("M")
+
+    def loss_fn(p):
+        kappa, value = _solver.evaluate_loss(
+            *shared(p), data, "mse", alpha=alpha, n_timepoints=n_timepoints)
         if activity_penalty:
             value = value + activity_penalty * _solver.activity_loss(kappa, p["A"])
-        return value, eta
+        return value
 
+    def readout_fn(p):
+        """The model's readout (T, K, n), for the agreement check."""
+        return _solver.evaluate(*shared(p), data.inputs, alpha=alpha,
+                                n_timepoints=n_timepoints)[1]
+
+    loss_fn.readout = readout_fn
     return loss_fn
 
 
@@ -170,7 +176,9 @@ def agreement(args, dtype):
     ours = make_our_loss(data, basis, args.n_units, alpha, args.n_timepoints,
                          ACTIVITY_PENALTY)
     p1, p2 = fresh_params(params), fresh_params(params)
-    v1, eta = ours(p1)
+    v1 = ours(p1)
+    with torch.no_grad():
+        eta = ours.readout(p1)
     v2, Y, _ = naive_loss(p2, basis, data.X, alpha=alpha,
                           activity_penalty=ACTIVITY_PENALTY, return_parts=True)
     v1.backward()
@@ -231,8 +239,7 @@ def breakdown(data, basis, params, alpha, args):
     kappa = kappa0.clone().requires_grad_(True)
 
     def head_fwd():
-        eta = readout(H, D, d)
-        value = _solver.data_loss(eta, data, "mse")
+        value = _solver.readout_loss(H, D, d, data, "mse")
         return value + ACTIVITY_PENALTY * _solver.activity_loss(kappa, A)
 
     res["readout_loss_fwd"] = time_ms(head_fwd, reps)
@@ -243,9 +250,14 @@ def breakdown(data, basis, params, alpha, args):
     out = torch.empty(T * K, n, dtype=A.dtype)
     res["readout_matmul_only"] = time_ms(
         lambda: torch.addmm(d.detach(), Hf, D0.t(), out=out), reps)
-    eta0 = out.reshape(T, K, n)
-    res["mse_elementwise_fwd"] = time_ms(
-        lambda: ((eta0 - data.X) ** 2).sum() / data.n_obs, reps)
+    Xf = data.X.reshape(T * K, n)
+
+    def residual_and_square_sum():
+        # The non-GEMM work of the fused readout + MSE forward.
+        r = torch.sub(d.detach(), Xf)
+        return (r * r).sum() / data.n_obs
+
+    res["mse_elementwise_fwd"] = time_ms(residual_and_square_sum, reps)
 
     # Adam step alone (grads present, as after backward).
     q = fresh_params(params)
@@ -339,7 +351,7 @@ def main(argv=None):
 
     # 1. Our iteration.
     p_ours = fresh_params(params)
-    step, _ = make_train_step(lambda p: our(p)[0], p_ours)
+    step, _ = make_train_step(our, p_ours)
     results["ours_iteration"] = time_ms(step, args.repeats)
     p_fwd = fresh_params(params)
     results["ours_forward_grad"] = time_ms(lambda: our(p_fwd), args.repeats)
@@ -394,7 +406,7 @@ def main(argv=None):
     _row("  recurrence backward", b["recurrence_bwd"])
     _row("  readout + loss forward", b["readout_loss_fwd"])
     _row("    of which readout addmm", b["readout_matmul_only"])
-    _row("    of which MSE elementwise", b["mse_elementwise_fwd"])
+    _row("    of which residual + square sum", b["mse_elementwise_fwd"])
     _row("  readout + loss backward", b["readout_loss_bwd"])
     _row("  param prep forward (C, B, D)", b["param_prep_fwd"])
     _row("  Adam step", b["adam_step"])

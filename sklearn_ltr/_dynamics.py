@@ -21,13 +21,17 @@ drive). One step costs O(K N R); the (K, N, N) weight tensor is never formed.
 
 The recurrence is a chain of ``T`` small operations. Letting autograd record it costs
 far more in bookkeeping than in arithmetic, so :class:`LatentRecurrence` implements the
-backward pass by hand (backpropagation through time written out below) and computes
-the parameter gradients as single large matrix products after the time loop.
+backward pass by hand (backpropagation through time written out below). For the same
+reason :class:`ReadoutSquaredError` fuses the readout with the squared error: one
+residual buffer serves the loss and its three gradients.
 """
 
 import torch
 
-__all__ = ["LatentRecurrence", "simulate_latents", "readout"]
+__all__ = [
+    "LatentRecurrence", "ReadoutSquaredError", "simulate_latents", "readout",
+    "readout_squared_error",
+]
 
 
 class LatentRecurrence(torch.autograd.Function):
@@ -68,21 +72,28 @@ class LatentRecurrence(torch.autograd.Function):
         N = A.shape[0]
         kappa = kappa0.new_empty((T, K, R))
         H = kappa0.new_empty((T, K, N))
-        HB = kappa0.new_empty((max(T - 1, 0), K, R))
-        At = A.t()
-        kappa[0] = kappa0
+        # B^T tanh(A kappa(t)) per step, stored transposed as (R, K): BLAS writes a
+        # wide (R, K) result faster than a 5-column (K, R) one.
+        HBt = kappa0.new_empty((max(T - 1, 0), R, K))
+        At = A.t().contiguous()
+        Bt = B.t().contiguous()
+        # unbind(0) gives all per-step views at once: indexing inside the loop would
+        # cost one dispatcher call per view and step.
+        kap, Hs, HBs = kappa.unbind(0), H.unbind(0), HBt.unbind(0)
+        drv = None if drive is None else drive.unbind(0)
+        kap[0].copy_(kappa0)
         for t in range(T):
-            torch.mm(kappa[t], At, out=H[t])
-            H[t].tanh_()
+            torch.mm(kap[t], At, out=Hs[t])
+            Hs[t].tanh_()
             if t == T - 1:
                 break
-            torch.mm(H[t], B, out=HB[t])
-            if drive is None:
-                torch.mul(kappa[t], decay, out=kappa[t + 1])
+            torch.mm(Bt, Hs[t].t(), out=HBs[t])
+            if drv is None:
+                torch.mul(kap[t], decay, out=kap[t + 1])
             else:
-                torch.add(drive[t], kappa[t], alpha=decay, out=kappa[t + 1])
-            kappa[t + 1].addcmul_(gain, HB[t])
-        ctx.save_for_backward(A, B, gain, kappa, H, HB)
+                torch.add(drv[t], kap[t], alpha=decay, out=kap[t + 1])
+            kap[t + 1].addcmul_(gain, HBs[t].t())
+        ctx.save_for_backward(A, B, gain, kappa, H, HBt)
         ctx.decay = decay
         ctx.has_drive = drive is not None
         return kappa, H
@@ -90,38 +101,66 @@ class LatentRecurrence(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_kappa, g_H):
         # Backpropagation through time. ``dk`` is dL/dkappa(t + 1) when step t is
-        # processed; ``dpre[t]`` is dL/d(A kappa(t)), the pre-activation gradient.
-        A, B, gain, kappa, H, HB = ctx.saved_tensors
+        # processed; ``dpre`` is dL/d(A kappa(t)), the pre-activation gradient:
+        #   dpre = (g_H[t] + (dk * gain) B^T) * tanh'(.),  tanh' = 1 - H[t]^2
+        #   dL/dkappa(t) = decay dk + dpre A + g_kappa[t],   dL/dA += dpre^T kappa(t)
+        # The (K, N) work of a step is done in two buffers that stay in cache and
+        # dL/dA is accumulated step by step: a full-size (T, K, N) dpre or slope would
+        # cost passes through memory and page faults on each fresh allocation.
+        # Thin products are formed transposed (``dkT`` is dk^T, (R, K); dL/dA^T and
+        # dL/dB^T are (R, N)): BLAS writes wide results several times faster than
+        # R-column ones. ``g_H`` is autograd's tensor and is never written to.
+        A, B, gain, kappa, H, HBt = ctx.saved_tensors
         decay = ctx.decay
         T, K, R = kappa.shape
         N = A.shape[0]
-        slope = 1.0 - H * H  # tanh'(pre) for all steps at once
-        if g_H is None:
-            dpre = torch.zeros_like(H)
-        else:
-            dpre = g_H * slope  # direct readout contribution, completed in the loop
-        d_next = kappa.new_empty((max(T - 1, 0), K, R))  # dL/dkappa(t + 1) per step
-        Bt = B.t()
-        dk = dpre[T - 1] @ A
-        if g_kappa is not None:
-            dk += g_kappa[T - 1]
-        for t in range(T - 2, -1, -1):
-            d_next[t] = dk
-            # kappa(t+1) = decay kappa(t) + gain * (tanh(A kappa(t)) B) + drive(t)
-            dpre[t].addcmul_(torch.mm(dk * gain, Bt), slope[t])
-            dk = torch.addmm(dk, dpre[t], A, beta=decay)
-            if g_kappa is not None:
-                dk += g_kappa[t]
-        g_kappa0 = dk
-        g_A = g_B = g_gain = g_drive = None
         needs = ctx.needs_input_grad
-        if needs[1]:
-            g_A = dpre.reshape(-1, N).t() @ kappa.reshape(-1, R)
+        At = A.t().contiguous()
+        Bt = B.t().contiguous()
+        d_next = kappa.new_empty((max(T - 1, 0), K, R))  # dL/dkappa(t + 1) per step
+        d_gain = kappa.new_empty((max(T - 1, 0), K, R))  # d_next * gain
+        dpre = H.new_empty((K, N))
+        slope = H.new_empty((K, N))
+        g_At = A.new_zeros((R, N)) if needs[1] else None
+        Hs, kap = H.unbind(0), kappa.unbind(0)
+        dns, dgs = d_next.unbind(0), d_gain.unbind(0)
+        gHs = None if g_H is None else g_H.unbind(0)
+        gks = None if g_kappa is None else g_kappa.unbind(0)
+        one = H.new_ones(())
+        dkT = None
+        for t in range(T - 1, -1, -1):
+            # kappa(t+1) = decay kappa(t) + gain * (tanh(A kappa(t)) B) + drive(t)
+            if t == T - 1:
+                if gHs is None:
+                    dpre.zero_()
+                else:
+                    dpre.copy_(gHs[t])
+            else:
+                dns[t].copy_(dkT.t())
+                torch.mul(dns[t], gain, out=dgs[t])
+                if gHs is None:
+                    torch.mm(dgs[t], Bt, out=dpre)
+                else:
+                    torch.addmm(gHs[t], dgs[t], Bt, out=dpre)
+            torch.addcmul(one, Hs[t], Hs[t], value=-1.0, out=slope)
+            dpre.mul_(slope)
+            if g_At is not None:
+                g_At.addmm_(kap[t].t(), dpre)
+            if dkT is None:
+                dkT = torch.mm(At, dpre.t())
+            else:
+                dkT = torch.addmm(dkT, At, dpre.t(), beta=decay)
+            if gks is not None:
+                dkT += gks[t].t()
+        g_kappa0 = dkT.t().contiguous()
+        g_A = g_B = g_gain = g_drive = None
+        if g_At is not None:
+            g_A = g_At.t()
         if T > 1:
             if needs[2]:
-                g_B = H[:-1].reshape(-1, N).t() @ (d_next * gain).reshape(-1, R)
+                g_B = (d_gain.reshape(-1, R).t() @ H[:-1].reshape(-1, N)).t()
             if needs[3]:
-                g_gain = (d_next * HB).sum(0)
+                g_gain = (d_next * HBt.transpose(1, 2)).sum(0)
             if needs[4] and ctx.has_drive:
                 g_drive = d_next
         else:
@@ -162,3 +201,69 @@ def readout(H, D, d):
     """Readout ``D tanh(x) + d`` for rates ``H`` of shape (T, K, N) -> (T, K, n)."""
     T, K, N = H.shape
     return torch.addmm(d, H.reshape(T * K, N), D.t()).reshape(T, K, -1)
+
+
+class ReadoutSquaredError(torch.autograd.Function):
+    """Sum of squared readout errors over observed entries, divided by ``n_obs``.
+
+    forward(H, D, d, X, mask, n_obs) -> loss, with ``loss = |m * (H D^T + d - X)|^2 /
+    n_obs``. Fusing the readout with the squared error lets one residual buffer
+    serve the loss and all three gradients, which autograd would otherwise reach
+    through several full-size (T, K, n) temporaries (the readout, the difference,
+    its square, the mask product and their gradients)::
+
+        dL/dH = 2/n_obs Res D,   dL/dD = 2/n_obs Res^T H,   dL/dd = 2/n_obs sum Res
+
+    Parameters (of ``forward``)
+    ---------------------------
+    H : Tensor of shape (T, K, N)
+        Unit rates.
+    D : Tensor of shape (n, N)
+        Readout.
+    d : Tensor of shape (n,)
+        Readout offset.
+    X : Tensor of shape (T, K, n)
+        Data, with missing entries set to any finite value (0 by convention).
+    mask : bool Tensor of shape (T, K, n) or None
+        Observed entries; None means all.
+    n_obs : int
+        Normaliser (the number of observed entries).
+    """
+
+    @staticmethod
+    def forward(ctx, H, D, d, X, mask, n_obs):
+        T, K, N = H.shape
+        n = D.shape[0]
+        # Res = (d - X) + H D^T: the offset and the data in one pass, then one GEMM
+        # accumulating into it (addmm(d, ...) - X would take one more pass).
+        res = torch.sub(d, X.reshape(T * K, n))
+        res.addmm_(H.reshape(T * K, N), D.t())
+        if mask is not None:
+            res.mul_(mask.reshape(T * K, n))
+        # A plain sum of squares: torch.dot would be faster but accumulates 1e6 terms
+        # in float32 with a relative error near 1e-6, which the stopping rule sees.
+        loss = (res * res).sum() / n_obs
+        ctx.save_for_backward(H, D, res)
+        ctx.n_obs = n_obs
+        return loss
+
+    @staticmethod
+    def backward(ctx, g_loss):
+        H, D, res = ctx.saved_tensors
+        T, K, N = H.shape
+        scale = g_loss * (2.0 / ctx.n_obs)
+        needs = ctx.needs_input_grad
+        g_H = g_D = g_d = None
+        if needs[0]:
+            # Scale the small factor, not the (T K, N) product.
+            g_H = torch.mm(res, D * scale).view(T, K, N)
+        if needs[1]:
+            g_D = torch.mm(res.t(), H.reshape(T * K, N)).mul_(scale)
+        if needs[2]:
+            g_d = res.sum(0).mul_(scale)
+        return g_H, g_D, g_d, None, None, None
+
+
+def readout_squared_error(H, D, d, X, mask, n_obs):
+    """Fused readout and squared error; see :class:`ReadoutSquaredError`."""
+    return ReadoutSquaredError.apply(H, D, d, X, mask, n_obs)

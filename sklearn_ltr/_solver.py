@@ -25,13 +25,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._dynamics import readout, simulate_latents
+from ._dynamics import readout, readout_squared_error, simulate_latents
 
 __all__ = [
     "Data",
     "trial_basis",
     "initialize",
     "evaluate",
+    "evaluate_loss",
+    "readout_loss",
     "optimize",
     "FitResult",
 ]
@@ -234,6 +236,16 @@ def readout_matrix(Ds, n_units, orthonormal):
     return Ds / math.sqrt(n_units)
 
 
+def _latents(Z0, C, A, B, M, inputs, alpha, n_timepoints):
+    """Latent trajectories and unit rates, (T, K, R) and (T, K, N)."""
+    N = A.shape[0]
+    gain = C * (alpha / N)
+    drive = None
+    if inputs is not None and M is not None:
+        drive = alpha * (inputs[:-1] @ M.t())
+    return simulate_latents(Z0, A, B, gain, drive, 1.0 - alpha, n_timepoints)
+
+
 def evaluate(Z0, C, A, B, D, d, M, inputs, *, alpha, n_timepoints):
     """Latent trajectories and readout of the model for explicit per-trial parameters.
 
@@ -247,14 +259,41 @@ def evaluate(Z0, C, A, B, D, d, M, inputs, *, alpha, n_timepoints):
     Returns
     -------
     kappa : (T, K, R), eta : (T, K, n) readout (the rate's pre-image for Poisson).
+
+    See Also
+    --------
+    evaluate_loss : the same model straight to :func:`data_loss`, faster for MSE.
     """
-    N = A.shape[0]
-    gain = C * (alpha / N)
-    drive = None
-    if inputs is not None and M is not None:
-        drive = alpha * (inputs[:-1] @ M.t())
-    kappa, H = simulate_latents(Z0, A, B, gain, drive, 1.0 - alpha, n_timepoints)
+    kappa, H = _latents(Z0, C, A, B, M, inputs, alpha, n_timepoints)
     return kappa, readout(H, D, d)
+
+
+def evaluate_loss(Z0, C, A, B, D, d, M, data, loss, *, alpha, n_timepoints):
+    """Latent trajectories and the mean data loss, without materialising the readout.
+
+    Equals ``kappa, eta = evaluate(..., data.inputs, ...)`` followed by
+    ``data_loss(eta, data, loss)`` (up to floating-point rounding); see
+    :func:`readout_loss`. Parameters as in :func:`evaluate`, with ``data`` a
+    :class:`Data` (its ``inputs`` drive the model) and ``loss`` 'mse' or 'poisson'.
+
+    Returns
+    -------
+    kappa : (T, K, R), value : scalar Tensor.
+    """
+    kappa, H = _latents(Z0, C, A, B, M, data.inputs, alpha, n_timepoints)
+    return kappa, readout_loss(H, D, d, data, loss)
+
+
+def readout_loss(H, D, d, data, loss):
+    """``data_loss(readout(H, D, d), data, loss)``, fused for the squared error.
+
+    For ``loss='mse'`` the readout, the residual, the loss and its gradients share one
+    buffer (:class:`sklearn_ltr._dynamics.ReadoutSquaredError`); the Poisson loss goes
+    through autograd.
+    """
+    if loss == "poisson":
+        return data_loss(readout(H, D, d), data, loss)
+    return readout_squared_error(H, D, d, data.X, data.mask, max(data.n_obs, 1))
 
 
 def _entry_loss(eta, data, loss):

@@ -149,3 +149,95 @@ def test_initialize_pca_explains_data(small=None):
     # The data-driven start is much closer to the data than a random one.
     assert losses["pca"] < 0.6 * losses["random"]
     assert losses["pca"] < np.var(data.X)
+
+
+@pytest.mark.parametrize("which", ["kappa", "H"])
+def test_hand_written_backward_with_one_output(which):
+    """Only one output reaches the loss: the other's gradient is zero or None."""
+    k0, A, B, gain, V = _inputs(T=5)
+
+    def f(*a):
+        kappa, H = simulate_latents(*a, 0.7, 5)
+        return kappa if which == "kappa" else H
+
+    assert torch.autograd.gradcheck(f, (k0, A, B, gain, V))
+
+
+def test_backward_leaves_incoming_gradients_untouched():
+    k0, A, B, gain, V = _inputs(T=6)
+    out = simulate_latents(k0, A, B, gain, V, 0.6, 6)
+    g_out = tuple(torch.randn_like(o) for o in out)
+    saved = tuple(g.clone() for g in g_out)
+    torch.autograd.grad(out, (k0, A, B, gain, V), g_out)
+    for g, s in zip(g_out, saved):
+        assert torch.equal(g, s)
+
+
+def _readout_problem(mask, seed=0, T=4, K=3, N=6, n=5):
+    g = torch.Generator().manual_seed(seed)
+
+    def mk(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+
+    H, D, d = torch.tanh(mk(T, K, N)).detach().requires_grad_(True), mk(n, N), mk(n)
+    X = torch.randn(T, K, n, generator=g, dtype=torch.float64)
+    X[0, 0, 0] = 3.0
+    m = None
+    if mask:
+        m = torch.rand(T, K, n, generator=g) > 0.3
+        m[0, 0, 0] = True
+        X = torch.where(m, X, torch.zeros(()))
+    n_obs = X.numel() if m is None else int(m.sum())
+    return H, D, d, _solver.Data(X, m, None, n_obs)
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_fused_readout_squared_error_passes_gradcheck(mask):
+    from sklearn_ltr._dynamics import readout_squared_error
+
+    H, D, d, data = _readout_problem(mask)
+    assert torch.autograd.gradcheck(
+        lambda *a: readout_squared_error(*a, data.X, data.mask, data.n_obs), (H, D, d))
+
+
+@pytest.mark.parametrize("loss", ["mse", "poisson"])
+@pytest.mark.parametrize("mask", [False, True])
+def test_readout_loss_equals_readout_then_data_loss(loss, mask):
+    from sklearn_ltr._dynamics import readout
+
+    H, D, d, data = _readout_problem(mask, seed=1)
+    if loss == "poisson":
+        data.X = data.X.abs().round()
+    fused = _solver.readout_loss(H, D, d, data, loss)
+    ref = _solver.data_loss(readout(H, D, d), data, loss)
+    torch.testing.assert_close(fused, ref)
+    g1 = torch.autograd.grad(fused, (H, D, d))
+    g2 = torch.autograd.grad(ref, (H, D, d))
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("inputs", [False, True])
+def test_evaluate_loss_matches_evaluate(inputs):
+    """The fused training path gives the loss and gradients of evaluate + data_loss."""
+    K, R, N, T, n, m = 4, 2, 7, 6, 5, 3
+    g = torch.Generator().manual_seed(3)
+
+    def mk(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+
+    params = [mk(K, R), mk(K, R), mk(N, R), mk(N, R), mk(n, N), mk(n),
+              mk(R, m) if inputs else None]
+    X = torch.randn(T, K, n, generator=g, dtype=torch.float64)
+    U = torch.randn(T, K, m, generator=g, dtype=torch.float64) if inputs else None
+    data = _solver.Data(X, None, U, X.numel())
+    kw = dict(alpha=0.4, n_timepoints=T)
+    kappa, value = _solver.evaluate_loss(*params, data, "mse", **kw)
+    kappa_ref, eta = _solver.evaluate(*params, U, **kw)
+    ref = _solver.data_loss(eta, data, "mse")
+    torch.testing.assert_close(kappa, kappa_ref)
+    torch.testing.assert_close(value, ref)
+    leaves = [p for p in params if p is not None]
+    for a, b in zip(torch.autograd.grad(value + kappa.sum(), leaves),
+                    torch.autograd.grad(ref + kappa_ref.sum(), leaves)):
+        torch.testing.assert_close(a, b)
