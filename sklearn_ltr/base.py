@@ -8,14 +8,15 @@
 """
 
 import contextlib
-import numbers
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["BaseLatentModel", "check_trials_array", "cosmoothing_folds"]
+__all__ = [
+    "BaseLatentModel", "check_trials_array", "check_training_trials", "cosmoothing_folds",
+]
 
 
 # --------------------------------------------------------------------------- #
@@ -117,6 +118,26 @@ def check_trials_array(X, *, name="X", allow_nan=True, min_trials=1, min_timepoi
         if not allow_nan:
             raise ValueError(f"{name} contains NaN, which is not allowed here.")
     return arr
+
+
+def check_training_trials(X, *, min_trials=2, min_timepoints=1):
+    """Validate training trials: :func:`check_trials_array` plus no all-NaN trial or neuron.
+
+    Returns
+    -------
+    X : ndarray of shape (n_trials, n_timepoints, n_neurons)
+    observed : ndarray of bool, same shape
+        Where X is not NaN.
+    """
+    X = check_trials_array(X, min_trials=min_trials, min_timepoints=min_timepoints)
+    observed = ~np.isnan(X)
+    for axes, what in [((1, 2), "trial"), ((0, 1), "neuron")]:
+        empty = np.flatnonzero(~observed.any(axis=axes))
+        if empty.size:
+            raise ValueError(
+                f"X has {empty.size} {what}(s) with no observed entry (all NaN), e.g. "
+                f"{what} {empty[0]}; drop them before fitting.")
+    return X, observed
 
 
 def check_conditions(y, n_trials):
@@ -411,7 +432,3 @@ class BaseLatentModel(TransformerMixin, BaseEstimator):
         for f in range(n_folds):
             pred[:, :, fold == f] = recon[f][:, :, fold == f]
         return pred
-
-
-def _is_int(x):
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)

@@ -16,7 +16,7 @@ from .base import (
     BaseLatentModel,
     check_conditions,
     check_inputs,
-    check_trials_array,
+    check_training_trials,
     resolve_device,
     seed_from,
     to_numpy,
@@ -82,7 +82,7 @@ class _BaseRNN(BaseLatentModel):
         self : object
             Fitted estimator.
         """
-        X = check_trials_array(X, min_trials=2, min_timepoints=2)
+        X, _ = check_training_trials(X, min_trials=2, min_timepoints=2)
         n_trials, n_timepoints, n_neurons = X.shape
         if self.rank > self.n_units:
             raise ValueError(
@@ -92,17 +92,6 @@ class _BaseRNN(BaseLatentModel):
             raise ValueError(
                 f"orthonormal_readout=True needs n_neurons <= n_units, got "
                 f"n_neurons={n_neurons} and n_units={self.n_units}; increase n_units.")
-        observed = ~np.isnan(X)
-        empty_trials = np.flatnonzero(~observed.any(axis=(1, 2)))
-        if empty_trials.size:
-            raise ValueError(
-                f"X has {empty_trials.size} trial(s) with no observed entry (all NaN), "
-                f"e.g. trial {empty_trials[0]}; drop them before fitting.")
-        empty_neurons = np.flatnonzero(~observed.any(axis=(0, 1)))
-        if empty_neurons.size:
-            raise ValueError(
-                f"X has {empty_neurons.size} neuron(s) with no observed entry (all "
-                f"NaN), e.g. neuron {empty_neurons[0]}; drop them before fitting.")
         if self.loss == "poisson" and np.nanmin(X) < 0:
             raise ValueError(
                 "loss='poisson' needs non-negative counts, but X has negative values; "
@@ -118,7 +107,7 @@ class _BaseRNN(BaseLatentModel):
 
         with torch_threads(self.n_threads):
             result = self._fit_torch(X, U, state_index, labels)
-        self._set_fitted(result, n_trials, n_timepoints, state_index, U)
+            self._set_fitted(result, n_trials, n_timepoints, state_index, U)
         return self
 
     def _fit_torch(self, X, U, state_index, labels):
@@ -144,10 +133,9 @@ class _BaseRNN(BaseLatentModel):
             Z0 = p["Z"] if sidx is None else p["Z"][sidx]
             B = p["Bs"] * math.sqrt(N)
             D = _solver.readout_matrix(p["Ds"], N, orth)
-            kappa, eta = _solver.evaluate(
-                Z0, C, p["A"], B, D, p["d"], p.get("M"), data.inputs,
+            kappa, value = _solver.evaluate_loss(
+                Z0, C, p["A"], B, D, p["d"], p.get("M"), data, self.loss,
                 alpha=alpha, n_timepoints=n_timepoints)
-            value = _solver.data_loss(eta, data, self.loss)
             if self.activity_penalty:
                 value = value + self.activity_penalty * _solver.activity_loss(
                     kappa, p["A"])
@@ -297,51 +285,50 @@ class _BaseRNN(BaseLatentModel):
             fixed_states = self._condition_index(y, n_trials)
         dev = self._inference_device()
         nearest = self._nearest_candidates(X, fixed_states)
-        with torch_threads(self.n_threads):
-            data = _solver.Data.from_numpy(X, U, dev, _DTYPE)
-            sh = self._shared_tensors(dev)
-            c_mean = to_tensor(
-                self.trial_factors_.mean(0) if self._trial_varying
-                else np.ones(self.rank), dev)
-            params = {}
-            if fixed_states is None:
-                if nearest is not None:
-                    params["z"] = to_tensor(self._cand_states[nearest], dev)
-                else:
-                    params["z"] = self._initial_state_guess(data, sh["A"], sh["D"],
-                                                            sh["d"])
+        data = _solver.Data.from_numpy(X, U, dev, _DTYPE)
+        sh = self._shared_tensors(dev)
+        c_mean = to_tensor(
+            self.trial_factors_.mean(0) if self._trial_varying
+            else np.ones(self.rank), dev)
+        params = {}
+        if fixed_states is None:
+            if nearest is not None:
+                params["z"] = to_tensor(self._cand_states[nearest], dev)
             else:
-                Z0_fixed = to_tensor(self.initial_states_[fixed_states], dev)
-            if self._trial_varying:
-                if nearest is not None:
-                    params["c"] = to_tensor(self._cand_factors[nearest], dev)
-                else:
-                    params["c"] = c_mean.expand(n_trials, -1).clone()
+                params["z"] = self._initial_state_guess(data, sh["A"], sh["D"],
+                                                        sh["d"])
+        else:
+            Z0_fixed = to_tensor(self.initial_states_[fixed_states], dev)
+        if self._trial_varying:
+            if nearest is not None:
+                params["c"] = to_tensor(self._cand_factors[nearest], dev)
+            else:
+                params["c"] = c_mean.expand(n_trials, -1).clone()
 
-            def per_trial(p):
-                Z0 = p["z"] if "z" in p else Z0_fixed
-                C = p["c"] if "c" in p else c_mean.expand(n_trials, -1)
-                return self._simulate(sh, Z0, C, data.inputs, n_timepoints)
+        def per_trial(p):
+            Z0 = p["z"] if "z" in p else Z0_fixed
+            C = p["c"] if "c" in p else c_mean.expand(n_trials, -1)
+            return self._simulate(sh, Z0, C, data.inputs, n_timepoints)
 
-            if params:
-                def loss_fn(p):
-                    kappa, eta = per_trial(p)
-                    value = _solver.data_loss_per_trial(eta, data, self.loss)
-                    if "c" in p:
-                        # Weak pull toward the mean trial factor: keeps trials with
-                        # few observed entries well posed.
-                        value = value + 1e-3 * ((p["c"] - c_mean) ** 2).mean(1)
-                    if self.activity_penalty:
-                        value = value + self.activity_penalty * _solver.activity_loss(
-                            kappa, sh["A"], per_trial=True)
-                    return value
+        if params:
+            def loss_fn(p):
+                kappa, eta = per_trial(p)
+                value = _solver.data_loss_per_trial(eta, data, self.loss)
+                if "c" in p:
+                    # Weak pull toward the mean trial factor: keeps trials with
+                    # few observed entries well posed.
+                    value = value + 1e-3 * ((p["c"] - c_mean) ** 2).mean(1)
+                if self.activity_penalty:
+                    value = value + self.activity_penalty * _solver.activity_loss(
+                        kappa, sh["A"], per_trial=True)
+                return value
 
-                _solver.optimize_per_trial(loss_fn, params,
-                                           max_iter=self.infer_max_iter)
-            with torch.no_grad():
-                kappa, eta = per_trial(params)
-                if self.loss == "poisson":
-                    eta = torch.nn.functional.softplus(eta)
+            _solver.optimize_per_trial(loss_fn, params,
+                                       max_iter=self.infer_max_iter)
+        with torch.no_grad():
+            kappa, eta = per_trial(params)
+            if self.loss == "poisson":
+                eta = torch.nn.functional.softplus(eta)
         latents = np.swapaxes(to_numpy(kappa), 0, 1)
         recon = np.swapaxes(to_numpy(eta), 0, 1)
         return np.ascontiguousarray(latents), np.ascontiguousarray(recon)

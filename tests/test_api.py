@@ -18,6 +18,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import estimator_checks
 from sklearn.utils.validation import check_is_fitted
 
+from _checks import DATA_FREE_CHECKS
 from sklearn_ltr import LowRankRNN, LowTensorRankRNN, StandardScaler3D
 from sklearn_ltr import _solver
 from sklearn_ltr.datasets import make_low_tensor_rank_rnn
@@ -85,21 +86,6 @@ def _assert_same_outputs(a, b):
 # --------------------------------------------------------------------------- #
 # 1. scikit-learn's data-free checks
 # --------------------------------------------------------------------------- #
-DATA_FREE_CHECKS = [
-    "check_parameters_default_constructible",
-    "check_no_attributes_set_in_init",
-    "check_get_params_invariance",
-    "check_set_params",
-    "check_estimator_repr",
-    # Uses 2D data, but NotFittedError must be raised before X is validated.
-    "check_estimators_unfitted",
-    "check_param_validation",
-    "check_estimator_cloneable",
-    "check_do_not_raise_errors_in_init_or_set_params",
-    "check_mixin_order",
-    "check_valid_tag_types",
-    "check_estimator_tags_renamed",
-]
 
 def _data_free_cases():
     for Est in ALL_ESTIMATORS:

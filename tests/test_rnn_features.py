@@ -95,7 +95,7 @@ def test_missing_entries_are_fitted_around(small):
 
 
 def test_missing_entries_are_not_fitted():
-    """Changing the values of missing entries changes nothing."""
+    """Missing entries are zeroed and masked out of the loss, and fits stay deterministic."""
     data = make_low_tensor_rank_rnn(n_trials=12, n_timepoints=10, n_neurons=8, rank=2,
                                     random_state=0)
     X = data.X.copy()
@@ -169,8 +169,9 @@ def test_smoothness_prior_smooths_trial_factors(planted):
 
 
 def test_interrupt_keeps_best_parameters(small, monkeypatch):
+    # A Ctrl-C arriving in the 30th evaluation of the training loss.
     calls = {"n": 0}
-    original = _solver.data_loss
+    original = _solver.evaluate_loss
 
     def interrupting(*args, **kwargs):
         calls["n"] += 1
@@ -178,11 +179,11 @@ def test_interrupt_keeps_best_parameters(small, monkeypatch):
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(_solver, "data_loss", interrupting)
+    monkeypatch.setattr(_solver, "evaluate_loss", interrupting)
     est = LowTensorRankRNN(rank=2, n_units=16, max_iter=500, random_state=0)
     with pytest.warns(UserWarning, match="interrupted after 29 iterations"):
         est.fit(small.X)
-    monkeypatch.setattr(_solver, "data_loss", original)
+    monkeypatch.setattr(_solver, "evaluate_loss", original)
     assert est.n_iter_ == 29
     assert est.best_loss_ == pytest.approx(min(est.loss_curve_), rel=1e-6)
     assert np.isfinite(est.predict(small.X)).all()

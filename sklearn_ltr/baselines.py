@@ -1,0 +1,490 @@
+"""Baselines on the same protocol as the RNN estimators: TCA and trial-unfolded PCA.
+
+Both estimators share :class:`~sklearn_ltr.base.BaseLatentModel` with the recurrent
+networks: the same 3D input validation, the same ``rank`` parameter and the same
+leak-free co-smoothing ``score``, so one ``GridSearchCV(est, {"rank": [...]})`` and one
+set of folds compare all of them fairly (DESIGN sections 3 and 4).
+
+* :class:`TCA` -- tensor component analysis (Williams et al., 2018), a CP decomposition
+  of the ``(n_trials, n_timepoints, n_neurons)`` data tensor fitted with tensorly.
+  New trials get their trial factors by (non-negative) least squares with the time and
+  neuron factors frozen.
+* :class:`TrialPCA` -- PCA of the ``(n_trials * n_timepoints, n_neurons)`` unfolding
+  with :class:`sklearn.decomposition.PCA`. New trials get their latents, time point by
+  time point, by least squares on the observed neurons with the components frozen.
+"""
+
+import contextlib
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from .base import BaseLatentModel, check_training_trials
+
+__all__ = ["TCA", "TrialPCA"]
+
+
+# --------------------------------------------------------------------------- #
+# shared helpers
+# --------------------------------------------------------------------------- #
+def _reject_inputs(est, inputs):
+    if inputs is not None:
+        raise ValueError(
+            f"{type(est).__name__} does not take external inputs; call it without "
+            f"inputs=... (only the recurrent network models use them).")
+
+
+def _blas_threads(n_threads):
+    """Limit the BLAS threads for the duration of a block, then restore them.
+
+    The matrices of these models are small (rank x rank systems, one CP iteration on
+    a modest tensor): multi-threaded BLAS spends more time synchronising than
+    computing, and on a busy 2-core machine ALS fits ran 3-30 times slower with 2
+    threads than with 1. ``None`` leaves the setting alone.
+    """
+    if n_threads is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=int(n_threads), user_api="blas")
+
+
+# Relative ridge of the per-trial / per-time-point least-squares problems. The normal
+# matrices are singular when a trial (or time point) has too few observed entries --
+# e.g. every neuron of a co-smoothing fold missing -- and the ridge then returns the
+# minimum-norm-like solution instead of failing; on well-posed problems it changes the
+# solution by a relative 1e-8, far below any noise level.
+_RIDGE = 1e-8
+
+
+def _masked_least_squares(design, X_obs, mask, *, nonneg=False):
+    """Solve ``min_c ||mask_p * (X_obs_p - design @ c_p)||^2`` for every row p.
+
+    Parameters
+    ----------
+    design : ndarray of shape (n_entries, rank)
+        Frozen regressors, shared by every problem.
+    X_obs : ndarray of shape (n_problems, n_entries)
+        Data with missing entries set to zero.
+    mask : ndarray of shape (n_problems, n_entries)
+        1.0 where observed, 0.0 where missing.
+    nonneg : bool
+        Constrain the solutions to be non-negative.
+
+    Returns
+    -------
+    coef : ndarray of shape (n_problems, rank)
+    """
+    rank = design.shape[1]
+    # Normal equations, batched: G_p = D^T diag(m_p) D, b_p = D^T (m_p * x_p).
+    G = np.einsum("pe,er,es->prs", mask, design, design, optimize=True)
+    b = X_obs @ design
+    scale = np.einsum("prr->p", G) / rank
+    lam = _RIDGE * np.where(scale > 0, scale, 1.0) + 1e-300
+    G = G + lam[:, None, None] * np.eye(rank)
+    if not nonneg:
+        return np.linalg.solve(G, b[..., None])[..., 0]
+    from scipy.optimize import nnls
+
+    # ||D c - x||^2 over the observed entries equals ||L^T c - L^{-1} b||^2 + const
+    # with G = L L^T, so each NNLS runs on a (rank x rank) system instead of one with
+    # n_entries rows.
+    L = np.linalg.cholesky(G)
+    rhs = np.linalg.solve(L, b[..., None])[..., 0]
+    Lt = np.swapaxes(L, 1, 2)
+    return np.stack([nnls(Lt[p], rhs[p])[0] for p in range(G.shape[0])])
+
+
+# --------------------------------------------------------------------------- #
+# TCA
+# --------------------------------------------------------------------------- #
+class TCA(BaseLatentModel):
+    """Tensor component analysis: CP decomposition of the data tensor.
+
+    Approximates the recorded activity by a sum of ``rank`` rank-one tensors,
+
+        X[k, t, n] ~ sum_r trial_factors_[k, r] * time_factors_[t, r]
+                           * neuron_factors_[n, r],
+
+    fitted by alternating least squares (``tensorly.decomposition.parafac``), or by
+    multiplicative updates with non-negative factors when ``nonneg=True``
+    (``tensorly.decomposition.non_negative_parafac``). NaN entries of ``X`` are
+    missing: they are excluded from the fit through tensorly's ``mask``.
+
+    Unlike the recurrent networks, TCA has no dynamics: the time factors are fixed
+    waveforms, so a fitted model only describes trials of the same length. It is the
+    usual descriptive baseline for changes in activity over learning (Williams et
+    al., 2018): its trial factors play the role of the RNN's trial factors, but in
+    activity rather than connectivity.
+
+    For trials not seen in :meth:`fit` (``transform``, ``predict`` and the
+    co-smoothing ``score``), each trial's factor is solved by least squares on the
+    trial's observed entries with the time and neuron factors frozen (non-negative
+    least squares when ``nonneg=True``), the pattern of ``NMF.transform``.
+
+    Parameters
+    ----------
+    rank : int, default=3
+        Number of components R. The fit needs fewer free parameters,
+        ``rank * (n_trials + n_timepoints + n_neurons - 2)``, than observed entries.
+    nonneg : bool, default=False
+        Constrain all factors to be non-negative (for rates or spike counts).
+    n_init : int, default=1
+        Number of fits from different initialisations; the one with the lowest
+        reconstruction error on the observed entries is kept. The first uses
+        ``init``, the others random factors.
+    max_iter : int, default=500
+        Maximum number of iterations of each fit.
+    tol : float, default=1e-7
+        The fit stops when the relative reconstruction error changes by less than
+        ``tol`` between iterations.
+    init : {'svd', 'random'}, default='svd'
+        Initialisation of the first fit: leading singular vectors of each unfolding
+        (missing entries imputed by tensorly) or random factors.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the random initialisations (and the imputation of missing entries in
+        the SVD initialisation) through a local ``RandomState``; the global numpy
+        seed is never touched. The same value gives identical fits.
+    cosmoothing_folds : int, default=5
+        Number of neuron folds of the co-smoothing score.
+    n_threads : int or None, default=1
+        BLAS threads used during fit, transform, predict and score, restored
+        afterwards (as ``n_threads`` of the recurrent network models). These
+        problems are small, so one thread is usually fastest; None leaves the BLAS
+        setting alone.
+
+    Attributes
+    ----------
+    trial_factors_ : ndarray of shape (n_trials, rank)
+        Trial factors; they carry the scale of each component.
+    time_factors_ : ndarray of shape (n_timepoints, rank)
+        Time factors, each column of unit Euclidean norm.
+    neuron_factors_ : ndarray of shape (n_neurons, rank)
+        Neuron factors, each column of unit Euclidean norm. Signs are fixed so that
+        the largest-magnitude entry of each time and neuron factor is positive, and
+        components are sorted by decreasing norm of their trial factor.
+    reconstruction_error_ : float
+        Relative error ``||X - X_hat|| / ||X||`` over the observed entries of the
+        training data, for the kept fit.
+    n_iter_ : int
+        Iterations run by the kept fit.
+    n_features_in_ : int
+        Number of recorded neurons (the last axis of X).
+
+    See Also
+    --------
+    TrialPCA : PCA of the trial-unfolded data, a baseline without trial factors.
+    LowTensorRankRNN : Low-tensor-rank connectivity instead of low-rank activity.
+
+    References
+    ----------
+    .. [1] A. H. Williams et al. "Unsupervised Discovery of Demixed, Low-Dimensional
+       Neural Dynamics across Multiple Timescales through Tensor Component
+       Analysis". Neuron 98(6), 2018.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_ltr import TCA
+    >>> rng = np.random.RandomState(0)
+    >>> C, T, N = rng.rand(20, 2), rng.rand(15, 2), rng.rand(8, 2)
+    >>> X = np.einsum("kr,tr,nr->ktn", C, T, N) + 0.01 * rng.randn(20, 15, 8)
+    >>> tca = TCA(rank=2, random_state=0).fit(X)
+    >>> tca.trial_factors_.shape, tca.time_factors_.shape, tca.neuron_factors_.shape
+    ((20, 2), (15, 2), (8, 2))
+    >>> tca.transform(X[:3]).shape
+    (3, 15, 2)
+    >>> bool(tca.score(X) > 0.9)
+    True
+    """
+
+    _parameter_constraints = {
+        "rank": [Interval(Integral, 1, None, closed="left")],
+        "nonneg": ["boolean"],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "init": [StrOptions({"svd", "random"})],
+        "random_state": ["random_state"],
+        "cosmoothing_folds": [Interval(Integral, 2, None, closed="left")],
+        "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+    }
+
+    def __init__(self, rank=3, *, nonneg=False, n_init=1, max_iter=500, tol=1e-7,
+                 init="svd", random_state=None, cosmoothing_folds=5, n_threads=1):
+        self.rank = rank
+        self.nonneg = nonneg
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.init = init
+        self.random_state = random_state
+        self.cosmoothing_folds = cosmoothing_folds
+        self.n_threads = n_threads
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, *, inputs=None):
+        """Fit the CP decomposition to trials.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trials, n_timepoints, n_neurons)
+            Recorded activity. NaN marks a missing entry, which is neither fitted nor
+            scored.
+        y : None
+            Ignored; accepted for API symmetry with the recurrent network models.
+        inputs : None
+            Not supported (TCA has no inputs); must be None.
+
+        Returns
+        -------
+        self : object
+            Fitted estimator.
+        """
+        _reject_inputs(self, inputs)
+        X, observed = check_training_trials(X)
+        n_trials, n_timepoints, n_neurons = X.shape
+        n_free = self.rank * (n_trials + n_timepoints + n_neurons - 2)
+        n_observed = int(observed.sum())
+        if n_free > n_observed:
+            raise ValueError(
+                f"rank={self.rank} is too large for X of shape {X.shape}: the CP model "
+                f"has {n_free} free parameters but X has only {n_observed} observed "
+                f"entries. Lower rank.")
+
+        import tensorly as tl
+        from tensorly.decomposition import non_negative_parafac, parafac
+
+        rng = check_random_state(self.random_state)
+        mask = observed.astype(np.float64)
+        # tensorly multiplies the data by the mask, so missing entries must be finite;
+        # their value is then replaced by the current model at every iteration.
+        X0 = np.where(observed, X, 0.0)
+        norm = np.sqrt(np.sum(X0 ** 2))
+        best = None
+        # tensorly follows its global backend; fit in numpy whatever the user set.
+        with tl.backend_context("numpy", local_threadsafe=True), \
+                _blas_threads(self.n_threads):
+            for i_init in range(self.n_init):
+                init = self.init if i_init == 0 else "random"
+                kw = dict(rank=self.rank, n_iter_max=self.max_iter, init=init,
+                          tol=self.tol, random_state=rng, return_errors=True,
+                          mask=None if observed.all() else mask)
+                if self.nonneg:
+                    cp, errors = non_negative_parafac(X0, **kw)
+                else:
+                    cp, errors = parafac(X0, **kw)
+                weights, factors = cp
+                factors = [np.asarray(f, dtype=np.float64) for f in factors]
+                factors[0] = factors[0] * np.asarray(weights, dtype=np.float64)
+                recon = np.einsum("kr,tr,nr->ktn", *factors)
+                err = np.sqrt(np.sum(np.where(observed, X0 - recon, 0.0) ** 2))
+                err = float(err / norm) if norm > 0 else float(err)
+                # tensorly records one error per iteration, none when tol=0.
+                n_iter = len(errors) if self.tol > 0 else self.max_iter
+                if best is None or err < best[0]:
+                    best = (err, factors, n_iter)
+        err, (C, T, N), n_iter = best
+        if n_iter >= self.max_iter and self.tol > 0:
+            warnings.warn(
+                f"TCA reached max_iter={self.max_iter} before converging "
+                f"(tol={self.tol}); increase max_iter.", ConvergenceWarning)
+        self.trial_factors_, self.time_factors_, self.neuron_factors_ = (
+            _normalize_cp(C, T, N))
+        self.reconstruction_error_ = err
+        self.n_iter_ = n_iter
+        self.n_features_in_ = n_neurons
+        return self
+
+    def _infer(self, X, y, inputs):
+        _reject_inputs(self, inputs)
+        n_trials, n_timepoints, n_neurons = X.shape
+        T, N = self.time_factors_, self.neuron_factors_
+        if n_timepoints != T.shape[0]:
+            raise ValueError(
+                f"X has {n_timepoints} time points per trial, but TCA was fitted on "
+                f"trials of {T.shape[0]} time points: its time factors describe "
+                f"exactly that many. Crop or pad X (pad with NaN) to {T.shape[0]} time "
+                f"points.")
+        # Each entry of trial k is a linear function of its trial factor c_k:
+        # X[k, t, n] = sum_r c_kr T[t, r] N[n, r] = design[(t, n)] @ c_k.
+        design = np.einsum("tr,nr->tnr", T, N).reshape(-1, self.rank)
+        observed = ~np.isnan(X)
+        X_obs = np.where(observed, X, 0.0).reshape(n_trials, -1)
+        mask = observed.reshape(n_trials, -1).astype(np.float64)
+        with _blas_threads(self.n_threads):
+            C = _masked_least_squares(design, X_obs, mask, nonneg=self.nonneg)
+        latents = C[:, None, :] * T[None, :, :]
+        recon = latents @ N.T
+        return latents, recon
+
+
+def _normalize_cp(C, T, N):
+    """Unit-norm time and neuron factors, scale into C, fixed signs and order."""
+    t_norm = np.linalg.norm(T, axis=0)
+    n_norm = np.linalg.norm(N, axis=0)
+    t_norm = np.where(t_norm > 0, t_norm, 1.0)
+    n_norm = np.where(n_norm > 0, n_norm, 1.0)
+    T, N, C = T / t_norm, N / n_norm, C * (t_norm * n_norm)
+
+    def sign_of_peak(F):
+        peak = F[np.argmax(np.abs(F), axis=0), np.arange(F.shape[1])]
+        return np.where(peak < 0, -1.0, 1.0)
+
+    st, sn = sign_of_peak(T), sign_of_peak(N)
+    T, N, C = T * st, N * sn, C * (st * sn)
+    order = np.argsort(-np.linalg.norm(C, axis=0), kind="stable")
+    return (np.ascontiguousarray(C[:, order]), np.ascontiguousarray(T[:, order]),
+            np.ascontiguousarray(N[:, order]))
+
+
+# --------------------------------------------------------------------------- #
+# TrialPCA
+# --------------------------------------------------------------------------- #
+class TrialPCA(BaseLatentModel):
+    """PCA of the trial-unfolded data: one neural subspace for all trials.
+
+    Unfolds the ``(n_trials, n_timepoints, n_neurons)`` data into
+    ``(n_trials * n_timepoints, n_neurons)`` and fits
+    :class:`sklearn.decomposition.PCA` with ``rank`` components. NaN entries are
+    filled with their neuron's mean over the observed entries before fitting (a
+    single imputation: PCA has no notion of missing data; with few missing entries
+    the components change little).
+
+    For trials not seen in :meth:`fit` (``transform``, ``predict`` and the
+    co-smoothing ``score``), the latents of each time point of each trial are
+    solved by least squares on that time point's observed neurons with the
+    components frozen,
+
+        z[k, t] = argmin_z || m * (x[k, t] - mean_ - components_.T @ z) ||^2,
+
+    with a negligible ridge for the time points that observe fewer neurons than
+    ``rank``. The reconstruction is ``mean_ + z @ components_``. Missing entries are
+    never used, so the co-smoothing score predicts held-out neurons from held-in ones.
+
+    TrialPCA has neither trial factors nor dynamics: it is the "one subspace, no
+    learning-specific structure" baseline.
+
+    Parameters
+    ----------
+    rank : int, default=3
+        Number of principal components; at most ``n_neurons`` (and
+        ``n_trials * n_timepoints``).
+    random_state : int, RandomState instance or None, default=None
+        Passed to :class:`~sklearn.decomposition.PCA` (used by its randomized SVD
+        solver on large data).
+    cosmoothing_folds : int, default=5
+        Number of neuron folds of the co-smoothing score.
+    n_threads : int or None, default=1
+        BLAS threads used during fit, transform, predict and score, restored
+        afterwards (as ``n_threads`` of the recurrent network models). These
+        problems are small, so one thread is usually fastest; None leaves the BLAS
+        setting alone.
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (rank, n_neurons)
+        Principal axes in neuron space, orthonormal rows.
+    mean_ : ndarray of shape (n_neurons,)
+        Per-neuron mean over observed entries of the training data.
+    explained_variance_ : ndarray of shape (rank,)
+        Variance of the (mean-filled) training data along each component.
+    explained_variance_ratio_ : ndarray of shape (rank,)
+        Fraction of the total variance explained by each component.
+    n_features_in_ : int
+        Number of recorded neurons (the last axis of X).
+
+    See Also
+    --------
+    TCA : Low-rank decomposition with per-trial factors.
+    sklearn.decomposition.PCA : The underlying estimator.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_ltr import TrialPCA
+    >>> rng = np.random.RandomState(0)
+    >>> Z, W = rng.randn(20, 15, 2), rng.randn(2, 8)
+    >>> X = Z @ W + 0.01 * rng.randn(20, 15, 8)
+    >>> pca = TrialPCA(rank=2).fit(X)
+    >>> pca.components_.shape
+    (2, 8)
+    >>> pca.transform(X[:3]).shape
+    (3, 15, 2)
+    >>> bool(pca.score(X) > 0.9)
+    True
+    """
+
+    _parameter_constraints = {
+        "rank": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+        "cosmoothing_folds": [Interval(Integral, 2, None, closed="left")],
+        "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+    }
+
+    def __init__(self, rank=3, *, random_state=None, cosmoothing_folds=5,
+                 n_threads=1):
+        self.rank = rank
+        self.random_state = random_state
+        self.cosmoothing_folds = cosmoothing_folds
+        self.n_threads = n_threads
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, *, inputs=None):
+        """Fit PCA to the trial-unfolded data.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trials, n_timepoints, n_neurons)
+            Recorded activity. NaN entries are filled with their neuron's mean for
+            the fit.
+        y : None
+            Ignored; accepted for API symmetry with the recurrent network models.
+        inputs : None
+            Not supported (TrialPCA has no inputs); must be None.
+
+        Returns
+        -------
+        self : object
+            Fitted estimator.
+        """
+        from sklearn.decomposition import PCA
+
+        _reject_inputs(self, inputs)
+        X, observed = check_training_trials(X)
+        n_trials, n_timepoints, n_neurons = X.shape
+        n_samples = n_trials * n_timepoints
+        if self.rank > min(n_samples, n_neurons):
+            bound = (f"n_neurons={n_neurons}" if n_neurons <= n_samples else
+                     f"n_trials * n_timepoints={n_samples}")
+            raise ValueError(
+                f"rank={self.rank} must be <= {bound} for TrialPCA; lower rank.")
+        flat = X.reshape(n_samples, n_neurons)
+        mean = np.nanmean(flat, axis=0)
+        flat = np.where(np.isnan(flat), mean, flat)
+        with _blas_threads(self.n_threads):
+            pca = PCA(n_components=self.rank, random_state=self.random_state).fit(flat)
+        self.components_ = pca.components_
+        self.mean_ = pca.mean_
+        self.explained_variance_ = pca.explained_variance_
+        self.explained_variance_ratio_ = pca.explained_variance_ratio_
+        self.n_features_in_ = n_neurons
+        return self
+
+    def _infer(self, X, y, inputs):
+        _reject_inputs(self, inputs)
+        n_trials, n_timepoints, n_neurons = X.shape
+        observed = ~np.isnan(X)
+        flat = (X - self.mean_).reshape(-1, n_neurons)
+        X_obs = np.where(observed.reshape(flat.shape), flat, 0.0)
+        mask = observed.reshape(flat.shape).astype(np.float64)
+        with _blas_threads(self.n_threads):
+            Z = _masked_least_squares(self.components_.T, X_obs, mask)
+        latents = Z.reshape(n_trials, n_timepoints, self.rank)
+        recon = self.mean_ + latents @ self.components_
+        return latents, recon
