@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin, _fit_context
 from sklearn.utils.validation import check_is_fitted
 
-from .base import check_trials_array
+from .base import check_trials_array, check_training_trials
 
 __all__ = ["StandardScaler3D"]
 
@@ -72,13 +72,7 @@ class StandardScaler3D(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         -------
         self : object
         """
-        X = check_trials_array(X)
-        observed = ~np.isnan(X)
-        empty = np.flatnonzero(~observed.any(axis=(0, 1)))
-        if empty.size:
-            raise ValueError(
-                f"X has {empty.size} neuron(s) with no observed entry (all NaN), e.g. "
-                f"neuron {empty[0]}; drop them first.")
+        X, _ = check_training_trials(X, min_trials=1)
         self.n_features_in_ = X.shape[2]
         self.mean_ = np.nanmean(X, axis=(0, 1)) if self.with_mean else None
         if self.with_std:
