@@ -18,7 +18,6 @@ is (a mean-field scaling, which keeps one learning rate good for every size)::
 """
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np

@@ -106,8 +106,8 @@ class _BaseRNN(BaseLatentModel):
         self._alpha = 1.0 / self.tau
 
         with torch_threads(self.n_threads):
-            result = self._fit_torch(X, U, state_index, labels)
-            self._set_fitted(result, n_trials, n_timepoints, state_index, U)
+            result, basis = self._fit_torch(X, U, state_index, labels)
+            self._set_fitted(result, basis, n_trials, n_timepoints, state_index, U)
         return self
 
     def _fit_torch(self, X, U, state_index, labels):
@@ -184,15 +184,14 @@ class _BaseRNN(BaseLatentModel):
                 f"{type(self).__name__} reached max_iter={self.max_iter} before "
                 f"converging (tol={self.tol}); increase max_iter or learning_rate.",
                 ConvergenceWarning)
-        best.basis = basis
-        return best
+        return best, basis
 
-    def _set_fitted(self, result, n_trials, n_timepoints, state_index, U):
+    def _set_fitted(self, result, basis, n_trials, n_timepoints, state_index, U):
         p = {k: to_numpy(v) for k, v in result.params.items()}
         N = self.n_units
         C = np.broadcast_to(p["mu"], (n_trials, self.rank)).copy()
-        if result.basis is not None:
-            C = C + to_numpy(result.basis) @ p["Wc"]
+        if basis is not None:
+            C = C + to_numpy(basis) @ p["Wc"]
         B = p["Bs"] * math.sqrt(N)
         # Trial factors and row factors trade scale (W_k = sum_r c_kr a_r b_r^T / N):
         # normalise each trial factor to unit root-mean-square and a positive mean,
