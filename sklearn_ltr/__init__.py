@@ -4,11 +4,15 @@ scikit-learn estimators for ``(n_trials, n_timepoints, n_neurons)`` recordings,
 implementing the method of Pellegrino, Cayco-Gajic & Chadwick (NeurIPS 2023).
 """
 
+from ._persistence import load
 from .baselines import TCA, TrialPCA
-from .preprocessing import StandardScaler3D
+from .preprocessing import GaussianSmoother, SoftNormalizer, StandardScaler3D, TrialCropper
 from .rnn import LowRankRNN, LowTensorRankRNN
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["LowTensorRankRNN", "LowRankRNN", "TCA", "TrialPCA", "StandardScaler3D",
-           "__version__"]
+__all__ = [
+    "LowTensorRankRNN", "LowRankRNN", "TCA", "TrialPCA",
+    "StandardScaler3D", "GaussianSmoother", "SoftNormalizer", "TrialCropper",
+    "load", "__version__",
+]

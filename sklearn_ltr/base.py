@@ -8,14 +8,19 @@
 """
 
 import contextlib
+import os
+import warnings
+from numbers import Integral
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils._param_validation import InvalidParameterError, Interval
 from sklearn.utils.validation import check_is_fitted
 
 __all__ = [
-    "BaseLatentModel", "check_trials_array", "check_training_trials", "cosmoothing_folds",
+    "BaseLatentModel", "MissingDataWarning", "check_memory", "check_trials_array",
+    "check_training_trials", "cosmoothing_folds",
 ]
 
 
@@ -65,7 +70,13 @@ def check_trials_array(X, *, name="X", allow_nan=True, min_trials=1, min_timepoi
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu().numpy()
     if isinstance(X, (list, tuple)):
-        shapes = {np.shape(x) for x in X}
+        try:
+            shapes = {np.shape(x) for x in X}
+        except ValueError:  # a trial that is itself ragged
+            raise ValueError(
+                f"{name} holds a trial whose time points have different numbers of "
+                f"neurons; every trial must be a regular (n_timepoints, n_neurons) "
+                f"array (pad with NaN: missing entries are allowed).") from None
         if len(shapes) > 1:
             raise ValueError(
                 f"{name} is a list of trials with different shapes {sorted(shapes)[:3]}"
@@ -111,32 +122,85 @@ def check_trials_array(X, *, name="X", allow_nan=True, min_trials=1, min_timepoi
     arr = np.asarray(arr, dtype=dtype)
     if not np.isfinite(arr).all():
         if np.isinf(arr).any():
-            where = np.argwhere(np.isinf(arr))[0]
+            where = tuple(int(i) for i in np.argwhere(np.isinf(arr))[0])
             raise ValueError(
-                f"{name} contains infinite values (first at index {tuple(where)}). "
+                f"{name} contains infinite values (first at index {where}). "
                 f"Replace them, or mark them missing with NaN.")
         if not allow_nan:
             raise ValueError(f"{name} contains NaN, which is not allowed here.")
     return arr
 
 
+class MissingDataWarning(UserWarning):
+    """Warning issued by ``fit`` when a trial or a neuron is mostly missing (NaN).
+
+    Such a trial's (or neuron's) parameters are fitted from few entries and are
+    poorly determined; the fit still ignores every missing entry.
+    """
+
+
+# A trial or neuron with more than this fraction of its entries missing is reported
+# by a MissingDataWarning at fit.
+MOSTLY_MISSING = 0.5
+
+
 def check_training_trials(X, *, min_trials=2, min_timepoints=1):
     """Validate training trials: :func:`check_trials_array` plus no all-NaN trial or neuron.
+
+    A :class:`MissingDataWarning` is issued when a trial or a neuron has more than
+    ``MOSTLY_MISSING`` (half) of its entries missing.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_trials, n_timepoints, n_neurons)
+        Training data; NaN marks a missing entry.
+    min_trials, min_timepoints : int
+        Smallest sizes accepted along the first two axes.
 
     Returns
     -------
     X : ndarray of shape (n_trials, n_timepoints, n_neurons)
     observed : ndarray of bool, same shape
         Where X is not NaN.
+
+    Raises
+    ------
+    ValueError
+        As :func:`check_trials_array`, or when a whole trial or neuron is missing.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> from sklearn_ltr.base import check_training_trials
+    >>> X = np.ones((3, 4, 2))
+    >>> X[0, :3] = np.nan  # trial 0: 6 of its 8 entries missing
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _ = check_training_trials(X)
+    >>> caught[0].category.__name__, "trial 0: 75% missing" in str(caught[0].message)
+    ('MissingDataWarning', True)
     """
     X = check_trials_array(X, min_trials=min_trials, min_timepoints=min_timepoints)
     observed = ~np.isnan(X)
+    if observed.all():
+        return X, observed
     for axes, what in [((1, 2), "trial"), ((0, 1), "neuron")]:
-        empty = np.flatnonzero(~observed.any(axis=axes))
+        fraction = 1.0 - observed.mean(axis=axes)
+        empty = np.flatnonzero(fraction == 1.0)
         if empty.size:
             raise ValueError(
                 f"X has {empty.size} {what}(s) with no observed entry (all NaN), e.g. "
                 f"{what} {empty[0]}; drop them before fitting.")
+        mostly = np.flatnonzero(fraction > MOSTLY_MISSING)
+        if mostly.size:
+            worst = mostly[np.argmax(fraction[mostly])]
+            warnings.warn(
+                f"X has {mostly.size} {what}(s) with more than "
+                f"{MOSTLY_MISSING:.0%} of their entries missing (e.g. {what} {worst}: "
+                f"{fraction[worst]:.0%} missing); their parameters are poorly "
+                f"determined. Drop them, or pass fewer NaN.", MissingDataWarning,
+                stacklevel=2)
     return X, observed
 
 
@@ -239,6 +303,122 @@ def seed_from(random_state):
 
 
 # --------------------------------------------------------------------------- #
+# memory
+# --------------------------------------------------------------------------- #
+def _format_bytes(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024.0
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def _cgroup_memory_left():
+    """Bytes left under this process's cgroup memory limit, or None without a limit.
+
+    In a container /proc/meminfo describes the host; the cgroup limit is what the
+    kernel enforces (an allocation past it gets the process killed, not a MemoryError).
+    """
+    for limit_file, usage_file in [
+            ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+            ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+             "/sys/fs/cgroup/memory/memory.usage_in_bytes")]:
+        try:
+            with open(limit_file) as f:
+                limit = f.read().strip()
+            with open(usage_file) as f:
+                usage = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        # "max" (v2) or a huge sentinel (v1) means no limit.
+        if limit == "max" or int(limit) >= 2 ** 60:
+            return None
+        return max(int(limit) - usage, 0)
+    return None
+
+
+def _available_memory(device):
+    """Bytes that can still be allocated on ``device``, or None when unknown.
+
+    CPU: ``psutil.virtual_memory().available`` when psutil is installed, else
+    ``MemAvailable`` of /proc/meminfo, else ``os.sysconf('SC_AVPHYS_PAGES')`` pages
+    (free pages only: an underestimate that ignores reclaimable caches); capped by
+    the cgroup limit when there is one. CUDA: the free memory reported by the driver
+    (``torch.cuda.mem_get_info``) plus what torch's caching allocator holds unused.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return None
+        free, _ = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + max(cached, 0))
+    if device.type != "cpu":
+        return None
+    available = None
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        available = int(psutil.virtual_memory().available)
+    else:
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        available = int(line.split()[1]) * 1024
+                        break
+        except (OSError, ValueError, IndexError):
+            pass
+    if available is None:
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            available = None
+    left = _cgroup_memory_left()
+    if left is not None:
+        available = left if available is None else min(available, left)
+    return available
+
+
+def check_memory(needed, device, *, what, remedy):
+    """Raise a ValueError when ``needed`` bytes will not fit in ``device``'s memory.
+
+    Called before a large allocation, so that an oversized problem fails at once with
+    a message instead of swapping, being killed by the kernel's out-of-memory killer,
+    or failing deep inside torch.
+
+    Parameters
+    ----------
+    needed : int
+        Estimated peak number of bytes.
+    device : str or torch.device
+    what : str
+        What needs the memory, e.g. ``"LowTensorRankRNN.fit on X of shape (...)"``.
+    remedy : str
+        How to need less, appended to the message.
+
+    Raises
+    ------
+    ValueError
+        When the available memory is known and smaller than ``needed``.
+
+    Examples
+    --------
+    >>> from sklearn_ltr.base import check_memory
+    >>> check_memory(1024, "cpu", what="a tiny fit", remedy="")  # fits: no error
+    """
+    available = _available_memory(device)
+    if available is None or needed <= available:
+        return
+    raise ValueError(
+        f"{what} would need about {_format_bytes(needed)} of memory on "
+        f"{torch.device(device)}, but only {_format_bytes(available)} is available. "
+        f"{remedy}")
+
+
+# --------------------------------------------------------------------------- #
 # co-smoothing
 # --------------------------------------------------------------------------- #
 def cosmoothing_folds(n_neurons, n_folds):
@@ -260,14 +440,24 @@ def cosmoothing_folds(n_neurons, n_folds):
 
 
 def r2_observed(X, P):
-    """Variance-weighted R^2 of predictions ``P`` over the non-NaN entries of ``X``."""
+    """Variance-weighted R^2 of predictions ``P`` over the non-NaN entries of ``X``.
+
+    Missing entries of ``X`` are never scored, whatever ``P`` holds there. When the
+    observed entries have no variance around their neuron means, R^2 is undefined;
+    as scikit-learn's ``r2_score`` (``force_finite=True``) the score is then 1.0 for
+    a perfect prediction and 0.0 otherwise, so that a cross-validation fold of
+    constant data neither wins nor returns -inf.
+    """
     obs = ~np.isnan(X)
-    mean = np.nanmean(X, axis=(0, 1), keepdims=True)
+    with warnings.catch_warnings():
+        # A neuron with no observed entry has no mean; it is not scored either.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(X, axis=(0, 1), keepdims=True)
     mean = np.where(np.isnan(mean), 0.0, mean)
     sse = np.sum(np.where(obs, (X - P) ** 2, 0.0))
     sst = np.sum(np.where(obs, (X - mean) ** 2, 0.0))
     if sst <= 0:
-        return 1.0 if sse <= 0 else -np.inf
+        return 1.0 if sse <= 0 else 0.0
     return float(1.0 - sse / sst)
 
 
@@ -288,7 +478,71 @@ def bits_per_spike(X, rate):
     return float((ll_model - ll_null) / (n_spikes * np.log(2)))
 
 
-class BaseLatentModel(TransformerMixin, BaseEstimator):
+class TrialsInputMixin:
+    """Tags and the after-fit input check of everything that takes 3D trials.
+
+    The neurons (last axis) are the features: ``n_features_in_`` is ``n_neurons``.
+    """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        tags.input_tags.two_d_array = False
+        tags.input_tags.allow_nan = True
+        return tags
+
+    def _check_X_new(self, X):
+        """Validate X after fit: fitted, 3D, finite or NaN, same neurons as in fit."""
+        check_is_fitted(self)
+        X = check_trials_array(X)
+        if X.shape[2] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[2]} neurons, but {type(self).__name__} was fitted "
+                f"with {self.n_features_in_} neurons; X must have shape (n_trials, "
+                f"n_timepoints, {self.n_features_in_}).")
+        return X
+
+
+class SaveMixin:
+    """``save`` for every estimator and transformer of the package."""
+
+    def save(self, file):
+        """Save the fitted estimator in a format that loads without running code.
+
+        One ``.npz`` archive with a JSON header (format, versions, class name,
+        parameters) and the fitted arrays; read it back with :func:`sklearn_ltr.load`.
+        Unlike a pickle, loading it never executes code from the file, and it loads
+        on a machine without the GPU the model was fitted on.
+
+        Parameters
+        ----------
+        file : str, os.PathLike or binary file object
+            Destination, written atomically and exactly as named (no suffix added).
+
+        See Also
+        --------
+        sklearn_ltr.load : Load a saved estimator.
+
+        Examples
+        --------
+        >>> import io
+        >>> import numpy as np
+        >>> import sklearn_ltr
+        >>> from sklearn_ltr import TrialPCA
+        >>> X = np.random.RandomState(0).standard_normal((10, 5, 4))
+        >>> pca = TrialPCA(rank=2).fit(X)
+        >>> buffer = io.BytesIO()
+        >>> pca.save(buffer)
+        >>> _ = buffer.seek(0)
+        >>> np.array_equal(sklearn_ltr.load(buffer).transform(X), pca.transform(X))
+        True
+        """
+        from ._persistence import save
+
+        save(self, file)
+
+
+class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimator):
     """Base class of the latent-variable models of trials (RNNs and baselines).
 
     Subclasses implement ``fit`` and ``_infer(X, y, inputs)``, which infers every
@@ -305,22 +559,31 @@ class BaseLatentModel(TransformerMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.three_d_array = True
-        tags.input_tags.two_d_array = False
-        tags.input_tags.allow_nan = True
         tags.non_deterministic = False
         return tags
 
-    # -- validation helpers used by subclasses --------------------------------
-    def _check_X_new(self, X):
-        check_is_fitted(self)
-        X = check_trials_array(X)
-        if X.shape[2] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[2]} neurons, but {type(self).__name__} was fitted "
-                f"with {self.n_features_in_} neurons (X must have shape (n_trials, "
-                f"n_timepoints, {self.n_features_in_})).")
-        return X
+    def _clear_fitted(self):
+        """Remove the fitted attributes, e.g. after a failed fit, so that the estimator
+        reads as unfitted instead of half-fitted."""
+        params = self.get_params(deep=False)
+        for key in [k for k in vars(self) if k.endswith("_") and k not in params
+                    and not k.startswith("__")]:
+            delattr(self, key)
+
+    def _validate_params(self):
+        """scikit-learn's parameter validation, and no bool where an int is expected.
+
+        ``Interval(Integral, ...)`` accepts ``True`` (bool subclasses int), which
+        would then silently mean ``rank=1`` or fail deep inside a solver.
+        """
+        super()._validate_params()
+        for name, constraints in self._parameter_constraints.items():
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) and "boolean" not in constraints and any(
+                    isinstance(c, Interval) and c.type is Integral for c in constraints):
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of {type(self).__name__} must be an int, "
+                    f"not a bool. Got {value!r} instead.")
 
     # -- public API ------------------------------------------------------------
     def transform(self, X, y=None, *, inputs=None):
@@ -401,11 +664,28 @@ class BaseLatentModel(TransformerMixin, BaseEstimator):
         score : float
         """
         X = self._check_X_new(X)
+        if np.isnan(X).all():
+            raise ValueError(
+                "X has no observed (non-NaN) entry, so there is nothing to score; pass "
+                "trials with observed entries.")
         with torch_threads(getattr(self, "n_threads", None)):
             pred = self._cosmooth_predict(X, y, inputs)
         if self._score_kind() == "bits_per_spike":
             return bits_per_spike(X, pred)
         return r2_observed(X, pred)
+
+    def _trial_features(self, X, y, inputs):
+        """Per-trial features, shape ``(n_trials, rank)``.
+
+        Used by :class:`sklearn_ltr.model_selection.TrialFactors`. Models with
+        per-trial factors override this (and ``_trial_feature_name``); the default is
+        each trial's time-averaged latent state.
+        """
+        latents, _ = self._infer(X, y, inputs)
+        return latents.mean(axis=1)
+
+    def _trial_feature_name(self):
+        return "mean_latent"
 
     def _cosmooth_predict(self, X, y, inputs):
         """Predict each neuron from parameters inferred without it (all folds at once).

@@ -24,7 +24,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .base import BaseLatentModel, check_training_trials
+from .base import BaseLatentModel, check_memory, check_training_trials
 
 __all__ = ["TCA", "TrialPCA"]
 
@@ -98,6 +98,51 @@ def _masked_least_squares(design, X_obs, mask, *, nonneg=False):
     rhs = np.linalg.solve(L, b[..., None])[..., 0]
     Lt = np.swapaxes(L, 1, 2)
     return np.stack([nnls(Lt[p], rhs[p])[0] for p in range(G.shape[0])])
+
+
+def _check_fit_memory(est, shape, bytes_per_entry):
+    """Refuse a fit whose estimated peak memory exceeds the available memory.
+
+    ``bytes_per_entry`` times the number of entries of X: the working copies of the
+    data made by the fit, measured with ``tracemalloc`` (see ``tests/test_determinism.py``).
+    """
+    check_memory(
+        int(bytes_per_entry * np.prod(shape, dtype=np.float64)), "cpu",
+        what=f"{type(est).__name__}.fit on X of shape {tuple(shape)}",
+        remedy="Fit on fewer trials, time points or neurons.")
+
+
+def _tca_bytes_per_entry(nonneg, missing):
+    """Peak working memory of :meth:`TCA.fit` per entry of X, in bytes.
+
+    The masked and zero-filled copies of X, tensorly's unfoldings and the
+    reconstruction of each ALS iteration, plus the imputed tensors with missing
+    entries and the multiplicative updates of the non-negative fit. Measured peaks:
+    41-44 bytes per entry without missing entries, 65-66 with, 89 non-negative with.
+    """
+    return 48 + (24 if missing else 0) + (24 if nonneg else 0)
+
+
+# TrialPCA.fit: mean-filled unfolding, centred copy and SVD factors (measured 11-19).
+_TRIALPCA_BYTES_PER_ENTRY = 24
+
+
+class _KeepLast:
+    """tensorly callback that keeps a copy of the latest CP iterate.
+
+    tensorly updates the factor list in place, so the arrays are copied. If the fit
+    is interrupted (Ctrl-C), this iterate is what is kept.
+    """
+
+    def __init__(self):
+        self.cp = None
+        self.n_calls = 0
+
+    def __call__(self, cp, error):
+        weights, factors = cp
+        self.cp = (np.array(weights, dtype=np.float64),
+                   [np.array(f, dtype=np.float64) for f in factors])
+        self.n_calls += 1
 
 
 # --------------------------------------------------------------------------- #
@@ -245,6 +290,25 @@ class TCA(BaseLatentModel):
         -------
         self : object
             Fitted estimator.
+
+        Raises
+        ------
+        ValueError
+            Invalid X (see :func:`~sklearn_ltr.base.check_training_trials`);
+            rank too large for the data, data that are all zero or have fewer
+            independent components than ``rank``;
+            a fit estimated to need more memory than is available.
+
+        Warns
+        -----
+        MissingDataWarning
+            A trial or a neuron of X is more than half missing.
+        ConvergenceWarning
+            max_iter was reached first.
+        UserWarning
+            The fit was interrupted (Ctrl-C): the latest factors are kept and the
+            estimator is usable (in the first fit of ``nonneg=True``, which keeps no
+            iterate, the interrupt propagates).
         """
         _reject_inputs(self, inputs)
         X, observed = check_training_trials(X)
@@ -256,6 +320,8 @@ class TCA(BaseLatentModel):
                 f"rank={self.rank} is too large for X of shape {X.shape}: the CP model "
                 f"has {n_free} free parameters but X has only {n_observed} observed "
                 f"entries. Lower rank.")
+        missing = not observed.all()
+        _check_fit_memory(self, X.shape, _tca_bytes_per_entry(self.nonneg, missing))
 
         import tensorly as tl
         from tensorly.decomposition import non_negative_parafac, parafac
@@ -266,7 +332,11 @@ class TCA(BaseLatentModel):
         # their value is then replaced by the current model at every iteration.
         X0 = np.where(observed, X, 0.0)
         norm = np.sqrt(np.sum(X0 ** 2))
-        best = None
+        if norm == 0:
+            raise ValueError(
+                "Every observed entry of X is 0: there is nothing for TCA to "
+                "decompose (its factors would be undetermined).")
+        best = interrupted = None
         # tensorly follows its global backend; fit in numpy whatever the user set.
         with tl.backend_context("numpy", local_threadsafe=True), \
                 _blas_threads(self.n_threads):
@@ -274,23 +344,47 @@ class TCA(BaseLatentModel):
                 init = self.init if i_init == 0 else "random"
                 kw = dict(rank=self.rank, n_iter_max=self.max_iter, init=init,
                           tol=self.tol, random_state=rng, return_errors=True,
-                          mask=None if observed.all() else mask)
-                if self.nonneg:
-                    cp, errors = non_negative_parafac(X0, **kw)
-                else:
-                    cp, errors = parafac(X0, **kw)
+                          mask=mask if missing else None)
+                last = _KeepLast()
+                try:
+                    if self.nonneg:
+                        # non_negative_parafac takes no callback: an interrupt keeps
+                        # the previous initialisations only.
+                        cp, errors = non_negative_parafac(X0, **kw)
+                    else:
+                        cp, errors = parafac(X0, callback=last, **kw)
+                    # tensorly records one error per iteration, none when tol=0.
+                    n_iter = len(errors) if self.tol > 0 else self.max_iter
+                except np.linalg.LinAlgError:
+                    raise ValueError(
+                        f"TCA's alternating least squares met a singular system at "
+                        f"rank={self.rank}: X has fewer than {self.rank} independent "
+                        f"components (e.g. constant or exactly low-rank data). Lower "
+                        f"rank.") from None
+                except KeyboardInterrupt:
+                    if last.cp is None and best is None:
+                        raise
+                    # The callback's first call is at the initialisation.
+                    interrupted = max(last.n_calls - 1, 0)
+                    if last.cp is None:
+                        break
+                    cp, n_iter = last.cp, interrupted
                 weights, factors = cp
                 factors = [np.asarray(f, dtype=np.float64) for f in factors]
                 factors[0] = factors[0] * np.asarray(weights, dtype=np.float64)
                 recon = np.einsum("kr,tr,nr->ktn", *factors)
                 err = np.sqrt(np.sum(np.where(observed, X0 - recon, 0.0) ** 2))
-                err = float(err / norm) if norm > 0 else float(err)
-                # tensorly records one error per iteration, none when tol=0.
-                n_iter = len(errors) if self.tol > 0 else self.max_iter
+                err = float(err / norm)
                 if best is None or err < best[0]:
                     best = (err, factors, n_iter)
+                if interrupted is not None:
+                    break
         err, (C, T, N), n_iter = best
-        if n_iter >= self.max_iter and self.tol > 0:
+        if interrupted is not None:
+            warnings.warn(
+                f"TCA.fit was interrupted after {interrupted} iterations; the best "
+                f"factors so far are kept.", UserWarning)
+        elif n_iter >= self.max_iter and self.tol > 0:
             warnings.warn(
                 f"TCA reached max_iter={self.max_iter} before converging "
                 f"(tol={self.tol}); increase max_iter.", ConvergenceWarning)
@@ -301,7 +395,7 @@ class TCA(BaseLatentModel):
         self.n_features_in_ = n_neurons
         return self
 
-    def _infer(self, X, y, inputs):
+    def _infer_trial_factors(self, X, y, inputs):
         _reject_inputs(self, inputs)
         n_trials, n_timepoints, n_neurons = X.shape
         T, N = self.time_factors_, self.neuron_factors_
@@ -321,7 +415,17 @@ class TCA(BaseLatentModel):
             C = _masked_least_squares(design, X_obs, mask, nonneg=self.nonneg)
         latents = C[:, None, :] * T[None, :, :]
         recon = latents @ N.T
+        return latents, recon, C
+
+    def _infer(self, X, y, inputs):
+        latents, recon, _ = self._infer_trial_factors(X, y, inputs)
         return latents, recon
+
+    def _trial_features(self, X, y, inputs):
+        return self._infer_trial_factors(X, y, inputs)[2]
+
+    def _trial_feature_name(self):
+        return "trial_factor"
 
 
 def _normalize_cp(C, T, N):
@@ -452,6 +556,18 @@ class TrialPCA(BaseLatentModel):
         -------
         self : object
             Fitted estimator.
+
+        Raises
+        ------
+        ValueError
+            Invalid X (see :func:`~sklearn_ltr.base.check_training_trials`);
+            rank above ``n_neurons`` or ``n_trials * n_timepoints``;
+            a fit estimated to need more memory than is available.
+
+        Warns
+        -----
+        MissingDataWarning
+            A trial or a neuron of X is more than half missing.
         """
         from sklearn.decomposition import PCA
 
@@ -464,15 +580,19 @@ class TrialPCA(BaseLatentModel):
                      f"n_trials * n_timepoints={n_samples}")
             raise ValueError(
                 f"rank={self.rank} must be <= {bound} for TrialPCA; lower rank.")
+        _check_fit_memory(self, X.shape, _TRIALPCA_BYTES_PER_ENTRY)
         flat = X.reshape(n_samples, n_neurons)
         mean = np.nanmean(flat, axis=0)
         flat = np.where(np.isnan(flat), mean, flat)
-        with _blas_threads(self.n_threads):
+        with _blas_threads(self.n_threads), np.errstate(invalid="ignore",
+                                                        divide="ignore"):
             pca = PCA(n_components=self.rank, random_state=self.random_state).fit(flat)
         self.components_ = pca.components_
         self.mean_ = pca.mean_
         self.explained_variance_ = pca.explained_variance_
-        self.explained_variance_ratio_ = pca.explained_variance_ratio_
+        # Constant data have no variance to explain: 0 / 0, reported as 0.
+        self.explained_variance_ratio_ = np.nan_to_num(pca.explained_variance_ratio_,
+                                                       nan=0.0)
         self.n_features_in_ = n_neurons
         return self
 

@@ -1,19 +1,40 @@
 """Transformers for ``(n_trials, n_timepoints, n_neurons)`` arrays.
 
 scikit-learn's own scalers reject 3D input; these work inside ``Pipeline`` and
-``GridSearchCV`` and are fitted on the training trials only.
+``GridSearchCV`` and are fitted on the training trials only. NaN marks a missing entry
+and passes through every transformer: it is never filled in silently, so the model
+downstream neither fits nor scores it.
+
+* :class:`StandardScaler3D` -- z-score each neuron over trials and time.
+* :class:`SoftNormalizer` -- divide each neuron by its range plus a soft offset.
+* :class:`GaussianSmoother` -- NaN-aware Gaussian smoothing along time (spike counts to
+  rates).
+* :class:`TrialCropper` -- keep a window of time bins of every trial.
 """
+
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin, _fit_context
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils._param_validation import Interval, StrOptions
 
-from .base import check_trials_array, check_training_trials
+from .base import SaveMixin, TrialsInputMixin, check_trials_array, check_training_trials
 
-__all__ = ["StandardScaler3D"]
+__all__ = ["StandardScaler3D", "SoftNormalizer", "GaussianSmoother", "TrialCropper"]
 
 
-class StandardScaler3D(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+class _Base3DTransformer(SaveMixin, TrialsInputMixin, OneToOneFeatureMixin,
+                         TransformerMixin, BaseEstimator):
+    """Shared base of the 3D transformers: tags, input checks, ``save``.
+
+    Feature names (the neurons) pass through unchanged.
+    """
+
+
+# --------------------------------------------------------------------------- #
+# scalers
+# --------------------------------------------------------------------------- #
+class StandardScaler3D(_Base3DTransformer):
     """Z-score each neuron over trials and time.
 
     Means and standard deviations are computed per neuron over all trials and time
@@ -36,6 +57,10 @@ class StandardScaler3D(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     n_features_in_ : int
         Number of neurons.
 
+    See Also
+    --------
+    SoftNormalizer : Range normalisation that does not inflate weakly active neurons.
+
     Examples
     --------
     >>> import numpy as np
@@ -52,13 +77,6 @@ class StandardScaler3D(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.with_mean = with_mean
         self.with_std = with_std
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.three_d_array = True
-        tags.input_tags.two_d_array = False
-        tags.input_tags.allow_nan = True
-        return tags
-
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Compute per-neuron mean and scale on training trials.
@@ -66,11 +84,14 @@ class StandardScaler3D(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_trials, n_timepoints, n_neurons)
-        y : ignored
+            Training trials; NaN marks missing entries, which are ignored.
+        y : None
+            Ignored.
 
         Returns
         -------
         self : object
+            Fitted scaler.
         """
         X, _ = check_training_trials(X, min_trials=1)
         self.n_features_in_ = X.shape[2]
@@ -82,27 +103,20 @@ class StandardScaler3D(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             self.scale_ = None
         return self
 
-    def _check(self, X):
-        check_is_fitted(self)
-        X = check_trials_array(X)
-        if X.shape[2] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[2]} neurons, but StandardScaler3D was fitted with "
-                f"{self.n_features_in_}.")
-        return X
-
     def transform(self, X):
         """Standardise X.
 
         Parameters
         ----------
         X : array-like of shape (n_trials, n_timepoints, n_neurons)
+            Trials to standardise; NaN stays NaN.
 
         Returns
         -------
         X_new : ndarray of shape (n_trials, n_timepoints, n_neurons)
+            Standardised trials.
         """
-        X = self._check(X)
+        X = self._check_X_new(X)
         if self.mean_ is not None:
             X = X - self.mean_
         if self.scale_ is not None:
@@ -115,14 +129,393 @@ class StandardScaler3D(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_trials, n_timepoints, n_neurons)
+            Standardised trials.
 
         Returns
         -------
         X_original : ndarray of shape (n_trials, n_timepoints, n_neurons)
+            Trials in the original units.
         """
-        X = self._check(X)
+        X = self._check_X_new(X)
         if self.scale_ is not None:
             X = X * self.scale_
         if self.mean_ is not None:
             X = X + self.mean_
         return X
+
+
+class SoftNormalizer(_Base3DTransformer):
+    """Divide each neuron by its range plus a soft offset ("soft normalization").
+
+    ``X_new = (X - mean) / (max - min + soft)`` per neuron, with the range (max - min)
+    taken over all trials and time points of the training data, ignoring NaN. The
+    offset keeps weakly active, noisy neurons from being inflated to the size of
+    strongly tuned ones, as z-scoring does: a neuron whose range is much larger than
+    ``soft`` ends with a range close to 1, one whose range is much smaller stays
+    small. This is the normalisation of Churchland et al. (2012), common before
+    fitting population dynamics models.
+
+    Parameters
+    ----------
+    soft : float, default=5.0
+        Soft offset added to each neuron's range, in the units of X (>= 0).
+        Churchland et al. used 5 spikes/s on rates in spikes/s; for spike counts in
+        bins of ``dt`` seconds the same choice is ``5 * dt``. With ``soft=0`` this is
+        plain range scaling (constant neurons are then left unscaled).
+    with_mean : bool, default=False
+        Also subtract each neuron's mean over trials and time (useful before models
+        fitted with a squared error).
+
+    Attributes
+    ----------
+    data_min_ : ndarray of shape (n_neurons,)
+        Per-neuron minimum of the training data.
+    data_max_ : ndarray of shape (n_neurons,)
+        Per-neuron maximum of the training data.
+    scale_ : ndarray of shape (n_neurons,)
+        Per-neuron divisor ``data_max_ - data_min_ + soft`` (1 where that is 0).
+    mean_ : ndarray of shape (n_neurons,) or None
+        Per-neuron mean (None when ``with_mean=False``).
+    n_features_in_ : int
+        Number of neurons.
+
+    See Also
+    --------
+    StandardScaler3D : Z-scoring of each neuron.
+
+    References
+    ----------
+    .. [1] M. M. Churchland, J. P. Cunningham, M. T. Kaufman, J. D. Foster,
+       P. Nuyujukian, S. I. Ryu, K. V. Shenoy. "Neural population dynamics during
+       reaching". Nature 487, 51-56 (2012).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_ltr.preprocessing import SoftNormalizer
+    >>> X = np.array([[[0.0, 0.0], [50.0, 1.0]]])  # 1 trial, 2 bins, 2 neurons
+    >>> norm = SoftNormalizer(soft=5.0).fit(X)
+    >>> norm.scale_
+    array([55.,  6.])
+    >>> norm.transform(X)[0, 1].round(3)
+    array([0.909, 0.167])
+    """
+
+    _parameter_constraints = {
+        "soft": [Interval(Real, 0, None, closed="left")],
+        "with_mean": ["boolean"],
+    }
+
+    def __init__(self, soft=5.0, *, with_mean=False):
+        self.soft = soft
+        self.with_mean = with_mean
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Compute each neuron's range (and mean) on training trials.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trials, n_timepoints, n_neurons)
+            Training trials; NaN marks missing entries, which are ignored.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+            Fitted normaliser.
+        """
+        X, _ = check_training_trials(X, min_trials=1)
+        self.n_features_in_ = X.shape[2]
+        self.data_min_ = np.nanmin(X, axis=(0, 1))
+        self.data_max_ = np.nanmax(X, axis=(0, 1))
+        scale = self.data_max_ - self.data_min_ + self.soft
+        self.scale_ = np.where(scale > 0, scale, 1.0)
+        self.mean_ = np.nanmean(X, axis=(0, 1)) if self.with_mean else None
+        return self
+
+    def transform(self, X):
+        """Soft-normalise X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trials, n_timepoints, n_neurons)
+            Trials to normalise; NaN stays NaN.
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_trials, n_timepoints, n_neurons)
+            Normalised trials.
+        """
+        X = self._check_X_new(X)
+        if self.mean_ is not None:
+            X = X - self.mean_
+        return X / self.scale_
+
+    def inverse_transform(self, X):
+        """Undo :meth:`transform`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trials, n_timepoints, n_neurons)
+            Normalised trials.
+
+        Returns
+        -------
+        X_original : ndarray of shape (n_trials, n_timepoints, n_neurons)
+            Trials in the original units.
+        """
+        X = self._check_X_new(X) * self.scale_
+        if self.mean_ is not None:
+            X = X + self.mean_
+        return X
+
+
+# --------------------------------------------------------------------------- #
+# time-axis transformers (stateless)
+# --------------------------------------------------------------------------- #
+def _gaussian_kernel(sigma, truncate):
+    """Normalised Gaussian kernel; the radius follows scipy.ndimage.gaussian_filter1d."""
+    radius = int(truncate * sigma + 0.5)
+    if radius == 0:
+        return np.ones(1)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (x / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+class GaussianSmoother(_Base3DTransformer):
+    """Smooth every neuron along time with a Gaussian kernel, ignoring missing bins.
+
+    Turns binned spike counts into smooth firing rates (in counts per bin: divide by
+    the bin width for spikes/s). Missing bins (NaN) are handled by normalised
+    convolution: the data with missing bins set to zero and the indicator of observed
+    bins are smoothed separately, and their ratio is the rate. A missing bin therefore
+    does not pull its neighbours towards zero: each output is the Gaussian-weighted
+    mean of the *observed* bins around it. Where no bin within the kernel's support is
+    observed, the output is NaN.
+
+    The transformer is stateless: ``fit`` only records the number of neurons, so it
+    can be placed anywhere in a ``Pipeline``.
+
+    Parameters
+    ----------
+    sigma : float, default=1.0
+        Standard deviation of the kernel, in time bins (>= 0). ``sigma=0`` leaves
+        the data unchanged, which lets a grid search include "no smoothing".
+    truncate : float, default=4.0
+        The kernel is cut at ``truncate`` standard deviations, as in
+        :func:`scipy.ndimage.gaussian_filter1d` (its radius is
+        ``int(truncate * sigma + 0.5)`` bins).
+    mode : {'reflect', 'nearest', 'mirror', 'wrap', 'constant'}, default='reflect'
+        How each trial is extended beyond its first and last bins, with the meaning
+        of :func:`scipy.ndimage.gaussian_filter1d`, except for 'constant': bins
+        outside the trial are treated as missing, so the kernel is renormalised at
+        the edges instead of pulling the rate towards zero.
+    fill_missing : bool, default=False
+        If False, missing entries of X stay NaN in the output, so the downstream
+        model neither fits nor scores them. If True, they are replaced by the
+        smoothed estimate from their observed neighbours (interpolation).
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Number of neurons.
+
+    See Also
+    --------
+    scipy.ndimage.gaussian_filter1d : The same filter, for data without NaN.
+    TrialCropper : Keep a window of time bins.
+
+    Notes
+    -----
+    There is no ``inverse_transform``: undoing a Gaussian blur is deconvolution, an
+    ill-posed problem whose solution amplifies noise at high frequencies without
+    bound.
+
+    A pipeline's ``score`` compares predictions with the *transformed* data. Scores of
+    pipelines with different ``sigma`` are therefore computed against different
+    targets (smoother data are easier to predict), and a grid search over ``sigma``
+    with the pipeline's own score favours heavy smoothing. Select ``sigma`` with a
+    criterion on a common target, or fix it on scientific grounds.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_ltr.preprocessing import GaussianSmoother
+    >>> X = np.zeros((1, 7, 1))
+    >>> X[0, 3, 0] = 1.0  # one spike in the middle bin
+    >>> GaussianSmoother(sigma=1.0).fit_transform(X)[0, :, 0].round(3)
+    array([0.005, 0.054, 0.242, 0.399, 0.242, 0.054, 0.005])
+    >>> X[0, 2, 0] = np.nan  # a missing bin neither counts as zero nor is filled in
+    >>> GaussianSmoother(sigma=1.0).fit_transform(X)[0, :, 0].round(3)
+    array([0.005, 0.071,   nan, 0.526, 0.256, 0.054, 0.005])
+    >>> X_filled = GaussianSmoother(sigma=1.0, fill_missing=True).fit_transform(X)
+    >>> round(float(X_filled[0, 2, 0]), 3)  # interpolated from its neighbours
+    0.403
+    """
+
+    _parameter_constraints = {
+        "sigma": [Interval(Real, 0, None, closed="left")],
+        "truncate": [Interval(Real, 0, None, closed="neither")],
+        "mode": [StrOptions({"reflect", "nearest", "mirror", "wrap", "constant"})],
+        "fill_missing": ["boolean"],
+    }
+
+    def __init__(self, sigma=1.0, *, truncate=4.0, mode="reflect", fill_missing=False):
+        self.sigma = sigma
+        self.truncate = truncate
+        self.mode = mode
+        self.fill_missing = fill_missing
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Check X and record the number of neurons (nothing is learned).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trials, n_timepoints, n_neurons)
+            Trials.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+            This transformer.
+        """
+        X = check_trials_array(X)
+        self.n_features_in_ = X.shape[2]
+        return self
+
+    def transform(self, X):
+        """Smooth every trial and neuron along time.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trials, n_timepoints, n_neurons)
+            Trials (e.g. binned spike counts); NaN marks missing bins.
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_trials, n_timepoints, n_neurons)
+            Smoothed trials. NaN where X is missing (unless ``fill_missing``) and
+            where no bin within the kernel's support is observed.
+        """
+        from scipy.ndimage import correlate1d
+
+        X = self._check_X_new(X)
+        kernel = _gaussian_kernel(self.sigma, self.truncate)
+        observed = ~np.isnan(X)
+        # Normalised convolution (Knutsson & Westin, 1993): smooth the zero-filled
+        # data and the observation indicator with the same kernel and boundary rule;
+        # their ratio is the kernel-weighted mean of the observed bins only.
+        values = correlate1d(np.where(observed, X, 0.0), kernel, axis=1,
+                             mode=self.mode, cval=0.0)
+        weights = correlate1d(observed.astype(np.float64), kernel, axis=1,
+                              mode=self.mode, cval=0.0)
+        # Weights are sums of non-negative kernel entries over observed bins, hence
+        # exactly 0 only when the whole support is missing.
+        supported = weights > 0
+        out = np.full_like(values, np.nan)
+        np.divide(values, weights, out=out, where=supported)
+        if not self.fill_missing:
+            out[~observed] = np.nan
+        return out
+
+
+class TrialCropper(_Base3DTransformer):
+    """Keep the time bins ``start:stop`` of every trial.
+
+    Selects a window of each trial, e.g. to drop the preparatory period before
+    movement onset or a noisy end, inside a ``Pipeline``. ``start`` and ``stop`` follow
+    Python's slicing rules (negative values count from the end; None means the first
+    or last bin), but must lie within the trial: a window outside it is an error,
+    not an empty or silently shorter result. Stateless: ``fit`` only records the number
+    of neurons.
+
+    Parameters
+    ----------
+    start : int or None, default=None
+        First time bin kept (None: the first bin of the trial).
+    stop : int or None, default=None
+        One past the last time bin kept (None: to the end of the trial).
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Number of neurons.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_ltr.preprocessing import TrialCropper
+    >>> X = np.arange(20.0).reshape(2, 5, 2)
+    >>> TrialCropper(start=1, stop=-1).fit_transform(X).shape
+    (2, 3, 2)
+    >>> TrialCropper(start=3).fit_transform(X)[0, :, 0]
+    array([6., 8.])
+    """
+
+    _parameter_constraints = {
+        "start": [Integral, None],
+        "stop": [Integral, None],
+    }
+
+    def __init__(self, start=None, stop=None):
+        self.start = start
+        self.stop = stop
+
+    def _window(self, n_timepoints):
+        """The slice of time bins kept for trials of ``n_timepoints`` bins."""
+        for name in ("start", "stop"):
+            value = getattr(self, name)
+            if value is not None and not -n_timepoints <= value <= n_timepoints:
+                raise ValueError(
+                    f"{name}={value} is outside trials of {n_timepoints} time bins; "
+                    f"use a value in [-{n_timepoints}, {n_timepoints}] or None.")
+        window = slice(self.start, self.stop)
+        n_kept = len(range(*window.indices(n_timepoints)))
+        if n_kept == 0:
+            raise ValueError(
+                f"TrialCropper(start={self.start}, stop={self.stop}) keeps no time bin "
+                f"of trials of {n_timepoints} bins; start must come before stop.")
+        return window
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Check X and the window, and record the number of neurons.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trials, n_timepoints, n_neurons)
+            Trials.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+            This transformer.
+        """
+        X = check_trials_array(X)
+        self._window(X.shape[1])
+        self.n_features_in_ = X.shape[2]
+        return self
+
+    def transform(self, X):
+        """Crop every trial to the window.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trials, n_timepoints, n_neurons)
+            Trials.
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_trials, n_kept, n_neurons)
+            A copy of the kept time bins.
+        """
+        X = self._check_X_new(X)
+        return X[:, self._window(X.shape[1])].copy()

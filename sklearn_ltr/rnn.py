@@ -16,6 +16,7 @@ from .base import (
     BaseLatentModel,
     check_conditions,
     check_inputs,
+    check_memory,
     check_training_trials,
     resolve_device,
     seed_from,
@@ -27,6 +28,73 @@ from .base import (
 __all__ = ["LowTensorRankRNN", "LowRankRNN"]
 
 _DTYPE = torch.float32
+
+
+def _fit_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank, n_inputs=0,
+                loss="mse", device_type="cpu"):
+    """Estimated peak memory of a fit of :class:`LowTensorRankRNN` or :class:`LowRankRNN`.
+
+    Counts the arrays that scale with ``n_trials * n_timepoints``; everything else
+    (the parameters, of size ``n_units * rank`` or ``n_trials * rank``, and the
+    optimiser's state) is small beside them. With ``E``, ``U``, ``L`` and ``I`` the
+    numbers of data entries, unit states, latent states and input values
+    (``n_trials * n_timepoints`` times ``n_neurons``, ``n_units``, ``rank`` and
+    ``n_inputs``), in bytes:
+
+    * host arrays: the standardised float64 copy of X and the transients of its
+      conversion to a tensor, ``18 E``;
+    * the data tensors kept for the whole fit (float32 data, boolean mask, inputs),
+      ``5 E + 4 I``;
+    * the data-driven initialisation (``_solver.initialize``, float64), the larger of
+      the two phases: the mean-filled and centred copies of the data and the mask as
+      floats, ``32 E`` (``56 E`` with the Poisson link's transients), the unit rates
+      ``tanh(A kappa)`` and their pre-activations, ``16 U``, plus ``8 (U + I)`` for
+      the regression features with inputs, and the latent trajectories, ``16 L``;
+    * one training iteration (float32): unit rates saved for backpropagation through
+      time and their gradient, ``8 U``; the readout residual and its square, ``8 E``
+      (``32 E`` for the Poisson loss, whose autograd graph keeps the rates, their
+      logarithm and the per-entry losses); latent trajectories, the per-step
+      products and their gradients, ``24 L``; the input drive, ``4 I``.
+
+    The peak is the host arrays plus the data tensors plus the larger of the two
+    phases. On the CPU it was 2% to 24% above the measured increase in peak resident
+    memory of fits needing 70 MB to 320 MB (see ``tests/test_determinism.py``).
+
+    Parameters
+    ----------
+    n_trials, n_timepoints, n_neurons : int
+        Shape of X.
+    n_units, rank : int
+        Size of the network.
+    n_inputs : int, default=0
+        Number of input channels.
+    loss : {'mse', 'poisson'}, default='mse'
+    device_type : str, default='cpu'
+        Where the tensors live. On the CPU everything is host memory.
+
+    Returns
+    -------
+    host_bytes, device_bytes : int
+        Bytes needed in host memory and on the device; on the CPU the two add up
+        (``device_bytes`` then counts the tensors).
+
+    Examples
+    --------
+    >>> from sklearn_ltr.rnn import _fit_memory
+    >>> host, device = _fit_memory(300, 100, 80, n_units=200, rank=3)
+    >>> round((host + device) / 2 ** 20)  # MiB
+    219
+    """
+    KT = n_trials * n_timepoints
+    E, U, L, I = KT * n_neurons, KT * n_units, KT * rank, KT * n_inputs
+    poisson = loss == "poisson"
+    host = 18 * E
+    data = 5 * E + 4 * I
+    init = (56 if poisson else 32) * E + 16 * U + 16 * L
+    if n_inputs:
+        init += 8 * (U + I)
+    train = 8 * U + (32 if poisson else 8) * E + 24 * L + 4 * I
+    return int(host), int(data + max(init, train))
 
 
 class _BaseRNN(BaseLatentModel):
@@ -81,6 +149,23 @@ class _BaseRNN(BaseLatentModel):
         -------
         self : object
             Fitted estimator.
+
+        Raises
+        ------
+        ValueError
+            Invalid X, y or inputs; a fit estimated to need more memory than is
+            available (checked before anything large is allocated); a loss that stays
+            non-finite. A failed fit leaves the estimator unfitted.
+
+        Warns
+        -----
+        MissingDataWarning
+            A trial or a neuron of X is more than half missing.
+        ConvergenceWarning
+            max_iter was reached first, or the loss never decreased.
+        UserWarning
+            The fit was interrupted (Ctrl-C): the best parameters so far are kept
+            and the estimator is usable.
         """
         X, _ = check_training_trials(X, min_trials=2, min_timepoints=2)
         n_trials, n_timepoints, n_neurons = X.shape
@@ -98,17 +183,78 @@ class _BaseRNN(BaseLatentModel):
                 "use loss='mse' for standardised data.")
         labels, state_index = check_conditions(y, n_trials)
         U = check_inputs(inputs, n_trials, n_timepoints)
+        device = resolve_device(self.device)
+        self._check_fit_memory(X.shape, 0 if U is None else U.shape[2], device)
 
-        self.device_ = resolve_device(self.device)
-        self.n_features_in_ = n_neurons
-        self.n_inputs_ = 0 if U is None else U.shape[2]
-        self.conditions_ = labels
-        self._alpha = 1.0 / self.tau
-
-        with torch_threads(self.n_threads):
-            result, basis = self._fit_torch(X, U, state_index, labels)
-            self._set_fitted(result, basis, n_trials, n_timepoints, state_index, U)
+        offset, scale = self._standardisation(X)
+        # Rebinding X frees the validated copy when check_training_trials made one.
+        X = (X - offset) / scale
+        try:
+            self.device_ = device
+            self.n_features_in_ = n_neurons
+            self.n_inputs_ = 0 if U is None else U.shape[2]
+            self.conditions_ = labels
+            self._alpha = 1.0 / self.tau
+            self._data_offset, self._data_scale = offset, scale
+            with torch_threads(self.n_threads):
+                result, basis, gain = self._fit_torch(X, U, state_index, labels)
+                self._set_fitted(result, basis, gain, n_trials, n_timepoints,
+                                 state_index, U)
+        except BaseException:
+            # A failed fit must not leave a half-fitted estimator that
+            # check_is_fitted would accept.
+            self._clear_fitted()
+            raise
         return self
+
+    def _standardisation(self, X):
+        """Per-neuron offset and overall scale of the data fitted with ``loss='mse'``.
+
+        The network is fitted to ``(X - offset) / scale``: each neuron centred on its
+        mean and all divided by one overall standard deviation (a single scale keeps
+        the relative weights of the neurons in the squared error). The readout is
+        mapped back to the units of X afterwards, so fitted attributes, predictions
+        and scores are in those units. This makes the fit equivariant to the units
+        of X (data in spikes/s, in dF/F or multiplied by 1e8 give the same model):
+        Adam's steps have a fixed size in parameter space, so a learning rate suits
+        only parameters of a known scale, and float32 cannot resolve small
+        fluctuations around a large offset. ``learning_rate`` and
+        ``activity_penalty`` therefore refer to standardised data.
+
+        With ``loss='poisson'`` the counts are fitted as given (the Poisson likelihood
+        depends on their scale; see ``_fit_torch`` for its readout gain), and with
+        ``orthonormal_readout=True`` only the offset is removed (an orthonormal
+        readout fixes the output scale, which is then part of the model).
+        """
+        n_neurons = X.shape[2]
+        if self.loss != "mse":
+            return np.zeros(n_neurons), 1.0
+        offset = np.nanmean(X, axis=(0, 1))
+        if self.orthonormal_readout:
+            return offset, 1.0
+        counts = np.sum(~np.isnan(X), axis=(0, 1))
+        variance = np.nanvar(X, axis=(0, 1))
+        scale = float(np.sqrt(np.sum(counts * variance) / np.sum(counts)))
+        # Constant data: nothing to scale.
+        return offset, (scale if scale > 0 and np.isfinite(scale) else 1.0)
+
+    def _check_fit_memory(self, shape, n_inputs, device):
+        """Refuse a fit whose estimated peak memory exceeds what is available."""
+        n_trials, n_timepoints, n_neurons = shape
+        host, dev_bytes = _fit_memory(
+            n_trials, n_timepoints, n_neurons, n_units=self.n_units, rank=self.rank,
+            n_inputs=n_inputs, loss=self.loss, device_type=device.type)
+        what = (f"{type(self).__name__}.fit on X of shape {tuple(shape)} with "
+                f"n_units={self.n_units}, rank={self.rank}")
+        remedy = ("Lower n_units, or fit on fewer trials or time points (the "
+                  "dominant arrays scale with n_trials * n_timepoints * (n_units + "
+                  "n_neurons)).")
+        if device.type == "cpu":
+            check_memory(host + dev_bytes, device, what=what, remedy=remedy)
+        else:
+            check_memory(host, "cpu", what=what, remedy=remedy)
+            check_memory(dev_bytes, device, what=what,
+                         remedy=remedy + " Or use device='cpu'.")
 
     def _fit_torch(self, X, U, state_index, labels):
         dev = self.device_
@@ -125,6 +271,7 @@ class _BaseRNN(BaseLatentModel):
             state_index, device=dev)
         N, alpha = self.n_units, self._alpha
         orth = self.orthonormal_readout
+        gain = self._readout_gain(X)
 
         def loss_fn(p):
             C = p["mu"].expand(n_trials, -1)
@@ -133,8 +280,11 @@ class _BaseRNN(BaseLatentModel):
             Z0 = p["Z"] if sidx is None else p["Z"][sidx]
             B = p["Bs"] * math.sqrt(N)
             D = _solver.readout_matrix(p["Ds"], N, orth)
+            d = p["d"]
+            if gain != 1.0:
+                D, d = gain * D, gain * d
             kappa, value = _solver.evaluate_loss(
-                Z0, C, p["A"], B, D, p["d"], p.get("M"), data, self.loss,
+                Z0, C, p["A"], B, D, d, p.get("M"), data, self.loss,
                 alpha=alpha, n_timepoints=n_timepoints)
             if self.activity_penalty:
                 value = value + self.activity_penalty * _solver.activity_loss(
@@ -142,13 +292,23 @@ class _BaseRNN(BaseLatentModel):
             return value
 
         seed = seed_from(self.random_state)
-        best = None
+        best = interrupted = None
         for i_init in range(self.n_init):
             gen = torch.Generator().manual_seed(seed + i_init)
-            params = _solver.initialize(
-                data, rank=self.rank, n_units=N, alpha=alpha, n_states=n_states,
-                state_index=sidx, n_basis=n_basis, loss=self.loss,
-                orthonormal_readout=orth, init=self.init, generator=gen)
+            try:
+                params = _solver.initialize(
+                    data, rank=self.rank, n_units=N, alpha=alpha, n_states=n_states,
+                    state_index=sidx, n_basis=n_basis, loss=self.loss,
+                    orthonormal_readout=orth, init=self.init, generator=gen)
+            except KeyboardInterrupt:
+                # Between two initialisations: keep the earlier ones, if any.
+                if best is None:
+                    raise
+                interrupted = (i_init, 0)
+                break
+            if gain != 1.0:
+                params["Ds"] = params["Ds"] / gain
+                params["d"] = params["d"] / gain
             params = {k: v.to(_DTYPE) for k, v in params.items()}
             progress = None
             if self.verbose:
@@ -174,19 +334,47 @@ class _BaseRNN(BaseLatentModel):
             if best is None or result.loss < best.loss:
                 best = result
             if result.interrupted:
+                interrupted = (i_init, result.n_iter)
                 break
-        if best.interrupted:
+        name = type(self).__name__
+        if interrupted is not None:
+            i_init, n_iter = interrupted
+            where = ""
+            if self.n_init > 1:
+                where = f" of initialisation {i_init + 1}/{self.n_init}"
             warnings.warn(
-                f"{type(self).__name__}.fit was interrupted after {best.n_iter} "
-                f"iterations; the best parameters so far are kept.", UserWarning)
+                f"{name}.fit was interrupted after {n_iter} iterations{where}; the best "
+                f"parameters so far are kept.", UserWarning)
+        elif best.n_iter >= min(self.n_iter_no_change, self.max_iter) and not (
+                best.loss < best.loss_curve[0]):
+            # The loss never went below its value at the initial parameters, which
+            # are therefore what is kept: the steps overshoot.
+            warnings.warn(
+                f"{name}.fit did not decrease the loss in {best.n_iter} iterations; "
+                f"learning_rate={self.learning_rate} is probably too large. The "
+                f"initial parameters are kept; lower learning_rate.", ConvergenceWarning)
         elif not best.converged:
             warnings.warn(
-                f"{type(self).__name__} reached max_iter={self.max_iter} before "
-                f"converging (tol={self.tol}); increase max_iter or learning_rate.",
+                f"{name} reached max_iter={self.max_iter} before converging "
+                f"(tol={self.tol}); increase max_iter or learning_rate.",
                 ConvergenceWarning)
-        return best, basis
+        return best, basis, gain
 
-    def _set_fitted(self, result, basis, n_trials, n_timepoints, state_index, U):
+    def _readout_gain(self, X):
+        """Fixed factor of the readout, so that its parameters are of order one.
+
+        Adam moves every parameter by steps of about ``learning_rate``; a readout
+        whose entries must reach the size of large counts would crawl there. With
+        ``loss='poisson'`` the readout is therefore ``gain * (raw parameters)``
+        with ``gain`` the standard deviation of the counts when above 1 (with
+        ``loss='mse'`` the data are standardised instead, and the gain is 1).
+        """
+        if self.loss != "poisson" or self.orthonormal_readout:
+            return 1.0
+        std = float(np.nanstd(X))
+        return std if np.isfinite(std) and std > 1.0 else 1.0
+
+    def _set_fitted(self, result, basis, gain, n_trials, n_timepoints, state_index, U):
         p = {k: to_numpy(v) for k, v in result.params.items()}
         N = self.n_units
         C = np.broadcast_to(p["mu"], (n_trials, self.rank)).copy()
@@ -205,9 +393,11 @@ class _BaseRNN(BaseLatentModel):
         self.right_factors_ = B
         if self._trial_varying:
             self.trial_factors_ = C
-        self.readout_ = to_numpy(_solver.readout_matrix(
+        # Back from the fitted (standardised) units to those of X.
+        D = gain * to_numpy(_solver.readout_matrix(
             result.params["Ds"], N, self.orthonormal_readout))
-        self.readout_bias_ = p["d"]
+        self.readout_ = D * self._data_scale
+        self.readout_bias_ = gain * p["d"] * self._data_scale + self._data_offset
         self.initial_states_ = p["Z"]
         self.input_map_ = p.get("M")
         self.loss_curve_ = list(result.loss_curve)
@@ -244,12 +434,18 @@ class _BaseRNN(BaseLatentModel):
         self._cand_recon = np.swapaxes(to_numpy(eta), 0, 1).astype(np.float32)
 
     # ------------------------------------------------------------ inference
+    def _data_units(self):
+        # Models pickled before the standardisation was introduced lack these.
+        return getattr(self, "_data_offset", 0.0), getattr(self, "_data_scale", 1.0)
+
     def _shared_tensors(self, dev):
+        """Shared parameters as tensors, with the readout in the standardised units."""
+        offset, scale = self._data_units()
         return {
             "A": to_tensor(self.left_factors_, dev),
             "B": to_tensor(self.right_factors_, dev),
-            "D": to_tensor(self.readout_, dev),
-            "d": to_tensor(self.readout_bias_, dev),
+            "D": to_tensor(self.readout_ / scale, dev),
+            "d": to_tensor((self.readout_bias_ - offset) / scale, dev),
             "M": to_tensor(self.input_map_, dev),
         }
 
@@ -276,13 +472,15 @@ class _BaseRNN(BaseLatentModel):
             dist = np.where(other, dist + 1e30, dist)
         return np.argmin(dist, axis=1)
 
-    def _infer(self, X, y, inputs):
+    def _infer(self, X, y, inputs, return_params=False):
         n_trials, n_timepoints, _ = X.shape
         U = check_inputs(inputs, n_trials, n_timepoints, self.n_inputs_)
         fixed_states = None
         if y is not None and self.conditions_ is not None:
             fixed_states = self._condition_index(y, n_trials)
         dev = self._inference_device()
+        offset, scale = self._data_units()
+        X = (X - offset) / scale
         nearest = self._nearest_candidates(X, fixed_states)
         data = _solver.Data.from_numpy(X, U, dev, _DTYPE)
         sh = self._shared_tensors(dev)
@@ -328,9 +526,25 @@ class _BaseRNN(BaseLatentModel):
             kappa, eta = per_trial(params)
             if self.loss == "poisson":
                 eta = torch.nn.functional.softplus(eta)
-        latents = np.swapaxes(to_numpy(kappa), 0, 1)
-        recon = np.swapaxes(to_numpy(eta), 0, 1)
-        return np.ascontiguousarray(latents), np.ascontiguousarray(recon)
+        latents = np.ascontiguousarray(np.swapaxes(to_numpy(kappa), 0, 1))
+        recon = np.swapaxes(to_numpy(eta), 0, 1) * scale + offset
+        recon = np.ascontiguousarray(recon)
+        if not return_params:
+            return latents, recon
+        Z0 = params["z"] if "z" in params else Z0_fixed
+        C = params["c"] if "c" in params else c_mean.expand(n_trials, -1)
+        return latents, recon, {"initial_states": to_numpy(Z0),
+                                "trial_factors": to_numpy(C)}
+
+    def _trial_features(self, X, y, inputs):
+        # The per-trial parameters inferred with the shared ones frozen: the trial
+        # factors c_k for the low-tensor-rank model, the latent initial states z_k for
+        # the low-rank model (its only per-trial parameter).
+        _, _, params = self._infer(X, y, inputs, return_params=True)
+        return params["trial_factors" if self._trial_varying else "initial_states"]
+
+    def _trial_feature_name(self):
+        return "trial_factor" if self._trial_varying else "initial_state"
 
     def _condition_index(self, y, n_trials):
         y = np.asarray(y)
@@ -409,11 +623,16 @@ _COMMON_PARAMS_DOC = """
         dynamics is alpha = 1 / tau.
     loss : {'mse', 'poisson'}, default='mse'
         'mse' for rates or standardised activity; 'poisson' for spike counts (the
-        readout is passed through a softplus to give rates).
+        readout is passed through a softplus to give rates). With 'mse' the data
+        are standardised internally (each neuron centred, all divided by one
+        overall standard deviation) and the readout mapped back, so the fit does
+        not depend on the units of X (rates in spikes/s, dF/F, or values of 1e8
+        give the same model); integer spike counts are accepted by both losses.
     orthonormal_readout : bool, default=False
         Constrain the readout D to orthonormal rows (needs n_neurons <= n_units).
     activity_penalty : float, default=1e-4
-        Weight of the mean squared unit state |x|^2 / N added to the loss.
+        Weight of the mean squared unit state |x|^2 / N added to the loss (for
+        'mse', relative to the squared error of the standardised data).
     init : {'pca', 'random'}, default='pca'
         'pca' starts from the principal components of X: latent trajectories from PC
         scores, readout and connectivity by ridge regression on them. 'random' starts
@@ -423,7 +642,10 @@ _COMMON_PARAMS_DOC = """
         Adam with one stopping rule per trial, so a trial's result does not depend
         on the other trials passed with it.
     learning_rate : float, default=0.05
-        Step size of Adam (for L-BFGS, the initial step; 1.0 is usual).
+        Step size of Adam (for L-BFGS, the initial step; 1.0 is usual). A non-finite
+        loss halves it (up to 6 times, then fit raises a ValueError); a rate so large
+        that the loss never decreases keeps the initial parameters, with a
+        ConvergenceWarning.
     max_iter : int, default=1000
         Maximum number of iterations per initialisation.
     tol : float, default=5e-3
@@ -460,9 +682,9 @@ _COMMON_ATTRS_DOC = """
     right_factors_ : ndarray of shape (n_units, rank)
         Row factors B = [b_1, ..., b_R].
     readout_ : ndarray of shape (n_neurons, n_units)
-        Readout D from unit rates tanh(x) to recorded neurons.
+        Readout D from unit rates tanh(x) to recorded neurons, in the units of X.
     readout_bias_ : ndarray of shape (n_neurons,)
-        Readout offset d.
+        Readout offset d, in the units of X.
     initial_states_ : ndarray of shape (n_trials or n_conditions, rank)
         Latent initial states z (x(0) = A z), per trial, or per condition when ``y``
         was given to fit.
@@ -471,7 +693,8 @@ _COMMON_ATTRS_DOC = """
     conditions_ : ndarray of shape (n_conditions,) or None
         Condition labels seen in fit.
     loss_curve_ : list of float
-        Loss at each iteration of the kept initialisation.
+        Loss at each iteration of the kept initialisation (for 'mse', on the
+        standardised data, so comparable across units of X).
     n_iter_ : int
         Iterations run by the kept initialisation.
     best_loss_ : float
@@ -508,13 +731,13 @@ class LowTensorRankRNN(_BaseRNN):
     trial_length_scale : float or None, default=10.0
         Length scale, in trials, of the squared-exponential Gaussian-process prior on
         the trial factors: larger is smoother. None gives independent trial factors.
-""" + _COMMON_PARAMS_DOC + """
+{common_params}
     Attributes
     ----------
     trial_factors_ : ndarray of shape (n_trials, rank)
         Trial factors c, each normalised to unit root-mean-square and positive mean
         (the scale is carried by ``right_factors_``).
-""" + _COMMON_ATTRS_DOC + """
+{common_attrs}
     See Also
     --------
     LowRankRNN : The same network with one connectivity for all trials.
@@ -584,10 +807,10 @@ class LowRankRNN(_BaseRNN):
     ----------
     rank : int, default=3
         Rank R of the connectivity.
-""" + _COMMON_PARAMS_DOC + """
+{common_params}
     Attributes
     ----------
-""" + _COMMON_ATTRS_DOC + """
+{common_attrs}
     See Also
     --------
     LowTensorRankRNN : Connectivity that changes over trials.
@@ -630,3 +853,12 @@ class LowRankRNN(_BaseRNN):
         self.n_threads = n_threads
         self.device = device
         self.verbose = verbose
+
+
+# The two estimators share most of their parameters and attributes: write them once
+# and fill them into both class docstrings (which must stay plain string literals to
+# be docstrings at all).
+for _cls in (LowTensorRankRNN, LowRankRNN):
+    _cls.__doc__ = _cls.__doc__.replace("{common_params}", _COMMON_PARAMS_DOC.strip("\n")) \
+        .replace("{common_attrs}", _COMMON_ATTRS_DOC.strip("\n"))
+del _cls

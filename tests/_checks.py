@@ -17,3 +17,36 @@ DATA_FREE_CHECKS = [
     "check_valid_tag_types",
     "check_estimator_tags_renamed",
 ]
+
+from sklearn_ltr import TCA, LowRankRNN, LowTensorRankRNN, TrialPCA, preprocessing  # noqa: E402
+
+RNNS = [LowTensorRankRNN, LowRankRNN]
+BASELINES = [TCA, TrialPCA]
+ESTIMATORS = RNNS + BASELINES
+# Every transformer of the package, so a new one is covered without editing tests.
+TRANSFORMERS = [getattr(preprocessing, name) for name in preprocessing.__all__
+                if isinstance(getattr(preprocessing, name), type)]
+ALL = ESTIMATORS + TRANSFORMERS
+
+
+def class_id(cls):
+    return cls.__name__
+
+
+def make_small(Est, *, rank=2, rnn=None, tca=None, **params):
+    """A small, fast instance of any class of the package.
+
+    ``rnn`` and ``tca`` override the defaults of those model families only; ``params``
+    override everything.
+    """
+    if Est in RNNS:
+        kw = {"rank": rank, "n_units": 8, "max_iter": 15, "infer_max_iter": 15,
+              "random_state": 0, **(rnn or {})}
+    elif Est is TCA:
+        kw = {"rank": rank, "max_iter": 50, "random_state": 0, **(tca or {})}
+    elif Est is TrialPCA:
+        kw = {"rank": rank, "random_state": 0}
+    else:
+        kw = {}
+    kw.update(params)
+    return Est(**kw)

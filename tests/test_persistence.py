@@ -1,0 +1,484 @@
+"""Persistence: the safe ``.npz`` format of ``est.save`` / ``sklearn_ltr.load``, pickle
+and joblib.
+
+The safe format must give back an estimator with identical outputs, and must refuse
+(with a ValueError that says why) every file it did not write: truncated, tampered
+with, or foreign.
+"""
+
+import io
+import json
+import os
+import pickle
+import warnings
+import zipfile
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import NotFittedError
+
+from _checks import ALL, RNNS, TRANSFORMERS, class_id, make_small
+import sklearn_ltr
+from sklearn_ltr import LowRankRNN, LowTensorRankRNN, TCA, TrialPCA
+from sklearn_ltr import _persistence
+from sklearn_ltr._persistence import FORMAT_NAME, FORMAT_VERSION, load, save
+from sklearn_ltr.datasets import make_low_tensor_rank_rnn
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
+]
+
+K, T, N, RANK = 14, 8, 6, 2
+_ids = class_id
+
+
+def _make(Est, **params):
+    return make_small(Est, **{"rank": RANK, **params})
+
+
+def _outputs(est, X, **kwargs):
+    methods = ["transform", "predict", "score", "inverse_transform"]
+    if type(est) in TRANSFORMERS:
+        methods.remove("score")
+    return {m: np.asarray(getattr(est, m)(X, **kwargs)) for m in methods
+            if hasattr(est, m)}
+
+
+def _assert_same(est, loaded, X, **kwargs):
+    assert type(loaded) is type(est)
+    assert loaded.get_params() == est.get_params()
+    a, b = _outputs(est, X, **kwargs), _outputs(loaded, X, **kwargs)
+    assert a.keys() == b.keys() and a
+    for method in a:
+        np.testing.assert_array_equal(a[method], b[method], err_msg=method)
+
+
+def _assert_same_state(est, loaded):
+    params = est.get_params(deep=False)
+    state = {k: v for k, v in vars(est).items() if k not in params}
+    assert set(state) == {k for k in vars(loaded) if k not in params}
+    for key, value in state.items():
+        other = getattr(loaded, key)
+        if isinstance(value, np.ndarray):
+            assert other.dtype == value.dtype and other.shape == value.shape, key
+            np.testing.assert_array_equal(other, value, err_msg=key)
+        else:
+            assert other == value and type(other) is type(value), key
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_low_tensor_rank_rnn(n_trials=K, n_timepoints=T, n_neurons=N, rank=RANK,
+                                    random_state=0)
+
+
+@pytest.fixture(scope="module")
+def X(data):
+    X = data.X.copy()
+    X[np.random.RandomState(0).uniform(size=X.shape) < 0.05] = np.nan
+    X.setflags(write=False)
+    return X
+
+
+@pytest.fixture(scope="module")
+def fitted(X):
+    return {Est: _make(Est).fit(X) for Est in ALL}
+
+
+@pytest.fixture
+def saved(fitted, tmp_path):
+    """A LowTensorRankRNN file to tamper with, and its estimator."""
+    est = fitted[LowTensorRankRNN]
+    path = tmp_path / "model.npz"
+    est.save(path)
+    return path, est
+
+
+def _members(path):
+    with zipfile.ZipFile(path) as zf:
+        return {name: zf.read(name) for name in zf.namelist()}
+
+
+def _write_members(path, members):
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, content in members.items():
+            zf.writestr(name, content)
+
+
+def _npy(array):
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=True)
+    return buf.getvalue()
+
+
+def _header(members):
+    raw = np.load(io.BytesIO(members["__header__.npy"]))
+    return json.loads(raw.tobytes().decode())
+
+
+def _set_header(members, header):
+    members["__header__.npy"] = _npy(
+        np.frombuffer(json.dumps(header).encode(), dtype=np.uint8))
+
+
+# --------------------------------------------------------------------------- #
+# 1. round trips
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("Est", ALL, ids=_ids)
+def test_safe_round_trip_gives_identical_outputs(Est, X, fitted, tmp_path):
+    est = fitted[Est]
+    path = tmp_path / "model.npz"
+    save(est, path)
+    loaded = load(path)
+    _assert_same(est, loaded, X[:4])
+    _assert_same_state(est, loaded)
+
+
+@pytest.mark.parametrize("Est", ALL, ids=_ids)
+def test_save_method_and_top_level_load(Est, X, fitted, tmp_path):
+    path = tmp_path / "model.npz"
+    fitted[Est].save(path)
+    _assert_same(fitted[Est], sklearn_ltr.load(path), X[:4])
+    assert "load" in sklearn_ltr.__all__
+
+
+@pytest.mark.parametrize("Est", RNNS, ids=_ids)
+def test_round_trip_with_conditions_and_inputs(Est, data, tmp_path):
+    X = data.X
+    labels = np.array(["left", "right", "up", "down"])[data.y]  # string labels
+    inputs = np.random.RandomState(0).standard_normal((K, T, 2))
+    est = _make(Est).fit(X, labels, inputs=inputs)
+    path = tmp_path / "model.npz"
+    est.save(path)
+    loaded = load(path)
+    _assert_same_state(est, loaded)
+    _assert_same(est, loaded, X[:4], y=labels[:4], inputs=inputs[:4])
+    np.testing.assert_array_equal(loaded.weight_tensor(), est.weight_tensor())
+
+
+def test_round_trip_of_random_state_instance(X, tmp_path):
+    rs = np.random.RandomState(7)
+    est = _make(LowRankRNN, random_state=rs).fit(X)
+    path = tmp_path / "model.npz"
+    est.save(path)
+    loaded = load(path)
+    assert isinstance(loaded.random_state, np.random.RandomState)
+    # The generator continues from the same state.
+    assert loaded.random_state.randint(10 ** 9) == rs.randint(10 ** 9)
+
+
+def test_file_objects_and_exact_path(X, fitted, tmp_path):
+    est = fitted[TCA]
+    buffer = io.BytesIO()
+    est.save(buffer)
+    buffer.seek(0)
+    _assert_same(est, load(buffer), X[:3])
+    # No suffix is added, and no temporary file is left behind.
+    path = tmp_path / "tca.model"
+    est.save(str(path))
+    assert os.listdir(tmp_path) == ["tca.model"]
+    _assert_same(est, load(str(path)), X[:3])
+    # Saving again replaces the file.
+    fitted[TrialPCA].save(path)
+    assert type(load(path)) is TrialPCA
+
+
+def test_header_records_format_and_versions(saved):
+    path, est = saved
+    header = _header(_members(path))
+    assert header["format"] == FORMAT_NAME and header["format_version"] == FORMAT_VERSION
+    assert header["class"] == "LowTensorRankRNN"
+    assert header["versions"]["sklearn_ltr"] == sklearn_ltr.__version__
+    assert header["versions"]["torch"] == torch.__version__
+    assert header["versions"]["numpy"] == np.__version__
+    assert {"scikit-learn", "python"} <= set(header["versions"])
+    assert header["params"]["rank"] == {"kind": "int", "value": RANK}
+    assert header["attributes"]["left_factors_"] == {
+        "kind": "array", "dtype": "<f8", "shape": [8, RANK]}
+    # No member of the archive needs pickle.
+    with np.load(path, allow_pickle=False) as npz:
+        for key in npz.files:
+            assert npz[key].dtype != object
+
+
+def test_gpu_fitted_model_loads_on_cpu_only_machine(X, fitted, tmp_path, monkeypatch):
+    # Fitted on the CPU; the file then records a CUDA device, as after a GPU fit.
+    est = fitted[LowTensorRankRNN]
+    gpu_like = pickle.loads(pickle.dumps(est))
+    gpu_like.device_ = torch.device("cuda", 0)
+    path = tmp_path / "gpu.npz"
+    gpu_like.save(path)
+    assert _header(_members(path))["attributes"]["device_"]["value"] == "cuda:0"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(UserWarning, match="fitted on cuda:0, which is not available on "
+                                         "this machine; it will run on the CPU"):
+        loaded = load(path)
+    assert loaded.device_ == torch.device("cpu")
+    # Once loaded, it runs on the CPU without warning at every call.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(loaded.predict(X[:3]), est.predict(X[:3]))
+
+
+def test_gpu_fitted_pickle_falls_back_to_cpu(X, fitted, monkeypatch):
+    est = fitted[LowRankRNN]
+    gpu_like = pickle.loads(pickle.dumps(est))
+    gpu_like.device_ = torch.device("cuda", 0)
+    blob = pickle.dumps(gpu_like)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    loaded = pickle.loads(blob)
+    with pytest.warns(UserWarning, match="CUDA is not available; running on the CPU"):
+        pred = loaded.predict(X[:3])
+    np.testing.assert_array_equal(pred, est.predict(X[:3]))
+
+
+@pytest.mark.parametrize("Est", ALL, ids=_ids)
+def test_pickle_and_joblib_round_trips(Est, X, fitted, tmp_path):
+    est = fitted[Est]
+    _assert_same(est, pickle.loads(pickle.dumps(est)), X[:4])
+    joblib.dump(est, tmp_path / "model.joblib")
+    _assert_same(est, joblib.load(tmp_path / "model.joblib"), X[:4])
+
+
+# --------------------------------------------------------------------------- #
+# 2. what cannot be saved
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("Est", ALL, ids=_ids)
+def test_unfitted_cannot_be_saved(Est, tmp_path):
+    with pytest.raises(NotFittedError):
+        save(_make(Est), tmp_path / "model.npz")
+    assert not os.listdir(tmp_path)
+
+
+def test_foreign_class_cannot_be_saved(X, tmp_path):
+    class MyTCA(TCA):
+        pass
+
+    est = MyTCA(rank=2, random_state=0).fit(X)
+    with pytest.raises(TypeError, match="Only estimators of sklearn_ltr can be saved"):
+        est.save(tmp_path / "model.npz")
+
+
+def test_unsaveable_value_is_a_clear_error(X, fitted, tmp_path):
+    est = pickle.loads(pickle.dumps(fitted[TrialPCA]))
+    est.random_state = lambda: 0
+    with pytest.raises(ValueError, match="parameter 'random_state' of type function "
+                                         "cannot be saved without pickle"):
+        est.save(tmp_path / "model.npz")
+    est = pickle.loads(pickle.dumps(fitted[TrialPCA]))
+    est.extra_ = np.array([{"a": 1}], dtype=object)
+    with pytest.raises(ValueError, match="attribute 'extra_' is an array of dtype object"):
+        est.save(tmp_path / "model.npz")
+    assert not os.listdir(tmp_path)  # nothing half-written
+
+
+# --------------------------------------------------------------------------- #
+# 3. files that must be refused
+# --------------------------------------------------------------------------- #
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load(tmp_path / "nope.npz")
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.9, 0.999])
+def test_truncated_file(saved, cut):
+    path, _ = saved
+    content = path.read_bytes()
+    path.write_bytes(content[: int(len(content) * cut)])
+    with pytest.raises(ValueError, match="is not a valid sklearn_ltr model file"):
+        load(path)
+
+
+def test_foreign_files(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("rank=3, n_units=100\n")
+    with pytest.raises(ValueError, match="cannot be read as a numpy .npz archive"):
+        load(text)
+    other = tmp_path / "other.npz"
+    np.savez(other, X=np.zeros(3), y=np.ones(2))
+    with pytest.raises(ValueError, match="no sklearn_ltr header"):
+        load(other)
+    single = tmp_path / "single.npy"
+    np.save(single, np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="holds a single array"):
+        load(single)
+    pickled = tmp_path / "model.pkl"
+    pickled.write_bytes(pickle.dumps({"rank": 3}))
+    with pytest.raises(ValueError, match="cannot be read"):
+        load(pickled)
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="cannot be read"):
+        load(empty)
+
+
+def _tamper_header(path, change):
+    members = _members(path)
+    header = _header(members)
+    change(header)
+    _set_header(members, header)
+    _write_members(path, members)
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda h: h.update({"class": "os.system"}), "its class 'os.system' is not one of"),
+    (lambda h: h.update({"class": "Pipeline"}), "its class 'Pipeline' is not one of"),
+    (lambda h: h.update({"class": None}), "its class None is not one of"),
+    (lambda h: h.update({"format": "joblib"}), "does not name the format"),
+    (lambda h: h.update({"format_version": "1"}), "format version '1' is not valid"),
+    (lambda h: h.update({"format_version": FORMAT_VERSION + 1}),
+     f"written in format version {FORMAT_VERSION + 1} .* Upgrade sklearn_ltr"),
+    (lambda h: h.pop("attributes"), "lacks the parameters or attributes"),
+    (lambda h: h["params"].update({"__reduce__": {"kind": "int", "value": 1}}),
+     r"has no parameter\(s\) \['__reduce__'\]"),
+    (lambda h: h["params"].update({"rank": {"kind": "int", "value": -1}}),
+     "invalid parameters .*'rank' parameter"),
+    (lambda h: h["params"].update({"rank": {"kind": "int", "value": "3"}}),
+     "parameter 'rank' should be a int"),
+    (lambda h: h["params"].update({"rank": {"kind": "pickle", "value": "x"}}),
+     "unknown kind 'pickle'"),
+    (lambda h: h["attributes"].update({"predict": {"kind": "int", "value": 1}}),
+     "'predict' is not a fitted attribute"),
+    (lambda h: h["attributes"].update({"__class__": {"kind": "str", "value": "x"}}),
+     "'__class__' is not a fitted attribute"),
+    (lambda h: h["attributes"].pop("readout_"), "holds arrays the header does not "
+                                               "describe"),
+    (lambda h: h["attributes"].update({"n_features_in_": {"kind": "int", "value": 0}}),
+     "does not match n_features_in_=0"),
+    (lambda h: h["attributes"]["left_factors_"].update({"shape": [9, RANK]}),
+     "'left_factors_' has dtype <f8 and shape \\(8, 2\\), but the header says"),
+    (lambda h: h["attributes"].update({"device_": {"kind": "device", "value": "gpu!"}}),
+     "'device_' is not a torch device"),
+], ids=["class-os.system", "class-Pipeline", "class-None", "format", "version-type",
+        "newer-version", "no-attributes", "unknown-param", "invalid-param",
+        "param-type", "unknown-kind", "method-name", "dunder-name", "undescribed-array",
+        "n_features_in_", "header-shape", "device"])
+def test_tampered_header(saved, change, match):
+    path, _ = saved
+    _tamper_header(path, change)
+    with pytest.raises(ValueError, match=match):
+        load(path)
+
+
+def test_header_not_json(saved):
+    path, _ = saved
+    members = _members(path)
+    members["__header__.npy"] = _npy(np.frombuffer(b"{not json", dtype=np.uint8))
+    _write_members(path, members)
+    with pytest.raises(ValueError, match="its header cannot be read"):
+        load(path)
+    members["__header__.npy"] = _npy(np.array(["a string header"]))
+    _write_members(path, members)
+    with pytest.raises(ValueError, match="header is not a byte string"):
+        load(path)
+
+
+def test_missing_array(saved):
+    path, _ = saved
+    members = _members(path)
+    del members["attr._cand_recon.npy"]
+    _write_members(path, members)
+    with pytest.raises(ValueError, match="the array of attribute '_cand_recon' is missing"):
+        load(path)
+
+
+def test_missing_attribute(saved):
+    path, _ = saved
+    members = _members(path)
+    del members["attr.trial_factors_.npy"]
+    header = _header(members)
+    del header["attributes"]["trial_factors_"]
+    _set_header(members, header)
+    _write_members(path, members)
+    with pytest.raises(ValueError, match="the fitted attribute trial_factors_ is missing"):
+        load(path)
+
+
+def test_changed_shapes_consistent_with_header(saved):
+    # Array and header changed together: the estimator's own shape rules catch it.
+    path, est = saved
+    members = _members(path)
+    bigger = np.vstack([est.left_factors_, est.left_factors_[:1]])
+    members["attr.left_factors_.npy"] = _npy(bigger)
+    header = _header(members)
+    header["attributes"]["left_factors_"]["shape"] = list(bigger.shape)
+    _set_header(members, header)
+    _write_members(path, members)
+    with pytest.raises(ValueError, match=r"left_factors_ has shape \(9, 2\), which does "
+                                         r"not match n_units=8"):
+        load(path)
+
+
+def test_changed_array_values(saved):
+    path, est = saved
+    members = _members(path)
+    bad = est.readout_.copy()
+    bad[0, 0] = np.nan
+    members["attr.readout_.npy"] = _npy(bad)
+    _write_members(path, members)
+    with pytest.raises(ValueError, match="readout_' holds non-finite values"):
+        load(path)
+    # An object array (which would need pickle) is refused, not unpickled, whether
+    # the header was left alone or changed to match.
+    members["attr.readout_.npy"] = _npy(np.array([{"a": 1}], dtype=object))
+    _write_members(path, members)
+    with pytest.raises(ValueError, match=r"'readout_' has dtype \|O and shape \(1,\), "
+                                         r"but the header says <f8"):
+        load(path)
+    header = _header(members)
+    header["attributes"]["readout_"].update({"dtype": "|O", "shape": [1]})
+    _set_header(members, header)
+    _write_members(path, members)
+    with pytest.raises(ValueError, match="array of attribute 'readout_' cannot be read "
+                                         ".*allow_pickle=False"):
+        load(path)
+
+
+def test_declared_shape_is_checked_before_reading(saved):
+    # A .npy member whose header (and the JSON header) claim a huge array: refused
+    # from the sizes alone, before numpy would allocate it.
+    path, _ = saved
+    members = _members(path)
+    real = _npy(np.zeros(3))
+    huge = real.replace(b"(3,)", b"(1000000000000,)")
+    assert huge != real
+    members["attr.readout_.npy"] = huge
+    header = _header(members)
+    header["attributes"]["readout_"].update({"shape": [10 ** 12]})
+    _set_header(members, header)
+    _write_members(path, members)
+    with pytest.raises(ValueError, match="the array of attribute 'readout_' is truncated"):
+        load(path)
+
+
+def test_extra_array(saved):
+    path, _ = saved
+    members = _members(path)
+    members["attr.payload.npy"] = _npy(np.zeros(3))
+    _write_members(path, members)
+    with pytest.raises(ValueError, match=r"arrays the header does not describe: "
+                                         r"\['attr.payload'\]"):
+        load(path)
+
+
+def test_load_never_imports_names_from_the_file(saved, monkeypatch):
+    # The class is looked up in the allow-list only: no import machinery is used.
+    import builtins
+
+    path, _ = saved
+    _tamper_header(path, lambda h: h.update({"class": "subprocess.Popen"}))
+    imported = []
+    real_import = builtins.__import__
+
+    def spy(name, *args, **kwargs):
+        imported.append(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", spy)
+    with pytest.raises(ValueError, match="is not one of the estimators"):
+        load(path)
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    assert "subprocess" not in imported
+    assert set(_persistence._registry()) == {Est.__name__ for Est in ALL}

@@ -1,0 +1,409 @@
+"""3D transformers of sklearn_ltr.preprocessing: correctness against direct
+computations, missing entries, inverses, Pipeline / GridSearchCV use and bad input.
+
+The StandardScaler3D tests live in test_api.py; it appears here only where every
+transformer is checked the same way.
+"""
+
+import pickle
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter1d
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.pipeline import make_pipeline
+from sklearn.utils import estimator_checks
+
+from _checks import DATA_FREE_CHECKS
+from sklearn_ltr import TrialPCA
+from sklearn_ltr.preprocessing import (
+    GaussianSmoother,
+    SoftNormalizer,
+    StandardScaler3D,
+    TrialCropper,
+)
+
+N_TRIALS, N_TIMEPOINTS, N_NEURONS = 6, 30, 5
+
+NEW = [GaussianSmoother, SoftNormalizer, TrialCropper]
+ALL = [StandardScaler3D] + NEW
+INVERTIBLE = [StandardScaler3D, SoftNormalizer]
+
+
+def _ids(Est):
+    return Est.__name__
+
+
+def _instance(Est):
+    """A non-default instance, so that parameters are seen to matter."""
+    return {
+        StandardScaler3D: StandardScaler3D(),
+        SoftNormalizer: SoftNormalizer(soft=2.0, with_mean=True),
+        GaussianSmoother: GaussianSmoother(sigma=1.5),
+        TrialCropper: TrialCropper(start=2, stop=-3),
+    }[Est]
+
+
+@pytest.fixture(scope="module")
+def X():
+    rng = np.random.RandomState(0)
+    # Poisson counts with neuron-specific rates that drift over time.
+    t = np.linspace(0, 1, N_TIMEPOINTS)[None, :, None]
+    rate = (1.0 + np.arange(N_NEURONS)) * (1.5 + np.sin(2 * np.pi * t + np.arange(N_NEURONS)))
+    X = rng.poisson(np.broadcast_to(rate, (N_TRIALS, N_TIMEPOINTS, N_NEURONS)))
+    X = X.astype(float)
+    X.setflags(write=False)
+    return X
+
+
+@pytest.fixture(scope="module")
+def X_nan(X):
+    rng = np.random.RandomState(1)
+    X_nan = X.copy()
+    X_nan[rng.uniform(size=X.shape) < 0.15] = np.nan
+    X_nan.setflags(write=False)
+    return X_nan
+
+
+# --------------------------------------------------------------------------- #
+# GaussianSmoother
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("mode", ["reflect", "nearest", "mirror", "wrap"])
+@pytest.mark.parametrize("sigma, truncate", [(0.5, 4.0), (1.0, 4.0), (2.5, 2.0),
+                                             (4.0, 4.0)])
+def test_smoother_matches_scipy_without_nan(X, mode, sigma, truncate):
+    smoother = GaussianSmoother(sigma=sigma, truncate=truncate, mode=mode)
+    expected = gaussian_filter1d(X, sigma, axis=1, mode=mode, truncate=truncate)
+    np.testing.assert_allclose(smoother.fit_transform(X), expected, rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_smoother_constant_mode_renormalises_at_edges(X):
+    sigma = 2.0
+    out = GaussianSmoother(sigma=sigma, mode="constant").fit_transform(X)
+    # Zero-padding (scipy) divided by the kernel mass that falls inside the trial.
+    inside = gaussian_filter1d(np.ones_like(X), sigma, axis=1, mode="constant")
+    expected = gaussian_filter1d(X, sigma, axis=1, mode="constant") / inside
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+    # Away from the edges this is the ordinary filter.
+    radius = int(4.0 * sigma + 0.5)
+    interior = slice(radius, N_TIMEPOINTS - radius)
+    np.testing.assert_allclose(out[:, interior], gaussian_filter1d(
+        X, sigma, axis=1, mode="reflect")[:, interior], rtol=1e-12)
+    # A constant rate is not pulled down at the edges, unlike zero padding.
+    const = np.full((1, 10, 1), 3.0)
+    np.testing.assert_allclose(
+        GaussianSmoother(sigma=3.0, mode="constant").fit_transform(const), 3.0)
+
+
+def test_smoother_sigma_zero_is_identity(X_nan):
+    np.testing.assert_array_equal(GaussianSmoother(sigma=0).fit_transform(X_nan), X_nan)
+
+
+def test_smoother_preserves_spike_count_with_wrap(X):
+    # The kernel sums to one, so circular smoothing keeps every neuron's spike count
+    # per trial: counts become rates without gaining or losing spikes.
+    out = GaussianSmoother(sigma=2.0, mode="wrap").fit_transform(X)
+    np.testing.assert_allclose(out.sum(axis=1), X.sum(axis=1), rtol=1e-12)
+    assert out.std() < X.std()
+
+
+def test_smoother_nan_is_a_weighted_mean_of_observed_bins(X, X_nan):
+    sigma, truncate = 1.5, 3.0
+    out = GaussianSmoother(sigma=sigma, truncate=truncate, mode="constant",
+                           fill_missing=True).fit_transform(X_nan)
+    # Direct computation, entry by entry, of the kernel-weighted mean of the
+    # observed bins within the kernel's support.
+    radius = int(truncate * sigma + 0.5)
+    expected = np.full(X.shape, np.nan)
+    for k in range(N_TRIALS):
+        for n in range(N_NEURONS):
+            for t in range(N_TIMEPOINTS):
+                lo, hi = max(0, t - radius), min(N_TIMEPOINTS, t + radius + 1)
+                w = np.exp(-0.5 * ((np.arange(lo, hi) - t) / sigma) ** 2)
+                x = X_nan[k, lo:hi, n]
+                ok = ~np.isnan(x)
+                if ok.any():
+                    expected[k, t, n] = np.sum(w[ok] * x[ok]) / np.sum(w[ok])
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+
+
+def test_smoother_missing_bins_do_not_pull_rate_to_zero(X_nan):
+    const = np.where(np.isnan(X_nan), np.nan, 4.0)
+    out = GaussianSmoother(sigma=2.0).fit_transform(const)
+    observed = ~np.isnan(X_nan)
+    np.testing.assert_allclose(out[observed], 4.0, rtol=1e-12)
+    # Missing entries stay missing: the downstream model must not fit or score them.
+    np.testing.assert_array_equal(np.isnan(out), ~observed)
+
+
+def test_smoother_all_nan_window_stays_nan():
+    sigma, truncate = 1.0, 2.0
+    radius = int(truncate * sigma + 0.5)  # 2 bins
+    X = np.ones((2, 20, 3))
+    X[0, 5:15, 1] = np.nan  # a gap of 10 bins: its middle is > radius from data
+    X[1, :, 2] = np.nan  # a neuron missing for a whole trial
+    out = GaussianSmoother(sigma=sigma, truncate=truncate,
+                           fill_missing=True).fit_transform(X)
+    gap = out[0, 5:15, 1]
+    expected_nan = np.zeros(10, dtype=bool)
+    expected_nan[radius:10 - radius] = True
+    np.testing.assert_array_equal(np.isnan(gap), expected_nan)
+    np.testing.assert_allclose(gap[~expected_nan], 1.0)
+    assert np.isnan(out[1, :, 2]).all()
+    assert not np.isnan(np.delete(out.reshape(-1, 3), 2, axis=1)[20:]).any()
+
+
+def test_smoother_has_no_inverse():
+    # Deconvolution is ill-posed; the docstring says so.
+    assert not hasattr(GaussianSmoother(), "inverse_transform")
+    assert "ill-posed" in GaussianSmoother.__doc__
+
+
+# --------------------------------------------------------------------------- #
+# SoftNormalizer
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("soft", [0.0, 1.0, 5.0])
+@pytest.mark.parametrize("with_mean", [False, True])
+def test_soft_normalizer_matches_direct_computation(X, soft, with_mean):
+    norm = SoftNormalizer(soft=soft, with_mean=with_mean).fit(X)
+    data_range = X.max(axis=(0, 1)) - X.min(axis=(0, 1))
+    mean = X.mean(axis=(0, 1)) if with_mean else 0.0
+    expected = (X - mean) / (data_range + soft)
+    np.testing.assert_allclose(norm.transform(X), expected, rtol=1e-12)
+    np.testing.assert_allclose(norm.data_max_ - norm.data_min_, data_range)
+    np.testing.assert_allclose(norm.scale_, data_range + soft)
+    assert (norm.mean_ is None) == (not with_mean)
+
+
+def test_soft_normalizer_damps_weak_neurons():
+    rng = np.random.RandomState(0)
+    strong = 100.0 * rng.uniform(size=(4, 10, 1))
+    weak = 0.5 * rng.uniform(size=(4, 10, 1))
+    Xt = SoftNormalizer(soft=5.0).fit_transform(np.concatenate([strong, weak], axis=2))
+    ranges = Xt.max(axis=(0, 1)) - Xt.min(axis=(0, 1))
+    assert 0.9 < ranges[0] < 1.0  # range >> soft: close to unit range
+    assert ranges[1] < 0.1  # range << soft: stays small, unlike z-scoring
+
+
+def test_soft_normalizer_constant_neuron_without_offset(X):
+    X_const = X.copy()
+    X_const[:, :, 0] = 2.0
+    norm = SoftNormalizer(soft=0.0).fit(X_const)
+    assert norm.scale_[0] == 1.0
+    np.testing.assert_array_equal(norm.transform(X_const)[:, :, 0], 2.0)
+
+
+def test_soft_normalizer_ignores_nan_in_fit(X, X_nan):
+    norm = SoftNormalizer(soft=1.0, with_mean=True).fit(X_nan)
+    np.testing.assert_allclose(norm.data_min_, np.nanmin(X_nan, axis=(0, 1)))
+    np.testing.assert_allclose(norm.data_max_, np.nanmax(X_nan, axis=(0, 1)))
+    np.testing.assert_allclose(norm.mean_, np.nanmean(X_nan, axis=(0, 1)))
+    assert np.all(np.isfinite(norm.scale_))
+
+
+# --------------------------------------------------------------------------- #
+# TrialCropper
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("start, stop", [(None, None), (5, None), (None, 12), (3, -4),
+                                         (-10, None), (0, N_TIMEPOINTS)])
+def test_cropper_matches_slicing(X_nan, start, stop):
+    out = TrialCropper(start=start, stop=stop).fit_transform(X_nan)
+    np.testing.assert_array_equal(out, X_nan[:, start:stop])
+    assert not np.shares_memory(out, X_nan)
+
+
+@pytest.mark.parametrize("start, stop, match", [
+    (N_TIMEPOINTS + 1, None, f"start={N_TIMEPOINTS + 1} is outside trials of "
+                             f"{N_TIMEPOINTS} time bins"),
+    (None, -N_TIMEPOINTS - 1, "stop=.* is outside trials"),
+    (10, 10, "keeps no time bin"),
+    (12, 5, "start must come before stop"),
+])
+def test_cropper_bad_window(X, start, stop, match):
+    with pytest.raises(ValueError, match=match):
+        TrialCropper(start=start, stop=stop).fit(X)
+
+
+def test_cropper_checks_window_on_new_trials(X):
+    cropper = TrialCropper(start=5, stop=20).fit(X)
+    assert cropper.transform(X[:, :25]).shape == (N_TRIALS, 15, N_NEURONS)
+    with pytest.raises(ValueError, match="stop=20 is outside trials of 10 time bins"):
+        cropper.transform(X[:, :10])
+
+
+# --------------------------------------------------------------------------- #
+# every transformer
+# --------------------------------------------------------------------------- #
+def _data_free_cases():
+    for Est in NEW:
+        for check in DATA_FREE_CHECKS:
+            yield pytest.param(Est, check, id=f"{Est.__name__}-{check}")
+
+
+@pytest.mark.parametrize("Est, check_name", list(_data_free_cases()))
+def test_sklearn_data_free_check(Est, check_name):
+    getattr(estimator_checks, check_name)(Est.__name__, Est())
+
+
+@pytest.mark.parametrize("Est", ALL, ids=_ids)
+def test_tags_declare_3d_input_with_nan(Est):
+    tags = Est().__sklearn_tags__()
+    assert tags.input_tags.three_d_array and tags.input_tags.allow_nan
+    assert not tags.input_tags.two_d_array
+
+
+@pytest.mark.parametrize("Est", INVERTIBLE, ids=_ids)
+def test_inverse_round_trip(Est, X_nan):
+    est = _instance(Est).fit(X_nan)
+    back = est.inverse_transform(est.transform(X_nan))
+    np.testing.assert_array_equal(np.isnan(back), np.isnan(X_nan))
+    np.testing.assert_allclose(back, X_nan, rtol=1e-12, atol=1e-12)
+    # New trials, other units.
+    X_new = 3.0 * X_nan[:2] + 1.0
+    np.testing.assert_allclose(est.inverse_transform(est.transform(X_new)), X_new,
+                               rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("Est", ALL, ids=_ids)
+def test_nan_passes_through(Est, X_nan):
+    out = _instance(Est).fit_transform(X_nan)
+    if Est is TrialCropper:
+        np.testing.assert_array_equal(np.isnan(out), np.isnan(X_nan[:, 2:-3]))
+    else:
+        np.testing.assert_array_equal(np.isnan(out), np.isnan(X_nan))
+    assert np.isfinite(out[~np.isnan(out)]).all()
+
+
+@pytest.mark.parametrize("Est", ALL, ids=_ids)
+def test_clone_and_pickle(Est, X_nan):
+    est = _instance(Est)
+    cloned = clone(est)
+    assert cloned.get_params() == est.get_params()
+    assert not hasattr(cloned, "n_features_in_")
+    est.fit(X_nan)
+    assert est.n_features_in_ == N_NEURONS
+    restored = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(restored.transform(X_nan), est.transform(X_nan))
+    if hasattr(est, "inverse_transform"):
+        np.testing.assert_array_equal(restored.inverse_transform(X_nan),
+                                      est.inverse_transform(X_nan))
+
+
+@pytest.mark.parametrize("Est", ALL, ids=_ids)
+def test_does_not_modify_input(Est, X_nan):
+    X = X_nan.copy()  # writeable: a transformer writing in place would change it
+    est = _instance(Est).fit(X)
+    Xt = est.transform(X)
+    if hasattr(est, "inverse_transform"):
+        est.inverse_transform(Xt)
+    np.testing.assert_array_equal(X, X_nan)
+
+
+@pytest.mark.parametrize("Est", ALL, ids=_ids)
+def test_unfitted_transform_raises(Est, X):
+    with pytest.raises(NotFittedError):
+        _instance(Est).transform(X)
+
+
+@pytest.mark.parametrize("Est", ALL, ids=_ids)
+def test_feature_names_are_the_neurons(Est, X):
+    names = _instance(Est).fit(X).get_feature_names_out()
+    assert list(names) == [f"x{i}" for i in range(N_NEURONS)]
+
+
+@pytest.mark.parametrize("Est", ALL, ids=_ids)
+@pytest.mark.parametrize("method", ["transform", "inverse_transform"])
+def test_wrong_neuron_count(Est, method, X):
+    est = _instance(Est).fit(X)
+    if not hasattr(est, method):
+        pytest.skip(f"{Est.__name__} has no {method}")
+    with pytest.raises(ValueError, match=f"X has {N_NEURONS - 1} neurons, but "
+                                         f"{Est.__name__} was fitted with {N_NEURONS} "
+                                         f"neurons"):
+        getattr(est, method)(X[:, :, 1:])
+
+
+@pytest.mark.parametrize("Est", ALL, ids=_ids)
+@pytest.mark.parametrize("shape", [(N_TIMEPOINTS, N_NEURONS),
+                                   (2, N_TRIALS, N_TIMEPOINTS, N_NEURONS)])
+def test_wrong_ndim(Est, shape):
+    X = np.zeros(shape)
+    with pytest.raises(ValueError, match=f"3D array of shape .* got a {len(shape)}D"):
+        _instance(Est).fit(X)
+    fitted = _instance(Est).fit(np.zeros((N_TRIALS, N_TIMEPOINTS, N_NEURONS)))
+    with pytest.raises(ValueError, match=f"got a {len(shape)}D"):
+        fitted.transform(X)
+
+
+@pytest.mark.parametrize("Est", ALL, ids=_ids)
+def test_inf_is_rejected(Est, X):
+    X_inf = X.copy()
+    X_inf[1, 2, 3] = np.inf
+    with pytest.raises(ValueError, match=r"X contains infinite values \(first at "
+                                         r"index"):
+        _instance(Est).fit(X_inf)
+    with pytest.raises(ValueError, match="infinite"):
+        _instance(Est).fit(X).transform(X_inf)
+
+
+@pytest.mark.parametrize("est, match", [
+    (GaussianSmoother(sigma=-1.0), "'sigma' parameter of GaussianSmoother must be"),
+    (GaussianSmoother(truncate=0.0), "'truncate' parameter"),
+    (GaussianSmoother(mode="zeros"), "'mode' parameter"),
+    (SoftNormalizer(soft=-0.5), "'soft' parameter of SoftNormalizer must be"),
+    (TrialCropper(start=1.5), "'start' parameter of TrialCropper must be"),
+])
+def test_invalid_parameters(est, match, X):
+    with pytest.raises(ValueError, match=match):
+        est.fit(X)
+
+
+@pytest.mark.parametrize("Est", [StandardScaler3D, SoftNormalizer], ids=_ids)
+def test_fitted_scalers_reject_all_nan_neuron(Est, X):
+    X_bad = X.copy()
+    X_bad[:, :, 2] = np.nan
+    with pytest.raises(ValueError, match="neuron.* with no observed entry"):
+        Est().fit(X_bad)
+
+
+# --------------------------------------------------------------------------- #
+# Pipeline and GridSearchCV
+# --------------------------------------------------------------------------- #
+def test_pipeline_equals_manual_composition(X_nan):
+    steps = [TrialCropper(start=3), GaussianSmoother(sigma=1.0), SoftNormalizer(1.0)]
+    pipe = make_pipeline(*steps, TrialPCA(rank=2)).fit(X_nan[:4])
+    Xt = X_nan[:4]
+    for step in steps:
+        X_before, Xt = Xt, clone(step).fit_transform(Xt)
+    manual = TrialPCA(rank=2).fit(Xt)
+    Xt_new = X_nan[4:]
+    for name, step in pipe.steps[:-1]:
+        Xt_new = step.transform(Xt_new)
+    np.testing.assert_allclose(pipe.transform(X_nan[4:]), manual.transform(Xt_new),
+                               rtol=1e-10, atol=1e-10)
+    # The normaliser of the pipeline was fitted on the training trials only.
+    np.testing.assert_allclose(pipe.named_steps["softnormalizer"].data_max_,
+                               np.nanmax(X_before, axis=(0, 1)))
+
+
+def test_grid_search_over_sigma_and_rank():
+    from sklearn_ltr.datasets import make_low_tensor_rank_rnn
+
+    data = make_low_tensor_rank_rnn(n_trials=24, n_timepoints=15, n_neurons=10, rank=2,
+                                    noise=0.5, random_state=0)
+    pipe = make_pipeline(GaussianSmoother(), StandardScaler3D(), TrialPCA())
+    grid = {"gaussiansmoother__sigma": [0.0, 1.0, 2.0], "trialpca__rank": [1, 2]}
+    search = GridSearchCV(pipe, grid, cv=KFold(3, shuffle=True, random_state=0),
+                          error_score="raise").fit(data.X)
+    scores = search.cv_results_["mean_test_score"]
+    assert len(scores) == 6 and np.all(np.isfinite(scores))
+    assert search.best_params_["trialpca__rank"] == 2
+    # The parameter reached the step: a different sigma gives a different pipeline.
+    assert search.best_estimator_.named_steps["gaussiansmoother"].sigma == \
+        search.best_params_["gaussiansmoother__sigma"]
+    by_sigma = {s: scores[np.asarray(search.cv_results_["param_gaussiansmoother__sigma"])
+                          == s] for s in grid["gaussiansmoother__sigma"]}
+    assert len({tuple(np.round(v, 12)) for v in by_sigma.values()}) == 3
