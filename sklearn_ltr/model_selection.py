@@ -1,0 +1,734 @@
+"""Choosing the rank and defending it against simpler models.
+
+* :func:`compare_estimators` cross-validates several estimators over a rank grid on
+  one set of folds and returns a tidy table;
+* :func:`rank_selection_summary` turns that table, or a fitted ``GridSearchCV``, into
+  mean and standard error per estimator and rank, with the best rank and the rank
+  chosen by the one-standard-error rule; :func:`one_se_refit` applies that rule as
+  ``GridSearchCV(refit=...)``;
+* :func:`block_mask` and :func:`masked_score` implement the entry-wise protocol of the
+  paper's reference code (held-out blocks with guard bands) for users who want it;
+* :class:`TrialFactors` turns a fitted latent model into a 2D ``(n_trials, rank)``
+  transformer, for decoding condition or learning epoch in a ``Pipeline``.
+
+The estimators' own ``score`` (co-smoothing, DESIGN section 4) is the default protocol:
+folds over trials, and within the held-out trials, folds over neurons.
+"""
+
+import numbers
+import time
+import warnings
+from collections import OrderedDict
+
+import numpy as np
+from joblib import Parallel, delayed
+from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.exceptions import FitFailedWarning
+from sklearn.model_selection import check_cv
+from sklearn.pipeline import Pipeline
+from sklearn.utils import Bunch, check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from .base import (
+    MissingDataWarning,
+    TrialsInputMixin,
+    bits_per_spike,
+    check_trials_array,
+    r2_observed,
+    torch_threads,
+)
+
+__all__ = [
+    "block_mask", "masked_score", "rank_selection_summary", "one_se_refit",
+    "compare_estimators", "TrialFactors",
+]
+
+
+# --------------------------------------------------------------------------- #
+# entry-wise block masks
+# --------------------------------------------------------------------------- #
+def _pair(value, name):
+    if isinstance(value, numbers.Integral):
+        value = (value, value)
+    value = tuple(int(v) for v in value)
+    if len(value) != 2:
+        raise ValueError(f"{name} must be an int or a pair (trials, time bins), got "
+                         f"{value!r}.")
+    return value
+
+
+def block_mask(shape, *, block_size=(1, 5), test_fraction=0.2, guard=(0, 2),
+               random_state=None):
+    """Entry masks with held-out blocks and guard bands (the paper's protocol).
+
+    For every neuron, the (trial, time) plane is tiled into blocks of ``block_size``;
+    a random ``test_fraction`` of the blocks is held out for testing. Entries within
+    ``guard`` trials and time bins of a test block (of the same neuron) form a guard
+    band that is used neither for training nor for testing. Everything else is
+    training data.
+
+    Why blocks and guard bands rather than an i.i.d. ("speckled") mask: recorded
+    activity is smoothed spike counts, so the noise of one entry is shared with its
+    neighbours in time. A held-out entry whose neighbours were fitted is predicted
+    partly from *its own noise*; a more flexible model (a larger rank) fits that
+    noise better and scores higher, so the i.i.d. score keeps growing with rank.
+    Holding out contiguous blocks and discarding a guard band wider than the noise
+    correlation removes that leak. The estimators' default ``score`` (co-smoothing
+    over held-out trials and neurons) has no such leak and needs no mask.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(n_trials, n_timepoints, n_neurons)``.
+    block_size : int or (int, int), default=(1, 5)
+        Size of a block in trials and time bins.
+    test_fraction : float in (0, 1), default=0.2
+        Fraction of the blocks of each neuron held out for testing.
+    guard : int or (int, int), default=(0, 2)
+        Width of the guard band in trials and time bins. Make the time guard at least
+        the width of the smoothing kernel of the data.
+    random_state : int, RandomState instance or None, default=None
+        Chooses the test blocks.
+
+    Returns
+    -------
+    train : ndarray of bool, shape ``shape``
+        Entries used for fitting.
+    test : ndarray of bool, shape ``shape``
+        Entries scored. ``~(train | test)`` is the guard band; ``train & test`` is
+        empty.
+
+    See Also
+    --------
+    masked_score : fit on the training entries, score on the test blocks.
+
+    Examples
+    --------
+    >>> from sklearn_ltr.model_selection import block_mask
+    >>> train, test = block_mask((10, 20, 3), random_state=0)
+    >>> bool((train & test).any())
+    False
+    >>> round(float(test.mean()), 2)
+    0.2
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"shape must be (n_trials, n_timepoints, n_neurons) with "
+                         f"positive sizes, got {shape}.")
+    bk, bt = _pair(block_size, "block_size")
+    gk, gt = _pair(guard, "guard")
+    if bk < 1 or bt < 1:
+        raise ValueError(f"block_size must be positive, got {(bk, bt)}.")
+    if gk < 0 or gt < 0:
+        raise ValueError(f"guard must be non-negative, got {(gk, gt)}.")
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}.")
+    n_trials, n_timepoints, n_neurons = shape
+    rng = check_random_state(random_state)
+    grid = (-(-n_trials // bk), -(-n_timepoints // bt))
+    n_blocks = grid[0] * grid[1]
+    n_test = max(1, int(round(test_fraction * n_blocks)))
+    if n_test >= n_blocks:
+        raise ValueError(
+            f"With block_size={(bk, bt)} the data have only {n_blocks} block(s) per "
+            f"neuron, too few to hold out test_fraction={test_fraction}; use smaller "
+            f"blocks.")
+    chosen = np.zeros((n_neurons, n_blocks), dtype=bool)
+    for n in range(n_neurons):
+        chosen[n, rng.choice(n_blocks, n_test, replace=False)] = True
+    # Expand the block grid to entries: (neuron, block_k, block_t) -> (k, t, neuron).
+    blocks = chosen.reshape(n_neurons, *grid)
+    test = np.repeat(np.repeat(blocks, bk, axis=1), bt, axis=2)
+    test = test[:, :n_trials, :n_timepoints].transpose(1, 2, 0)
+    near = _dilate(test, gk, gt)
+    train = ~near
+    return train, test
+
+
+def _dilate(mask, gk, gt):
+    """Entries within ``gk`` trials and ``gt`` time bins of a True entry (per neuron)."""
+    out = mask.copy()
+    for shift in range(1, gk + 1):
+        out[shift:] |= mask[:-shift]
+        out[:-shift] |= mask[shift:]
+    grown = out.copy()
+    for shift in range(1, gt + 1):
+        grown[:, shift:] |= out[:, :-shift]
+        grown[:, :-shift] |= out[:, shift:]
+    return grown
+
+
+def masked_score(estimator, X, train, test, *, y=None, inputs=None):
+    """Fit on the training entries of ``X`` and score the test entries.
+
+    A clone of ``estimator`` is fitted to ``X`` with every entry outside ``train``
+    set to NaN (missing), then predicts all entries of the same trials from the
+    training entries only; the score is computed over the ``test`` entries.
+
+    Parameters
+    ----------
+    estimator : estimator of this package
+        Any of :class:`~sklearn_ltr.LowTensorRankRNN`, :class:`~sklearn_ltr.LowRankRNN`,
+        :class:`~sklearn_ltr.TCA`, :class:`~sklearn_ltr.TrialPCA` (or a ``Pipeline``
+        ending in one, whose earlier steps accept NaN).
+    X : array-like of shape (n_trials, n_timepoints, n_neurons)
+        Data.
+    train, test : ndarray of bool, same shape as X
+        Masks, e.g. from :func:`block_mask`. They must not overlap.
+    y : array-like of shape (n_trials,), default=None
+        Condition labels passed to ``fit`` and ``predict``.
+    inputs : array-like of shape (n_trials, n_timepoints, n_inputs), default=None
+        External inputs passed to ``fit`` and ``predict``.
+
+    Returns
+    -------
+    score : float
+        R^2 over the observed test entries (variance-weighted, per-neuron means), or
+        bits per spike for estimators fitted with ``loss='poisson'``.
+
+    Examples
+    --------
+    >>> from sklearn_ltr import TCA
+    >>> from sklearn_ltr.datasets import make_low_tensor_rank_rnn
+    >>> from sklearn_ltr.model_selection import block_mask, masked_score
+    >>> X = make_low_tensor_rank_rnn(20, 15, 8, rank=2, random_state=0).X
+    >>> train, test = block_mask(X.shape, random_state=0)
+    >>> score = masked_score(TCA(rank=2, random_state=0), X, train, test)
+    >>> bool(0 < score < 1)
+    True
+    """
+    X = check_trials_array(X)
+    train = np.asarray(train, dtype=bool)
+    test = np.asarray(test, dtype=bool)
+    for name, mask in [("train", train), ("test", test)]:
+        if mask.shape != X.shape:
+            raise ValueError(f"{name} mask has shape {mask.shape}, X has {X.shape}; "
+                             f"they must match.")
+    if (train & test).any():
+        raise ValueError("train and test masks overlap: an entry used for fitting "
+                         "would be scored. Build them with block_mask.")
+    X_test = np.where(test, X, np.nan)
+    if np.isnan(X_test).all():
+        raise ValueError("No observed entry to score: the test mask is empty or covers "
+                         "only NaN entries.")
+    X_train = np.where(train, X, np.nan)
+    kwargs = {} if inputs is None else {"inputs": inputs}
+    with warnings.catch_warnings():
+        # The mask hides entries on purpose; a trial left mostly missing by it is
+        # expected, not a problem in the user's data.
+        warnings.simplefilter("ignore", MissingDataWarning)
+        est = clone(estimator).fit(X_train, y, **kwargs)
+    pred = est.predict(X_train, y, **kwargs)
+    final = est[-1] if isinstance(est, Pipeline) else est
+    if getattr(final, "_score_kind", lambda: "r2")() == "bits_per_spike":
+        return bits_per_spike(X_test, pred)
+    return r2_observed(X_test, pred)
+
+
+# --------------------------------------------------------------------------- #
+# rank-selection summaries
+# --------------------------------------------------------------------------- #
+def _estimator_name(est):
+    if isinstance(est, Pipeline):
+        est = est[-1]
+    return type(est).__name__
+
+
+def _score_name(est):
+    if isinstance(est, Pipeline):
+        est = est[-1]
+    kind = getattr(est, "_score_kind", None)
+    if kind is None:
+        return "score"
+    return ("co-smoothing bits/spike" if kind() == "bits_per_spike"
+            else "co-smoothing R²")
+
+
+def _rank_key(params, param):
+    keys = [k for k in params if k == param or k.endswith("__" + param)]
+    if len(keys) != 1:
+        raise ValueError(
+            f"Expected exactly one parameter named {param!r} (or ending in "
+            f"'__{param}') in the search's parameter grid, got "
+            f"{sorted(params)}; pass param=... to name the rank parameter.")
+    return keys[0]
+
+
+def _split_scores(cv_results):
+    n_splits = sum(1 for k in cv_results if k.startswith("split")
+                   and k.endswith("_test_score"))
+    if n_splits == 0 or "split0_test_score" not in cv_results:
+        raise ValueError(
+            "cv_results_ holds no per-split test scores 'splitN_test_score'; "
+            "multi-metric searches are not supported: use a single scoring.")
+    return np.array([cv_results[f"split{i}_test_score"] for i in range(n_splits)],
+                    dtype=float).T
+
+
+def _mean_se(scores):
+    """Mean and standard error (ddof=1) of each row, ignoring failed (NaN) splits."""
+    scores = np.atleast_2d(np.asarray(scores, dtype=float))
+    n = np.sum(np.isfinite(scores), axis=1)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(scores, axis=1)
+        se = np.nanstd(scores, axis=1, ddof=1) / np.sqrt(n)
+    se = np.where(n > 1, se, 0.0)
+    return mean, se, n
+
+
+def _one_se_choice(ranks, mean, se):
+    """Index of the best mean and of the smallest rank within one SE of it."""
+    ranks = np.asarray(ranks)
+    valid = np.isfinite(mean)
+    if not valid.any():
+        return None, None
+    best = int(np.nanargmax(np.where(valid, mean, -np.inf)))
+    ok = np.flatnonzero(valid & (mean >= mean[best] - se[best]))
+    # Smallest rank; among equal ranks the higher mean.
+    one_se = int(ok[np.lexsort((-mean[ok], ranks[ok]))[0]])
+    return best, one_se
+
+
+def one_se_refit(cv_results, *, param="rank"):
+    """``GridSearchCV(refit=one_se_refit)``: refit the one-standard-error rank.
+
+    Among all candidates, find the best mean test score; choose the smallest rank
+    whose mean is within one standard error (over folds, ``ddof=1``) of it. Larger
+    ranks that tie with a smaller one within noise are not preferred: the
+    one-standard-error rule of Hastie, Tibshirani & Friedman (The Elements of
+    Statistical Learning, section 7.10).
+
+    Parameters
+    ----------
+    cv_results : dict
+        ``GridSearchCV.cv_results_`` (passed by the search).
+    param : str, default="rank"
+        Name of the rank parameter (a grid key equal to it or ending in ``__param``).
+        Use ``functools.partial(one_se_refit, param=...)`` to change it.
+
+    Returns
+    -------
+    index : int
+        Index of the chosen candidate in ``cv_results['params']``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_ltr.model_selection import one_se_refit
+    >>> cv_results = {"params": [{"rank": 1}, {"rank": 2}, {"rank": 3}],
+    ...               "split0_test_score": np.array([0.5, 0.80, 0.79]),
+    ...               "split1_test_score": np.array([0.5, 0.82, 0.85]),
+    ...               "split2_test_score": np.array([0.5, 0.81, 0.82])}
+    >>> one_se_refit(cv_results)
+    1
+    """
+    params = cv_results["params"]
+    ranks = [p[_rank_key(p, param)] for p in params]
+    mean, se, _ = _mean_se(_split_scores(cv_results))
+    best, one_se = _one_se_choice(ranks, mean, se)
+    if best is None:
+        raise ValueError("Every candidate failed (NaN scores); nothing to refit.")
+    return one_se
+
+
+def _records_from_search(search, param):
+    check_is_fitted(search, "cv_results_")
+    cv_results = search.cv_results_
+    scores = _split_scores(cv_results)
+    base_name = _estimator_name(search.estimator)
+    records = []
+    for i, params in enumerate(cv_results["params"]):
+        key = _rank_key(params, param)
+        name = base_name
+        extra = []
+        for k, v in params.items():
+            if k == key:
+                continue
+            if isinstance(v, BaseEstimator):
+                name = _estimator_name(v)
+            else:
+                extra.append(f"{k}={v}")
+        if extra:
+            name = f"{name} ({', '.join(extra)})"
+        for fold, s in enumerate(scores[i]):
+            records.append({"estimator": name, "rank": int(params[key]), "fold": fold,
+                            "score": float(s)})
+    return records, _score_name(search.estimator)
+
+
+def rank_selection_summary(results, *, param="rank"):
+    """Mean and standard error of the score per estimator and rank; best and one-SE rank.
+
+    Parameters
+    ----------
+    results : fitted GridSearchCV, list of dict, or pandas DataFrame
+        A search over ``rank`` (alone, or with other parameters, which then name
+        separate lines of the table), or the per-fold output of
+        :func:`compare_estimators` (records with keys ``estimator``, ``rank`` and
+        ``score``), or an earlier summary (returned unchanged).
+    param : str, default="rank"
+        Name of the rank parameter in a search.
+
+    Returns
+    -------
+    summary : :class:`~sklearn.utils.Bunch`
+        ``table``: list of records ``{"estimator", "rank", "mean", "se",
+        "n_splits"}``, one per estimator and rank (standard error with ``ddof=1``
+        over the folds, failed folds ignored); ``best_rank`` and ``one_se_rank``:
+        dicts from estimator name to rank (the highest mean, and the smallest rank
+        within one standard error of it); ``score_name``: what was scored;
+        ``text``: the table formatted for printing; ``frame``: the table as a pandas
+        DataFrame, or None without pandas.
+
+    See Also
+    --------
+    compare_estimators, one_se_refit
+
+    Examples
+    --------
+    >>> from sklearn_ltr.model_selection import rank_selection_summary
+    >>> records = [{"estimator": "TCA", "rank": r, "fold": f, "score": s}
+    ...            for r, scores in [(1, [.5, .6]), (2, [.80, .82]), (3, [.81, .82])]
+    ...            for f, s in enumerate(scores)]
+    >>> summary = rank_selection_summary(records)
+    >>> summary.best_rank, summary.one_se_rank
+    ({'TCA': 3}, {'TCA': 2})
+    """
+    if isinstance(results, Bunch) and "table" in results:
+        return results
+    if hasattr(results, "cv_results_") or hasattr(results, "param_grid"):
+        records, score_name = _records_from_search(results, param)
+    elif hasattr(results, "to_dict"):  # pandas DataFrame
+        records, score_name = results.to_dict("records"), "score"
+    else:
+        records, score_name = list(results), "score"
+    if not records:
+        raise ValueError("No results to summarise.")
+    missing = {"estimator", "rank", "score"} - set(records[0])
+    if missing:
+        raise ValueError(
+            f"Records need the keys 'estimator', 'rank' and 'score' (per fold); "
+            f"missing {sorted(missing)}. Pass a fitted GridSearchCV or the output of "
+            f"compare_estimators.")
+    if "score_name" in records[0]:
+        score_name = records[0]["score_name"]
+    groups = OrderedDict()
+    for rec in records:
+        groups.setdefault(rec["estimator"], OrderedDict()).setdefault(
+            int(rec["rank"]), []).append(float(rec["score"]))
+    table, best_rank, one_se_rank = [], {}, {}
+    for name, by_rank in groups.items():
+        ranks = sorted(by_rank)
+        n_max = max(len(v) for v in by_rank.values())
+        padded = np.full((len(ranks), n_max), np.nan)
+        for i, r in enumerate(ranks):
+            padded[i, :len(by_rank[r])] = by_rank[r]
+        mean, se, n = _mean_se(padded)
+        for i, r in enumerate(ranks):
+            table.append({"estimator": name, "rank": r, "mean": float(mean[i]),
+                          "se": float(se[i]), "n_splits": int(n[i])})
+        best, one_se = _one_se_choice(ranks, mean, se)
+        if best is not None:
+            best_rank[name] = ranks[best]
+            one_se_rank[name] = ranks[one_se]
+    summary = Bunch(table=table, best_rank=best_rank, one_se_rank=one_se_rank,
+                    score_name=score_name)
+    summary.text = _format_table(summary)
+    frame = _to_frame(table, "auto")
+    summary.frame = frame if frame is not table else None
+    return summary
+
+
+def _format_table(summary):
+    names = list(OrderedDict.fromkeys(r["estimator"] for r in summary.table))
+    ranks = sorted({r["rank"] for r in summary.table})
+    cell = {(r["estimator"], r["rank"]): r for r in summary.table}
+    width = max(20, *(len(n) for n in names))
+
+    def row(label, cells):
+        return f"{label:>11}  " + "  ".join(f"{c:>{width}}" for c in cells)
+
+    lines = [f"{summary.score_name}, mean +/- standard error over folds",
+             row("rank", names)]
+    for rank in ranks:
+        lines.append(row(rank, [
+            "" if (n, rank) not in cell else
+            f"{cell[n, rank]['mean']:.4f} +/- {cell[n, rank]['se']:.4f}"
+            for n in names]))
+    lines.append(row("best rank", [str(summary.best_rank.get(n, "-")) for n in names]))
+    lines.append(row("one-SE rank",
+                     [str(summary.one_se_rank.get(n, "-")) for n in names]))
+    return "\n".join(lines)
+
+
+def _to_frame(records, as_frame):
+    """Records as a pandas DataFrame when asked (or 'auto' and pandas is installed)."""
+    if as_frame is False:
+        return records
+    try:
+        import pandas as pd
+    except ImportError:
+        if as_frame == "auto":
+            return records
+        raise ImportError("as_frame=True needs pandas: pip install pandas") from None
+    return pd.DataFrame.from_records(records)
+
+
+# --------------------------------------------------------------------------- #
+# comparing estimators on the same folds
+# --------------------------------------------------------------------------- #
+def _find_param(est, param):
+    keys = [k for k in est.get_params(deep=True) if k == param or
+            k.endswith("__" + param)]
+    if param in keys:
+        return param
+    if len(keys) == 1:
+        return keys[0]
+    raise ValueError(
+        f"{_estimator_name(est)} has no unique parameter {param!r} (found {keys}); "
+        f"compare_estimators varies the rank through it.")
+
+
+def _index(a, idx):
+    return None if a is None else np.asarray(a)[idx]
+
+
+def _fit_and_score(est, X, y, train, test, error_score, label):
+    t0 = time.perf_counter()
+    try:
+        est.fit(X[train], _index(y, train))
+        fit_time = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        score = float(est.score(X[test], _index(y, test)))
+        score_time = time.perf_counter() - t1
+    except Exception as exc:
+        if isinstance(error_score, str) and error_score == "raise":
+            raise
+        warnings.warn(f"Fitting {label} failed; its score is set to {error_score}. "
+                      f"{type(exc).__name__}: {exc}", FitFailedWarning)
+        return float(error_score), time.perf_counter() - t0, 0.0
+    return score, fit_time, score_time
+
+
+def compare_estimators(estimators, X, y=None, *, ranks=None, param="rank", cv=5,
+                       groups=None, n_jobs=None, verbose=0, error_score=np.nan,
+                       as_frame="auto"):
+    """Cross-validated scores of several estimators over a rank grid, on the same folds.
+
+    The folds are drawn once (``cv.split`` is called a single time), so every
+    estimator and rank is fitted and scored on exactly the same training and test
+    trials: differences between models are not differences between folds. All fits
+    run in one ``joblib.Parallel`` call (``n_jobs``), each with the estimator's own
+    thread setting (one torch thread by default: parallelise across fits).
+
+    Parameters
+    ----------
+    estimators : dict of str to estimator, or list of estimators
+        The models, e.g. ``{"LTR": LowTensorRankRNN(), "TCA": TCA()}``; a list is
+        named by class. Pipelines are accepted; the rank parameter is found by name.
+    X : array-like of shape (n_trials, n_timepoints, n_neurons)
+        Data; NaN marks missing entries.
+    y : array-like of shape (n_trials,), default=None
+        Condition labels, passed to ``fit`` and ``score`` (and to ``cv.split``, so a
+        stratified splitter can use them).
+    ranks : sequence of int or dict of str to sequence, default=None
+        Ranks to evaluate, for all estimators or per estimator name. None evaluates
+        each estimator at its own ``rank``.
+    param : str, default="rank"
+        The parameter that is varied (a name or a Pipeline path ending in it).
+    cv : int, cross-validation generator or iterable, default=5
+        Folds over trials, as in ``GridSearchCV`` (an int means ``KFold``).
+    groups : array-like of shape (n_trials,), default=None
+        Group labels for group-aware splitters.
+    n_jobs : int, default=None
+        Number of parallel fits (joblib).
+    verbose : int, default=0
+        joblib's progress messages.
+    error_score : 'raise' or float, default=np.nan
+        Score recorded, with a ``FitFailedWarning``, when a fit fails (e.g. a rank
+        too large for one estimator); ``'raise'`` re-raises.
+    as_frame : bool or 'auto', default='auto'
+        Return a pandas DataFrame ('auto': when pandas is installed).
+
+    Returns
+    -------
+    results : list of dict or pandas.DataFrame
+        One record per estimator, rank and fold: ``estimator``, ``rank``, ``fold``,
+        ``score``, ``fit_time``, ``score_time``, ``n_train``, ``n_test``,
+        ``score_name``. Summarise with :func:`rank_selection_summary`.
+
+    Examples
+    --------
+    >>> from sklearn_ltr import TCA, TrialPCA
+    >>> from sklearn_ltr.datasets import make_low_tensor_rank_rnn
+    >>> from sklearn_ltr.model_selection import (compare_estimators,
+    ...                                          rank_selection_summary)
+    >>> X = make_low_tensor_rank_rnn(24, 12, 10, rank=2, random_state=0).X
+    >>> results = compare_estimators([TCA(random_state=0), TrialPCA()], X,
+    ...                              ranks=[1, 2, 3], cv=3, as_frame=False)
+    >>> len(results)
+    18
+    >>> sorted(rank_selection_summary(results).one_se_rank)
+    ['TCA', 'TrialPCA']
+    """
+    if isinstance(estimators, dict):
+        named = list(estimators.items())
+    else:
+        named, seen = [], {}
+        for est in estimators:
+            name = _estimator_name(est)
+            seen[name] = seen.get(name, 0) + 1
+            named.append((name if seen[name] == 1 else f"{name}_{seen[name]}", est))
+    if not named:
+        raise ValueError("estimators is empty; pass at least one estimator.")
+    X = check_trials_array(X)
+    if y is not None and len(y) != X.shape[0]:
+        raise ValueError(f"y has {len(y)} labels but X has {X.shape[0]} trials.")
+    cv = check_cv(cv)
+    # Draw the folds once: a shuffling splitter without a fixed random_state would
+    # otherwise give each estimator different folds.
+    splits = [(np.asarray(tr), np.asarray(te)) for tr, te in cv.split(X, y, groups)]
+
+    tasks = []
+    for name, est in named:
+        est_ranks = ranks.get(name) if isinstance(ranks, dict) else ranks
+        key = _find_param(est, param)
+        if est_ranks is None:
+            est_ranks = [est.get_params(deep=True)[key]]
+        for rank in est_ranks:
+            for fold, (train, test) in enumerate(splits):
+                candidate = clone(est).set_params(**{key: rank})
+                tasks.append((name, int(rank), fold, candidate, train, test))
+    outputs = Parallel(n_jobs=n_jobs, verbose=verbose)(
+        delayed(_fit_and_score)(cand, X, y, train, test, error_score,
+                                f"{name} with {param}={rank} on fold {fold}")
+        for name, rank, fold, cand, train, test in tasks)
+    score_names = {name: _score_name(est) for name, est in named}
+    records = []
+    for (name, rank, fold, _, train, test), (score, fit_t, score_t) in zip(tasks,
+                                                                           outputs):
+        records.append({"estimator": name, "rank": rank, "fold": fold,
+                        "score": score, "fit_time": fit_t, "score_time": score_t,
+                        "n_train": len(train), "n_test": len(test),
+                        "score_name": score_names[name]})
+    return _to_frame(records, as_frame)
+
+
+# --------------------------------------------------------------------------- #
+# per-trial factors as a 2D transformer
+# --------------------------------------------------------------------------- #
+class TrialFactors(TrialsInputMixin, TransformerMixin, BaseEstimator):
+    """Per-trial factors of a latent model, as ``(n_trials, rank)`` features.
+
+    Fits a clone of ``estimator`` on 3D trials and transforms trials into the
+    per-trial parameters inferred with every shared parameter frozen: trial
+    factors for :class:`~sklearn_ltr.LowTensorRankRNN` and
+    :class:`~sklearn_ltr.TCA`, latent initial states for
+    :class:`~sklearn_ltr.LowRankRNN` (its only per-trial parameter), time-averaged
+    principal-component scores for :class:`~sklearn_ltr.TrialPCA`. Training and new
+    trials go through the same inference, so a downstream classifier sees features
+    with the same distribution in both. It is the bridge from the 3D models to
+    2D scikit-learn estimators, e.g. to decode condition or learning epoch.
+
+    Parameters
+    ----------
+    estimator : estimator of this package, or Pipeline ending in one
+        The latent model. Labels given to :meth:`fit` are *not* passed to it (in a
+        decoding pipeline they are the classifier's targets, not conditions).
+
+    Attributes
+    ----------
+    estimator_ : estimator
+        The fitted clone.
+    n_features_in_ : int
+        Number of neurons.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn_ltr import TCA
+    >>> from sklearn_ltr.datasets import make_low_tensor_rank_rnn
+    >>> from sklearn_ltr.model_selection import TrialFactors
+    >>> data = make_low_tensor_rank_rnn(40, 12, 10, rank=2, random_state=0)
+    >>> late = (np.arange(40) >= 20).astype(int)  # learning epoch
+    >>> decoder = make_pipeline(TrialFactors(TCA(rank=2, random_state=0)),
+    ...                         LogisticRegression())
+    >>> decoder.fit(data.X, late)[0].get_feature_names_out()
+    array(['trial_factor0', 'trial_factor1'], dtype=object)
+    """
+
+    def __init__(self, estimator):
+        self.estimator = estimator
+
+    def _final(self):
+        est = self.estimator_
+        return est[-1] if isinstance(est, Pipeline) else est
+
+    def fit(self, X, y=None, **fit_params):
+        """Fit the latent model to trials ``X`` (``y`` is ignored).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trials, n_timepoints, n_neurons)
+            Trials.
+        y : ignored
+            Accepted for Pipeline compatibility; not passed to the latent model.
+        **fit_params : dict
+            Passed to the latent model's ``fit`` (e.g. ``inputs``).
+
+        Returns
+        -------
+        self : object
+        """
+        final = self.estimator[-1] if isinstance(self.estimator, Pipeline) \
+            else self.estimator
+        if not hasattr(final, "_trial_features"):
+            raise TypeError(
+                f"TrialFactors needs an estimator of sklearn_ltr (LowTensorRankRNN, "
+                f"LowRankRNN, TCA, TrialPCA) or a Pipeline ending in one, got "
+                f"{type(final).__name__}.")
+        self.estimator_ = clone(self.estimator).fit(X, **fit_params)
+        self.n_features_in_ = self._final().n_features_in_
+        return self
+
+    def transform(self, X, *, inputs=None):
+        """Per-trial factors of the trials ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trials, n_timepoints, n_neurons)
+            Trials, seen in ``fit`` or new.
+        inputs : array-like of shape (n_trials, n_timepoints, n_inputs), default=None
+            External inputs, for models fitted with them.
+
+        Returns
+        -------
+        factors : ndarray of shape (n_trials, rank)
+        """
+        check_is_fitted(self)
+        est = self.estimator_
+        if isinstance(est, Pipeline):
+            X = est[:-1].transform(X)
+        final = self._final()
+        X = final._check_X_new(X)
+        with torch_threads(getattr(final, "n_threads", None)):
+            return final._trial_features(X, None, inputs)
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the output features: ``trial_factor0``, ``trial_factor1``, ...
+
+        Parameters
+        ----------
+        input_features : ignored
+
+        Returns
+        -------
+        names : ndarray of str objects
+        """
+        check_is_fitted(self)
+        final = self._final()
+        prefix = final._trial_feature_name()
+        return np.asarray([f"{prefix}{i}" for i in range(final.rank)], dtype=object)
