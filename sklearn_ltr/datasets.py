@@ -9,8 +9,9 @@ import torch
 from sklearn.utils import Bunch, check_random_state
 
 from ._dynamics import simulate_latents
+from .base import torch_threads
 
-__all__ = ["make_low_tensor_rank_rnn"]
+__all__ = ["make_low_tensor_rank_rnn", "make_motor_learning"]
 
 
 def _learning_curves(rng, n_trials, rank):
@@ -117,3 +118,298 @@ def make_low_tensor_rank_rnn(
         X=X, X_clean=X_clean, y=y, trial_factors=C, left_factors=A, right_factors=B,
         readout=D, readout_bias=d, initial_states=Z, latents=kappa,
         noise_std=noise_std, tau=tau)
+
+
+# --------------------------------------------------------------------------- #
+# a task-trained network over motor learning
+# --------------------------------------------------------------------------- #
+_EPOCHS = ("baseline", "perturbation", "washout")
+
+
+def _reach_task(n_targets, n_timepoints, dt):
+    """Cues and desired hand path of centre-out reaches to ``n_targets`` targets.
+
+    Timing is a fixed fraction of the trial, so short trials keep every phase: the
+    target cue appears at 10% of the trial and stays on, the go cue at 30%; the hand
+    should stay at the centre until 35% and then follow a minimum-jerk path to the
+    target (unit distance) that ends at 85% of the trial, and hold there.
+
+    Returns
+    -------
+    angles : ndarray of shape (n_targets,)
+    inputs : ndarray of shape (n_targets, n_timepoints, 3)
+        ``[cos(angle) * cue, sin(angle) * cue, go]``.
+    path : ndarray of shape (n_targets, n_timepoints, 2)
+        Desired hand position.
+    time : ndarray of shape (n_timepoints,)
+        End of each time bin, in seconds.
+    """
+    angles = 2 * np.pi * np.arange(n_targets) / n_targets
+    time = dt * np.arange(1, n_timepoints + 1)
+    duration = dt * n_timepoints
+    cue = (time > 0.1 * duration).astype(float)
+    go = (time > 0.3 * duration).astype(float)
+    s = np.clip((time - 0.35 * duration) / (0.5 * duration), 0.0, 1.0)
+    progress = 10 * s ** 3 - 15 * s ** 4 + 6 * s ** 5  # minimum jerk
+    direction = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    inputs = np.empty((n_targets, n_timepoints, 3))
+    inputs[:, :, :2] = direction[:, None, :] * cue[None, :, None]
+    inputs[:, :, 2] = go
+    path = direction[:, None, :] * progress[None, :, None]
+    return angles, inputs, path, time
+
+
+def _simulate_reaches(W, W_in, W_out, inputs, *, alpha, arm_alpha, dt, field):
+    """Run the network and the arm on a batch of trials (torch, differentiable in W).
+
+    Network: ``x <- x + alpha (-x + W tanh(x) + W_in u)`` from ``x = 0``. Arm: the
+    hand velocity follows the network's command ``W_out tanh(x)`` with a first-order
+    lag (time constant ``dt / arm_alpha``), pushed by a curl force field
+    ``field * [[0, 1], [-1, 0]] @ velocity``; the position integrates the velocity.
+
+    Returns rates (batch, n_timepoints, n_units) and hand positions
+    (batch, n_timepoints, 2).
+    """
+    n_batch, n_timepoints, _ = inputs.shape
+    x = inputs.new_zeros(n_batch, W.shape[0])
+    v = inputs.new_zeros(n_batch, 2)
+    p = inputs.new_zeros(n_batch, 2)
+    drive = inputs @ W_in.T
+    # Curl field: force perpendicular to the velocity, clockwise for field > 0.
+    curl = field * dt * torch.tensor([[0.0, 1.0], [-1.0, 0.0]], dtype=inputs.dtype)
+    rates, positions = [], []
+    for t in range(n_timepoints):
+        x = x + alpha * (-x + torch.tanh(x) @ W.T + drive[:, t])
+        r = torch.tanh(x)
+        v = v + arm_alpha * (r @ W_out.T - v) + v @ curl.T
+        p = p + dt * v
+        rates.append(r)
+        positions.append(p)
+    return torch.stack(rates, 1), torch.stack(positions, 1)
+
+
+def _reach_loss(positions, path):
+    """Mean squared distance between hand and desired path (over trials and time)."""
+    return ((positions - path) ** 2).sum(-1).mean()
+
+
+def make_motor_learning(
+    n_units=100, n_timepoints=50, *, n_targets=8, n_baseline=5, n_perturbation=20,
+    n_washout=10, field_strength=8.0, learning_rate=0.01, init_scale=0.0,
+    input_scale=0.3, output_scale=4.0, pretrain_iter=1500, pretrain_learning_rate=0.1,
+    dt=0.02, tau=0.06, arm_tau=0.04, noise=0.05, random_state=None,
+):
+    """A task-trained recurrent network adapting its reaches to a curl force field.
+
+    The validation scenario of Pellegrino, Cayco-Gajic & Chadwick (NeurIPS 2023): a
+    recurrent network controls a point-mass arm in a centre-out reaching task, and
+    learns trial by trial, by gradient descent on its recurrent weights, to
+    compensate for a velocity-dependent force field. The activity of its units is
+    the "recording"; the weights in force on each trial are the ground truth.
+
+    **Network.** ``n_units`` tanh units with Euler dynamics (step ``alpha = dt /
+    tau``) ``x <- x + alpha (-x + W tanh(x) + W_in u)`` from rest (``x = 0``); the
+    output ``W_out tanh(x)`` is a 2D hand-velocity command. ``W_in`` (n_units x 3,
+    entries ``input_scale * N(0, 1)``) and ``W_out`` (2 x n_units, entries
+    ``output_scale * N(0, 1 / n_units)``) are random and never learn; small input
+    and large output scales keep the units near tanh's linear range.
+
+    **Task.** ``n_targets`` targets on the unit circle. Inputs ``u = [cos(theta) cue,
+    sin(theta) cue, go]``: the target cue turns on at 10% of the trial and stays on,
+    the go cue at 30%. The hand velocity follows the command with a first-order lag
+    (time constant ``arm_tau``) plus the field force
+    ``field_strength * [[0, 1], [-1, 0]] @ velocity``; the hand position integrates
+    the velocity. The desired path stays at the centre until 35% of the trial, then
+    follows a minimum-jerk profile to the target, reached at 85%. The network gets no
+    sensory feedback, so within a session its activity changes only because its
+    weights do.
+
+    **Pretraining.** The recurrent weights ``W``, initialised as ``init_scale * N(0,
+    1 / n_units)`` (zero by default), learn the task without field by full-batch
+    gradient descent with momentum 0.9 (``pretrain_iter`` steps, step size
+    ``pretrain_learning_rate``, gradient norm clipped at 1 for robustness) on the mean
+    squared distance between hand and desired path. Gradient descent from small
+    weights keeps ``W`` close to low rank (see
+    :func:`sklearn_ltr.analysis.gradient_rank_bounds`); Adam would not.
+
+    **Session.** Trials cycle over the targets in order (``y = k % n_targets``), in
+    blocks of one trial per target: ``n_baseline`` blocks without field and without
+    learning, ``n_perturbation`` blocks with the field, ``n_washout`` blocks without
+    it. From the first perturbation trial on, after every trial the recurrent
+    weights (only them) take ONE plain gradient step ``W <- W - learning_rate *
+    dL/dW`` on that trial's loss. The weight changes ``W[k] - W[0]`` therefore follow
+    the rank bounds of gradient descent, and in practice form a tensor of low CP
+    rank.
+
+    Parameters
+    ----------
+    n_units : int, default=100
+        Units of the network (also the number of recorded neurons).
+    n_timepoints : int, default=50
+        Time bins per trial (each ``dt`` seconds).
+    n_targets : int, default=8
+        Number of reach targets.
+    n_baseline, n_perturbation, n_washout : int, default=5, 20, 10
+        Number of blocks (one trial per target each) of every epoch.
+        ``n_trials = n_targets * (n_baseline + n_perturbation + n_washout)``.
+    field_strength : float, default=8.0
+        Curl field gain b, in 1/s (force per unit mass per unit velocity); positive
+        pushes clockwise.
+    learning_rate : float, default=0.01
+        Step size of the single gradient step per trial during the session.
+    init_scale : float, default=0.0
+        Scale of the random recurrent weights before pretraining (in units of
+        ``1 / sqrt(n_units)``); 0 starts from zero weights, as in the rank bounds.
+    input_scale : float, default=0.3
+        Standard deviation of the entries of ``W_in``.
+    output_scale : float, default=4.0
+        Standard deviation of the entries of ``W_out``, times ``sqrt(n_units)``.
+    pretrain_iter : int, default=1500
+        Gradient-descent steps of pretraining.
+    pretrain_learning_rate : float, default=0.1
+        Step size of pretraining.
+    dt : float, default=0.02
+        Bin width in seconds.
+    tau : float, default=0.06
+        Time constant of the units, in seconds (>= dt).
+    arm_tau : float, default=0.04
+        Time constant of the arm's velocity response, in seconds (>= dt).
+    noise : float, default=0.05
+        Standard deviation of the Gaussian observation noise added to the rates, in
+        units of the standard deviation of the noiseless rates.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the random weights and the noise (a local generator). The computation
+        is in float64 on the CPU with one torch thread, so a seed gives the same data
+        on every run.
+
+    Returns
+    -------
+    data : Bunch
+        ``X`` (n_trials, n_timepoints, n_units): observed rates ``tanh(x)`` plus noise;
+        ``X_clean``: the same without noise; ``y`` (n_trials,) target index;
+        ``epoch`` (n_trials,) 'baseline', 'perturbation' or 'washout';
+        ``weights`` (n_trials, n_units, n_units): recurrent weights in force on each
+        trial (before that trial's update); ``error`` (n_trials,): root-mean-square
+        distance between hand and desired path (unit = reach distance);
+        ``lateral_error`` (n_trials,): signed distance of the hand from the straight
+        line to the target, averaged over the trial (positive: counter-clockwise);
+        ``inputs`` (n_trials, n_timepoints, 3); ``input_weights`` (n_units, 3);
+        ``output_weights`` (2, n_units); ``hand_position`` and ``desired_position``
+        (n_trials, n_timepoints, 2); ``target_angle`` (n_targets,); ``time``
+        (n_timepoints,) end of each bin in seconds; ``pretrain_loss_curve``;
+        ``params``: dict of the arguments used; ``tau_bins``: ``tau / dt``, the time
+        constant in bins (the ``tau`` of :class:`~sklearn_ltr.LowTensorRankRNN`).
+
+    See Also
+    --------
+    make_low_tensor_rank_rnn : Planted data with exact low-tensor-rank structure.
+    sklearn_ltr.analysis.tensor_rank_curve : CP rank of ``weights - weights[0]``.
+
+    Examples
+    --------
+    >>> from sklearn_ltr.datasets import make_motor_learning
+    >>> data = make_motor_learning(n_units=10, n_timepoints=10, n_targets=4,
+    ...                            n_baseline=1, n_perturbation=2, n_washout=1,
+    ...                            pretrain_iter=5, random_state=0)
+    >>> data.X.shape, data.weights.shape
+    ((16, 10, 10), (16, 10, 10))
+    >>> data.epoch[[0, 4, 12]].tolist()
+    ['baseline', 'perturbation', 'washout']
+    """
+    for name, value, minimum in [
+            ("n_units", n_units, 1), ("n_timepoints", n_timepoints, 2),
+            ("n_targets", n_targets, 1), ("n_baseline", n_baseline, 0),
+            ("n_perturbation", n_perturbation, 0), ("n_washout", n_washout, 0),
+            ("pretrain_iter", pretrain_iter, 0)]:
+        if isinstance(value, bool) or int(value) != value or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    if n_baseline + n_perturbation + n_washout < 1:
+        raise ValueError("The session is empty: n_baseline + n_perturbation + "
+                         "n_washout must be >= 1.")
+    for name, value in [("dt", dt), ("tau", tau), ("arm_tau", arm_tau)]:
+        if not value > 0:
+            raise ValueError(f"{name} must be positive, got {value!r}.")
+    if dt > tau or dt > arm_tau:
+        raise ValueError(
+            f"dt={dt} must be <= tau={tau} and <= arm_tau={arm_tau}: larger Euler "
+            f"steps are unstable. Lower dt (and raise n_timepoints) or raise the time "
+            f"constants.")
+    for name, value in [("learning_rate", learning_rate), ("init_scale", init_scale),
+                        ("input_scale", input_scale), ("output_scale", output_scale),
+                        ("pretrain_learning_rate", pretrain_learning_rate),
+                        ("noise", noise)]:
+        if not value >= 0:
+            raise ValueError(f"{name} must be non-negative, got {value!r}.")
+    params = dict(
+        n_units=n_units, n_timepoints=n_timepoints, n_targets=n_targets,
+        n_baseline=n_baseline, n_perturbation=n_perturbation, n_washout=n_washout,
+        field_strength=field_strength, learning_rate=learning_rate,
+        init_scale=init_scale, input_scale=input_scale, output_scale=output_scale,
+        pretrain_iter=pretrain_iter, pretrain_learning_rate=pretrain_learning_rate,
+        dt=dt, tau=tau, arm_tau=arm_tau, noise=noise)
+    rng = check_random_state(random_state)
+    N = int(n_units)
+    W_in = input_scale * rng.standard_normal((N, 3))
+    W_out = output_scale * rng.standard_normal((2, N)) / np.sqrt(N)
+    W0 = init_scale * rng.standard_normal((N, N)) / np.sqrt(N)
+    angles, U, path, time = _reach_task(n_targets, n_timepoints, dt)
+    sim = dict(alpha=dt / tau, arm_alpha=dt / arm_tau, dt=dt)
+
+    counts = (n_baseline, n_perturbation, n_washout)
+    epoch = np.repeat(np.array(_EPOCHS), [c * n_targets for c in counts])
+    n_trials = epoch.size
+    y = np.arange(n_trials) % n_targets
+    weights = np.empty((n_trials, N, N))
+    rates = np.empty((n_trials, n_timepoints, N))
+    hand = np.empty((n_trials, n_timepoints, 2))
+    error = np.empty(n_trials)
+    losses = []
+    with torch_threads(1):
+        f64 = torch.float64
+        W_in_t = torch.as_tensor(W_in, dtype=f64)
+        W_out_t = torch.as_tensor(W_out, dtype=f64)
+        U_t, path_t = torch.as_tensor(U, dtype=f64), torch.as_tensor(path, dtype=f64)
+        W = torch.as_tensor(W0, dtype=f64).clone()
+        velocity = torch.zeros_like(W)
+        # Heavy-ball gradient descent, written out: torch.optim costs seconds of
+        # imports on first use, and the update is two lines.
+        for _ in range(int(pretrain_iter)):
+            W.requires_grad_(True)
+            _, pos = _simulate_reaches(W, W_in_t, W_out_t, U_t, field=0.0, **sim)
+            loss = _reach_loss(pos, path_t)
+            (grad,) = torch.autograd.grad(loss, W)
+            # Clipping rescales the gradient, so the step stays in its span (the rank
+            # bounds still apply); it only guards against rare early blow-ups.
+            grad = grad * min(1.0, 1.0 / (float(torch.linalg.norm(grad)) + 1e-12))
+            velocity = 0.9 * velocity + grad
+            W = W.detach() - pretrain_learning_rate * velocity
+            losses.append(float(loss.detach()))
+        for k in range(n_trials):
+            field = field_strength if epoch[k] == "perturbation" else 0.0
+            target = int(y[k])
+            weights[k] = W.numpy()
+            Wk = W.clone().requires_grad_(epoch[k] != "baseline")
+            r, pos = _simulate_reaches(Wk, W_in_t, W_out_t, U_t[target:target + 1],
+                                       field=field, **sim)
+            loss = _reach_loss(pos, path_t[target:target + 1])
+            if epoch[k] != "baseline":
+                (grad,) = torch.autograd.grad(loss, Wk)
+                W = W - learning_rate * grad
+            rates[k] = r[0].detach().numpy()
+            hand[k] = pos[0].detach().numpy()
+            error[k] = np.sqrt(float(loss.detach()))
+    # Signed distance of the hand from the straight line to the target (positive:
+    # counter-clockwise of it), averaged over the trial: the curl field pushes reaches
+    # clockwise, and the after-effect in washout is counter-clockwise.
+    direction = np.stack([np.cos(angles), np.sin(angles)], axis=1)[y]
+    lateral = (direction[:, None, 0] * hand[:, :, 1]
+               - direction[:, None, 1] * hand[:, :, 0]).mean(1)
+    noise_std = noise * float(rates.std())
+    X = rates + noise_std * rng.standard_normal(rates.shape)
+    return Bunch(
+        X=X, X_clean=rates, y=y, epoch=epoch, weights=weights, error=error,
+        lateral_error=lateral,
+        inputs=U[y], input_weights=W_in, output_weights=W_out, hand_position=hand,
+        desired_position=path[y], target_angle=angles, time=time,
+        pretrain_loss_curve=np.array(losses), noise_std=noise_std, tau_bins=tau / dt,
+        params=params)
