@@ -29,36 +29,35 @@ Nothing is written unless ``--json`` is given.
 """
 
 import argparse
-import json
 import math
 import os
-import platform
-import statistics
 import sys
-import time
 
 import torch
 
 from sklearn_ltr import _solver
 from sklearn_ltr._dynamics import simulate_latents
-from sklearn_ltr.datasets import make_low_tensor_rank_rnn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import (  # noqa: E402
+    N_WARMUP,
+    TAU,
+    machine_info,
+    planted_data,
+    save_json,
+    time_ms,
+)
 from naive_dense import naive_loss  # noqa: E402
 
-TAU = 2.0  # LowTensorRankRNN default
 ACTIVITY_PENALTY = 1e-4  # LowTensorRankRNN default
 LENGTH_SCALE = 10.0  # LowTensorRankRNN default trial_length_scale
-N_WARMUP = 3
 
 
 # --------------------------------------------------------------------- problem
 def make_problem(args, dtype):
     """Planted data, the solver's Data, trial basis and initial raw parameters."""
-    bunch = make_low_tensor_rank_rnn(
-        n_trials=args.n_trials, n_timepoints=args.n_timepoints,
-        n_neurons=args.n_neurons, rank=args.rank, n_units=args.n_units,
-        tau=TAU, random_state=0)
+    bunch = planted_data(args.n_trials, args.n_timepoints, args.n_neurons,
+                         args.rank, args.n_units, random_state=0)
     X = bunch.X
     alpha = 1.0 / TAU
     data = _solver.Data.from_numpy(X, None, "cpu", dtype)
@@ -108,21 +107,6 @@ def fresh_params(params):
 
 
 # --------------------------------------------------------------------- timing
-def time_ms(fn, repeats, warmup=N_WARMUP, setup=None):
-    """Median and min wall time of ``fn()`` in ms (``setup()`` runs untimed)."""
-    for _ in range(warmup):
-        arg = setup() if setup is not None else None
-        fn(arg) if setup is not None else fn()
-    times = []
-    for _ in range(repeats):
-        arg = setup() if setup is not None else None
-        t0 = time.perf_counter()
-        fn(arg) if setup is not None else fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return {"median_ms": statistics.median(times), "min_ms": min(times),
-            "repeats": repeats}
-
-
 def make_train_step(loss, params):
     tensors = list(params.values())
     opt = torch.optim.Adam(tensors, lr=1e-3)
@@ -335,8 +319,8 @@ def main(argv=None):
         "config": {"n_trials": K, "n_timepoints": T, "n_neurons": n, "n_units": N,
                    "rank": R, "threads": torch.get_num_threads(), "dtype": "float32",
                    "repeats": args.repeats, "warmup": N_WARMUP,
-                   "torch": torch.__version__, "python": platform.python_version(),
-                   "machine": platform.machine(), "processor": platform.processor()},
+                   "torch": torch.__version__},
+        "machine": machine_info(),
     }
 
     # 0. Same model? float64 (tight) and float32 (what is timed).
@@ -450,8 +434,7 @@ def main(argv=None):
                   f"{r['percent']:6.1f}")
 
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=2)
+        save_json(args.json, results)
     return results
 
 
