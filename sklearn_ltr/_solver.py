@@ -368,8 +368,11 @@ def optimize(
 
     def make_optimizer(lr):
         if solver == "lbfgs":
+            # One quasi-Newton step per iteration; max_eval must be given: its
+            # default (max_iter * 5 / 4 = 1) leaves the line search no evaluation,
+            # so the step is 0 and the fit never moves.
             return torch.optim.LBFGS(
-                tensors, lr=lr, max_iter=1, history_size=20,
+                tensors, lr=lr, max_iter=1, max_eval=25, history_size=20,
                 line_search_fn="strong_wolfe")
         return torch.optim.Adam(tensors, lr=lr)
 

@@ -125,6 +125,17 @@ def test_converges_before_max_iter(small):
     assert est.loss_curve_[-1] < 0.5 * est.loss_curve_[0]
 
 
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_solvers_decrease_the_loss(small, solver):
+    # Regression: L-BFGS with one iteration per step had a line-search budget of one
+    # evaluation, took steps of length 0 and never moved.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = LowTensorRankRNN(rank=2, n_units=16, solver=solver, max_iter=60,
+                               random_state=0).fit(small.X)
+    assert est.loss_curve_[-1] < 0.7 * est.loss_curve_[0]
+
+
 def test_n_init_keeps_the_best(small):
     single = LowTensorRankRNN(rank=2, **FAST).fit(small.X)
     multi = LowTensorRankRNN(rank=2, n_init=3, **FAST).fit(small.X)
