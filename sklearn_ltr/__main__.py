@@ -4,7 +4,10 @@
   (``.npz``, ``.npy`` or ``.mat``), comparing the low-tensor-rank RNN with the
   low-rank RNN, TCA and PCA on the same folds; prints a table and writes
   ``results.json`` and ``rank_selection.png``.
-* ``demo``: the same on the built-in dataset (the README's main-job command).
+* ``demo``: the same on the built-in dataset (the README's main-job command): the
+  activity of a task-trained network learning a curl field
+  (:func:`sklearn_ltr.datasets.make_motor_learning`), with the CP rank of its weight
+  changes printed as the ground truth.
 
 Errors in the input (missing file, missing key, wrong dimensionality, ...) print one
 line on stderr and exit with status 1.
@@ -15,6 +18,7 @@ import importlib.util
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +117,7 @@ def load_recordings(path, *, key=None, y_key="y", axis_order=AXES):
 # --------------------------------------------------------------------------- #
 # the cross-validated comparison
 # --------------------------------------------------------------------------- #
-def _build(names, *, n_units, max_iter, random_state, sigma, zscore):
+def _build(names, *, n_units, tau, max_iter, random_state, sigma, zscore):
     from sklearn.pipeline import make_pipeline
 
     from . import TCA, LowRankRNN, LowTensorRankRNN, TrialPCA
@@ -125,9 +129,9 @@ def _build(names, *, n_units, max_iter, random_state, sigma, zscore):
     if zscore:
         steps.append(StandardScaler3D())
     make = {
-        "ltr": lambda: LowTensorRankRNN(n_units=n_units, max_iter=max_iter,
+        "ltr": lambda: LowTensorRankRNN(n_units=n_units, tau=tau, max_iter=max_iter,
                                         random_state=random_state),
-        "lr": lambda: LowRankRNN(n_units=n_units, max_iter=max_iter,
+        "lr": lambda: LowRankRNN(n_units=n_units, tau=tau, max_iter=max_iter,
                                  random_state=random_state),
         "tca": lambda: TCA(n_init=3, tol=1e-6, random_state=random_state),
         "pca": lambda: TrialPCA(random_state=random_state),
@@ -151,7 +155,8 @@ def run_selection(X, y, args, title, *, extra=None):
     ranks = sorted(set(args.ranks))
     if ranks[0] < 1:
         raise InputError(f"--ranks must be positive integers, got {args.ranks}.")
-    estimators = _build(args.estimators, n_units=args.n_units, max_iter=args.max_iter,
+    estimators = _build(args.estimators, n_units=args.n_units, tau=args.tau,
+                        max_iter=args.max_iter,
                         random_state=args.random_state, sigma=args.smooth,
                         zscore=args.zscore)
     if y is None:
@@ -170,9 +175,14 @@ def run_selection(X, y, args, title, *, extra=None):
           f"{args.cv}-fold CV over trials (co-smoothing score), "
           f"n_jobs={args.n_jobs} ...", flush=True)
     t0 = time.perf_counter()
-    records = compare_estimators(estimators, X, y, ranks=ranks, cv=cv,
-                                 n_jobs=args.n_jobs, verbose=args.verbose,
-                                 as_frame=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        records = compare_estimators(estimators, X, y, ranks=ranks, cv=cv,
+                                     n_jobs=args.n_jobs, verbose=args.verbose,
+                                     as_frame=False)
+    # compare_estimators reports each distinct warning of the fits once.
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
     elapsed = time.perf_counter() - t0
     summary = rank_selection_summary(records)
     print()
@@ -232,16 +242,34 @@ def select_rank(args):
     return 0
 
 
-def demo(args):
-    from .datasets import make_low_tensor_rank_rnn
+# A smaller session for a quick look (and the tests): 40 units, 30 bins, 112 trials.
+QUICK_SESSION = {"n_units": 40, "n_timepoints": 30, "n_baseline": 2,
+                 "n_perturbation": 8, "n_washout": 4}
 
-    data = make_low_tensor_rank_rnn(
-        n_trials=80, n_timepoints=25, n_neurons=30, rank=3, noise=0.2,
-        random_state=args.random_state)
-    print("Built-in dataset: planted low-tensor-rank RNN, planted rank 3, trial "
-          "factors that change like learning curves.")
-    run_selection(data.X, None, args, "Planted rank-3 low-tensor-rank RNN",
-                  extra={"dataset": "make_low_tensor_rank_rnn", "planted_rank": 3})
+
+def demo(args):
+    from .analysis import tensor_rank_curve
+    from .datasets import make_motor_learning
+
+    print("Built-in dataset: a recurrent network trained on centre-out reaching, "
+          "recorded while it adapts to a curl force field and back (baseline, "
+          "perturbation, washout; one gradient step per trial) ...", flush=True)
+    data = make_motor_learning(**(QUICK_SESSION if args.quick else {}),
+                               random_state=args.random_state)
+    ranks = sorted(set(args.ranks))
+    # The ground truth the cross-validated rank is compared with: how many CP
+    # components the network's weight changes over the session need.
+    curve = tensor_rank_curve(data.weights - data.weights[0], ranks, n_init=2,
+                              random_state=args.random_state)
+    print("Ground truth, CP variance explained of its weight changes W - W[0]: "
+          + ", ".join(f"rank {r}: {v:.3f}" for r, v in
+                      zip(curve.ranks, curve.variance_explained)))
+    args.tau = data.tau_bins
+    run_selection(
+        data.X, data.y, args, "Task-trained RNN adapting to a curl field",
+        extra={"dataset": "make_motor_learning",
+               "weight_change_cp_variance_explained": dict(zip(
+                   curve.ranks.tolist(), curve.variance_explained.tolist()))})
     return 0
 
 
@@ -285,14 +313,20 @@ def main(argv=None):
     p.add_argument("--zscore", action="store_true",
                    help="z-score each neuron (fitted on the training folds)")
     p.add_argument("--out", default="sklearn_ltr_results", help="output folder")
+    p.add_argument("--tau", type=float, default=2.0,
+                   help="time constant of the fitted RNNs' units, in time bins "
+                   "(default: %(default)s)")
     _common_options(p, estimators=["ltr", "lr", "tca", "pca"], n_units=100)
     p.set_defaults(func=select_rank)
 
     p = sub.add_parser("demo", help="cross-validated rank selection on the built-in "
                        "dataset: prints a table and writes a figure")
     p.add_argument("--out", default="sklearn_ltr_demo", help="output folder")
-    _common_options(p, estimators=["ltr", "lr"], n_units=40)
-    p.set_defaults(func=demo, smooth=0.0, zscore=False)
+    p.add_argument("--quick", action="store_true",
+                   help="a smaller session (40 units, 112 trials) for a quick look")
+    _common_options(p, estimators=["ltr", "lr"], n_units=50)
+    # The RNNs take the time constant of the simulated network.
+    p.set_defaults(func=demo, smooth=0.0, zscore=False, tau=None)
 
     args = parser.parse_args(argv)
     try:

@@ -495,20 +495,31 @@ def _index(a, idx):
 
 
 def _fit_and_score(est, X, y, train, test, error_score, label):
+    """Fit on the training trials and score the test trials; warnings are returned.
+
+    Warnings raised in a worker process would be printed there, once per fit; they
+    are recorded instead and handed back, so the caller sees them in its own
+    process, each distinct message once (and can filter or summarise them).
+    """
     t0 = time.perf_counter()
-    try:
-        est.fit(X[train], _index(y, train))
-        fit_time = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        score = float(est.score(X[test], _index(y, test)))
-        score_time = time.perf_counter() - t1
-    except Exception as exc:
-        if isinstance(error_score, str) and error_score == "raise":
-            raise
-        warnings.warn(f"Fitting {label} failed; its score is set to {error_score}. "
-                      f"{type(exc).__name__}: {exc}", FitFailedWarning)
-        return float(error_score), time.perf_counter() - t0, 0.0
-    return score, fit_time, score_time
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            est.fit(X[train], _index(y, train))
+            fit_time = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            score = float(est.score(X[test], _index(y, test)))
+            score_time = time.perf_counter() - t1
+        except Exception as exc:
+            if isinstance(error_score, str) and error_score == "raise":
+                raise
+            warnings.warn(f"Fitting {label} failed; its score is set to "
+                          f"{error_score}. {type(exc).__name__}: {exc}",
+                          FitFailedWarning)
+            score, fit_time, score_time = (float(error_score),
+                                           time.perf_counter() - t0, 0.0)
+    raised = [(w.category, str(w.message)) for w in caught]
+    return score, fit_time, score_time, raised
 
 
 def compare_estimators(estimators, X, y=None, *, ranks=None, param="rank", cv=5,
@@ -605,13 +616,17 @@ def compare_estimators(estimators, X, y=None, *, ranks=None, param="rank", cv=5,
                                 f"{name} with {param}={rank} on fold {fold}")
         for name, rank, fold, cand, train, test in tasks)
     score_names = {name: _score_name(est) for name, est in named}
-    records = []
-    for (name, rank, fold, _, train, test), (score, fit_t, score_t) in zip(tasks,
-                                                                           outputs):
+    records, raised = [], OrderedDict()
+    for (name, rank, fold, _, train, test), (score, fit_t, score_t, caught) in zip(
+            tasks, outputs):
         records.append({"estimator": name, "rank": rank, "fold": fold,
                         "score": score, "fit_time": fit_t, "score_time": score_t,
                         "n_train": len(train), "n_test": len(test),
                         "score_name": score_names[name]})
+        for category, message in caught:
+            raised.setdefault((category, message), None)
+    for category, message in raised:
+        warnings.warn(message, category, stacklevel=2)
     return _to_frame(records, as_frame)
 
 

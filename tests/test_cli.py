@@ -23,16 +23,20 @@ def recordings():
 
 def test_demo_prints_table_and_writes_figure(tmp_path, capsys):
     out = tmp_path / "demo"
-    code = main(["demo", "--ranks", "1", "3", "--cv", "2", "--n-jobs", "1",
-                 "--verbose", "0", "--out", str(out)])
+    code = main(["demo", "--quick", "--ranks", "1", "3", "--cv", "2", "--n-jobs", "1",
+                 "--max-iter", "150", "--verbose", "0", "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
+    assert "curl force field" in printed and "CP variance explained" in printed
     assert "LowTensorRankRNN" in printed and "one-standard-error rank" in printed
     assert (out / "rank_selection.png").stat().st_size > 1000
     results = json.loads((out / "results.json").read_text())
+    assert results["dataset"] == "make_motor_learning"
     assert results["best_rank"]["LowTensorRankRNN"] == 3
     table = {(r["estimator"], r["rank"]): r["mean"] for r in results["table"]}
     assert table["LowTensorRankRNN", 3] > table["LowTensorRankRNN", 1]
+    curve = results["weight_change_cp_variance_explained"]
+    assert curve["3"] > curve["1"]
 
 
 def test_select_rank_npz_all_estimators(tmp_path, capsys, recordings):

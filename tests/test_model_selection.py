@@ -418,3 +418,18 @@ def test_trial_factors_errors(cp_data):
     tf = TrialFactors(TrialPCA(rank=1)).fit(X)
     with pytest.raises(ValueError, match="X has 5 neurons"):
         tf.transform(X[:, :, :5])
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_compare_estimators_hands_back_each_distinct_warning_once(cp_data, n_jobs):
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, _ = cp_data
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compare_estimators([TCA(rank=2, max_iter=1, init="random", random_state=0)], X,
+                           cv=3, n_jobs=n_jobs)
+    convergence = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    # Three fits warned with the same message, in this process or in workers.
+    assert len(convergence) == 1
+    assert "reached max_iter=1" in str(convergence[0].message)
