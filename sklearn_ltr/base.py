@@ -136,6 +136,20 @@ class MissingDataWarning(UserWarning):
 
     Such a trial's (or neuron's) parameters are fitted from few entries and are
     poorly determined; the fit still ignores every missing entry.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> from sklearn_ltr import TrialPCA
+    >>> from sklearn_ltr.base import MissingDataWarning
+    >>> X = np.random.RandomState(0).standard_normal((6, 10, 4))
+    >>> X[0, :8] = np.nan  # trial 0 is 80% missing
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _ = TrialPCA(rank=1).fit(X)
+    >>> any(issubclass(w.category, MissingDataWarning) for w in caught)
+    True
     """
 
 
@@ -431,6 +445,13 @@ def cosmoothing_folds(n_neurons, n_folds):
     -------
     fold : ndarray of shape (n_neurons,)
         Fold index of each neuron, in ``range(min(n_folds, n_neurons))``.
+
+    Examples
+    --------
+    >>> from sklearn_ltr.base import cosmoothing_folds
+    >>> fold = cosmoothing_folds(12, 5)
+    >>> sorted(set(fold.tolist())), int((fold == 0).sum())
+    ([0, 1, 2, 3, 4], 3)
     """
     n_folds = min(n_folds, n_neurons)
     perm = np.random.RandomState(0).permutation(n_neurons)
@@ -551,6 +572,14 @@ class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimat
     ``(n_trials, n_timepoints, rank)`` and ``(n_trials, n_timepoints, n_neurons)``.
     ``transform``, ``predict`` and the co-smoothing ``score`` are built on it here,
     once for all estimators.
+
+    Examples
+    --------
+    >>> from sklearn_ltr import TCA, LowRankRNN, LowTensorRankRNN, TrialPCA
+    >>> from sklearn_ltr.base import BaseLatentModel
+    >>> all(issubclass(Est, BaseLatentModel)
+    ...     for Est in (LowTensorRankRNN, LowRankRNN, TCA, TrialPCA))
+    True
     """
 
     # Which score `score` reports; Poisson models set "bits_per_spike".
