@@ -34,7 +34,55 @@ class _Base3DTransformer(SaveMixin, TrialsInputMixin, OneToOneFeatureMixin,
 # --------------------------------------------------------------------------- #
 # scalers
 # --------------------------------------------------------------------------- #
-class StandardScaler3D(_Base3DTransformer):
+class _PerNeuronAffine(_Base3DTransformer):
+    """Shared ``transform`` of the scalers: ``(X - mean_) / scale_`` per neuron.
+
+    Subclasses fit ``mean_`` and ``scale_`` (each an array of shape (n_neurons,), or
+    None to skip that step).
+    """
+
+    def transform(self, X):
+        """Centre and scale each neuron with the fitted statistics.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trials, n_timepoints, n_neurons)
+            Trials to transform; NaN stays NaN.
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_trials, n_timepoints, n_neurons)
+            Transformed trials.
+        """
+        X = self._check_X_new(X)
+        if self.mean_ is not None:
+            X = X - self.mean_
+        if self.scale_ is not None:
+            X = X / self.scale_
+        return X
+
+    def inverse_transform(self, X):
+        """Undo :meth:`transform`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trials, n_timepoints, n_neurons)
+            Transformed trials.
+
+        Returns
+        -------
+        X_original : ndarray of shape (n_trials, n_timepoints, n_neurons)
+            Trials in the original units.
+        """
+        X = self._check_X_new(X)
+        if self.scale_ is not None:
+            X = X * self.scale_
+        if self.mean_ is not None:
+            X = X + self.mean_
+        return X
+
+
+class StandardScaler3D(_PerNeuronAffine):
     """Z-score each neuron over trials and time.
 
     Means and standard deviations are computed per neuron over all trials and time
@@ -103,48 +151,8 @@ class StandardScaler3D(_Base3DTransformer):
             self.scale_ = None
         return self
 
-    def transform(self, X):
-        """Standardise X.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_trials, n_timepoints, n_neurons)
-            Trials to standardise; NaN stays NaN.
-
-        Returns
-        -------
-        X_new : ndarray of shape (n_trials, n_timepoints, n_neurons)
-            Standardised trials.
-        """
-        X = self._check_X_new(X)
-        if self.mean_ is not None:
-            X = X - self.mean_
-        if self.scale_ is not None:
-            X = X / self.scale_
-        return X
-
-    def inverse_transform(self, X):
-        """Undo :meth:`transform`.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_trials, n_timepoints, n_neurons)
-            Standardised trials.
-
-        Returns
-        -------
-        X_original : ndarray of shape (n_trials, n_timepoints, n_neurons)
-            Trials in the original units.
-        """
-        X = self._check_X_new(X)
-        if self.scale_ is not None:
-            X = X * self.scale_
-        if self.mean_ is not None:
-            X = X + self.mean_
-        return X
-
-
-class SoftNormalizer(_Base3DTransformer):
+class SoftNormalizer(_PerNeuronAffine):
     """Divide each neuron by its range plus a soft offset ("soft normalization").
 
     ``X_new = (X - mean) / (max - min + soft)`` per neuron, with the range (max - min)
@@ -234,42 +242,6 @@ class SoftNormalizer(_Base3DTransformer):
         self.scale_ = np.where(scale > 0, scale, 1.0)
         self.mean_ = np.nanmean(X, axis=(0, 1)) if self.with_mean else None
         return self
-
-    def transform(self, X):
-        """Soft-normalise X.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_trials, n_timepoints, n_neurons)
-            Trials to normalise; NaN stays NaN.
-
-        Returns
-        -------
-        X_new : ndarray of shape (n_trials, n_timepoints, n_neurons)
-            Normalised trials.
-        """
-        X = self._check_X_new(X)
-        if self.mean_ is not None:
-            X = X - self.mean_
-        return X / self.scale_
-
-    def inverse_transform(self, X):
-        """Undo :meth:`transform`.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_trials, n_timepoints, n_neurons)
-            Normalised trials.
-
-        Returns
-        -------
-        X_original : ndarray of shape (n_trials, n_timepoints, n_neurons)
-            Trials in the original units.
-        """
-        X = self._check_X_new(X) * self.scale_
-        if self.mean_ is not None:
-            X = X + self.mean_
-        return X
 
 
 # --------------------------------------------------------------------------- #
