@@ -5,8 +5,11 @@ Measures, on one torch thread by default and in float32:
 1. our training iteration: forward with the same parametrisation as
    ``LowTensorRankRNN._fit_torch``'s loss (``C = mu + Phi Wc`` on
    ``_solver.trial_basis(K, 10.0)``, ``B = sqrt(N) Bs``, ``D = Ds / sqrt(N)``,
-   ``_solver.evaluate_loss`` (latent recurrence + fused readout and MSE) plus
-   ``_solver.activity_loss``), backward, and one Adam step;
+   ``_solver.evaluate_loss`` (latent recurrence, readout and MSE fused step by step,
+   ``_dynamics.LatentSquaredError``) plus
+   ``_solver.activity_loss``), backward, and one Adam step (the default solver);
+   and one iteration of ``solver='lbfgs'`` (``_solver.optimize``: line search,
+   history of 100 steps), with its number of loss evaluations;
 2. the naive dense comparator of ``benchmarks/naive_dense.py`` (builds the
    (K, N, N) weight tensor and iterates the N-dimensional unit states with
    ``torch.bmm``) on the same data and parameters;
@@ -14,8 +17,9 @@ Measures, on one torch thread by default and in float32:
 4. an arithmetic floor: FLOPs of the readout and of the latent recurrence divided by
    the measured single-thread matmul speed;
 
-plus the forward-only time of our model and a breakdown of our iteration (latent
-recurrence forward / backward, readout + loss forward / backward, Adam step). It
+plus the forward-only time of our model and a breakdown of our iteration (fused
+forward / backward, Adam step), against the same loss unfused (the recurrence storing
+the (T, K, N) unit rates for a separate readout + MSE, the previous implementation). It
 first checks that both implementations compute the same loss, readout and gradients
 on the same parameters.
 
@@ -31,12 +35,14 @@ Nothing is written unless ``--json`` is given.
 import argparse
 import math
 import os
+import statistics
 import sys
+import time
 
 import torch
 
 from sklearn_ltr import _solver
-from sklearn_ltr._dynamics import simulate_latents
+from sklearn_ltr._dynamics import latent_squared_error, simulate_latents
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (  # noqa: E402
@@ -121,6 +127,27 @@ def make_train_step(loss, params):
     return step, opt
 
 
+def lbfgs_iteration(loss, params, repeats, history_size=100):
+    """Time per iteration of ``solver='lbfgs'`` once its history is full.
+
+    ``_solver.optimize`` as the estimators call it (line search, reuse of the last
+    evaluation, snapshot of the best point); the times between successive
+    iterations after the first ``history_size`` are summarised, with the loss
+    evaluations they took.
+    """
+    stamps = []
+    result = _solver.optimize(
+        loss, fresh_params(params), solver="lbfgs", learning_rate=1.0,
+        max_iter=history_size + repeats + 1, tol=0.0, n_iter_no_change=10 ** 9,
+        history_size=history_size,
+        callback=lambda i, v: stamps.append(time.perf_counter()))
+    full = stamps[history_size:]
+    times = [1e3 * (b - a) for a, b in zip(full, full[1:])]
+    return {"median_ms": statistics.median(times), "min_ms": min(times),
+            "repeats": len(times), "n_iter": result.n_iter, "n_evals": result.n_evals,
+            "evals_per_iter": result.n_evals / result.n_iter}
+
+
 def matmul_gflops(repeats, dtype):
     """Single-call speed of the readout-shaped matmul (12500 x 200) @ (200 x 100)."""
     g = torch.Generator().manual_seed(1)
@@ -196,7 +223,7 @@ def breakdown(data, basis, params, alpha, args):
 
     res["param_prep_fwd"] = time_ms(prep, reps)
 
-    # Leaves at the points where the recurrence and the readout meet.
+    # Leaves at the inputs of the recurrence and the readout.
     with torch.no_grad():
         gain0, B0, D0 = prep()
     A = params["A"].detach().clone().requires_grad_(True)
@@ -206,42 +233,27 @@ def breakdown(data, basis, params, alpha, args):
     D = D0.clone().requires_grad_(True)
     d = params["d"].detach().clone().requires_grad_(True)
 
-    def rec_fwd():
-        return simulate_latents(Z0, A, B, gain, None, 1.0 - alpha, T)
-
-    res["recurrence_fwd"] = time_ms(rec_fwd, reps)
     g = torch.Generator().manual_seed(2)
-    g_kappa = 1e-3 * torch.randn(T, K, R, generator=g, dtype=A.dtype)
-    g_H = 1e-3 * torch.randn(T, K, N, generator=g, dtype=A.dtype)
-    res["recurrence_bwd"] = time_ms(
-        lambda out: torch.autograd.backward(out, (g_kappa, g_H)), reps,
-        setup=rec_fwd)
+    w_kappa = 1e-3 * torch.randn(T, K, R, generator=g, dtype=A.dtype)
 
-    with torch.no_grad():
-        kappa0, H0 = rec_fwd()
-    H = H0.clone().requires_grad_(True)
-    kappa = kappa0.clone().requires_grad_(True)
+    def fused_fwd():
+        # What the fit runs: recurrence, readout and squared error in one pass.
+        value, kappa = latent_squared_error(
+            Z0, A, B, gain, None, D, d, data.X, data.mask, 1.0 - alpha, T, data.n_obs)
+        return value + (kappa * w_kappa).sum()
 
-    def head_fwd():
+    res["fused_fwd"] = time_ms(fused_fwd, reps)
+    res["fused_bwd"] = time_ms(lambda v: v.backward(), reps, setup=fused_fwd)
+
+    # The same loss unfused: the recurrence stores the (T, K, N) unit rates and the
+    # readout + squared error reads them (the previous implementation).
+    def unfused_fwd():
+        kappa, H = simulate_latents(Z0, A, B, gain, None, 1.0 - alpha, T)
         value = _solver.readout_loss(H, D, d, data, "mse")
-        return value + ACTIVITY_PENALTY * _solver.activity_loss(kappa, A)
+        return value + (kappa * w_kappa).sum()
 
-    res["readout_loss_fwd"] = time_ms(head_fwd, reps)
-    res["readout_loss_bwd"] = time_ms(lambda v: v.backward(), reps, setup=head_fwd)
-
-    # Finer split of the readout + loss.
-    Hf = H0.reshape(T * K, N)
-    out = torch.empty(T * K, n, dtype=A.dtype)
-    res["readout_matmul_only"] = time_ms(
-        lambda: torch.addmm(d.detach(), Hf, D0.t(), out=out), reps)
-    Xf = data.X.reshape(T * K, n)
-
-    def residual_and_square_sum():
-        # The non-GEMM work of the fused readout + MSE forward.
-        r = torch.sub(d.detach(), Xf)
-        return (r * r).sum() / data.n_obs
-
-    res["mse_elementwise_fwd"] = time_ms(residual_and_square_sum, reps)
+    res["unfused_fwd"] = time_ms(unfused_fwd, reps)
+    res["unfused_bwd"] = time_ms(lambda v: v.backward(), reps, setup=unfused_fwd)
 
     # Adam step alone (grads present, as after backward).
     q = fresh_params(params)
@@ -250,6 +262,9 @@ def breakdown(data, basis, params, alpha, args):
         v.grad = 1e-3 * torch.randn(v.shape, generator=g, dtype=v.dtype)
     res["adam_step"] = time_ms(opt.step, reps)
     res["zero_grad"] = time_ms(lambda: opt.zero_grad(set_to_none=True), reps)
+    res["fused_over_unfused"] = (
+        (res["fused_fwd"]["median_ms"] + res["fused_bwd"]["median_ms"])
+        / (res["unfused_fwd"]["median_ms"] + res["unfused_bwd"]["median_ms"]))
     return res
 
 
@@ -337,6 +352,7 @@ def main(argv=None):
     p_ours = fresh_params(params)
     step, _ = make_train_step(our, p_ours)
     results["ours_iteration"] = time_ms(step, args.repeats)
+    results["ours_lbfgs_iteration"] = lbfgs_iteration(our, params, args.repeats)
     p_fwd = fresh_params(params)
     results["ours_forward_grad"] = time_ms(lambda: our(p_fwd), args.repeats)
     with torch.no_grad():
@@ -383,23 +399,24 @@ def main(argv=None):
           f"{os.cpu_count()} CPUs")
     print("-" * 78)
     _row("ours: iteration (fwd + bwd + Adam)", results["ours_iteration"])
+    lb = results["ours_lbfgs_iteration"]
+    _row("ours: L-BFGS iteration (solver='lbfgs')", lb,
+         extra=f"  ({lb['evals_per_iter']:.2f} loss evaluations per iteration)")
     _row("ours: forward only (grad enabled)", results["ours_forward_grad"])
     _row("ours: forward only (no_grad)", results["ours_forward_nograd"])
     b = results["breakdown"]
-    _row("  recurrence forward", b["recurrence_fwd"])
-    _row("  recurrence backward", b["recurrence_bwd"])
-    _row("  readout + loss forward", b["readout_loss_fwd"])
-    _row("    of which readout addmm", b["readout_matmul_only"])
-    _row("    of which residual + square sum", b["mse_elementwise_fwd"])
-    _row("  readout + loss backward", b["readout_loss_bwd"])
+    _row("  recurrence + readout + MSE forward", b["fused_fwd"])
+    _row("  recurrence + readout + MSE backward", b["fused_bwd"])
     _row("  param prep forward (C, B, D)", b["param_prep_fwd"])
     _row("  Adam step", b["adam_step"])
     _row("  zero_grad", b["zero_grad"])
     parts = sum(b[k]["median_ms"] for k in (
-        "recurrence_fwd", "recurrence_bwd", "readout_loss_fwd", "readout_loss_bwd",
-        "param_prep_fwd", "adam_step", "zero_grad"))
+        "fused_fwd", "fused_bwd", "param_prep_fwd", "adam_step", "zero_grad"))
     _row("  sum of parts / unaccounted glue", f"{parts:.2f} / "
          f"{results['ours_iteration']['median_ms'] - parts:.2f}")
+    _row("  unfused (rates stored) forward", b["unfused_fwd"])
+    _row("  unfused (rates stored) backward", b["unfused_bwd"])
+    _row("  fused / unfused, fwd + bwd", f"{b['fused_over_unfused']:.2f}x")
     if "naive_iteration" in results:
         _row("naive dense: iteration (fwd + bwd + Adam)", results["naive_iteration"])
         _row("ratio naive / ours", f"{results['ratio_naive_over_ours']:.1f}x")

@@ -34,6 +34,25 @@ __all__ = [
 ]
 
 
+def _through_latents(dpre, kappa_t, At, g_At, dkT, decay, g_kappa_t):
+    """One step of backpropagation through ``x(t) = A kappa(t)``.
+
+    ``dpre`` is dL/d(A kappa(t)), (K, N); ``dkT`` is dL/dkappa(t + 1)^T, (R, K), or
+    None at the last step. Adds dpre^T kappa(t) to ``g_At`` (when not None) and
+    returns dL/dkappa(t)^T = decay dkT + A^T dpre^T (+ the direct gradient
+    ``g_kappa_t``).
+    """
+    if g_At is not None:
+        g_At.addmm_(kappa_t.t(), dpre)
+    if dkT is None:
+        dkT = torch.mm(At, dpre.t())
+    else:
+        dkT = torch.addmm(dkT, At, dpre.t(), beta=decay)
+    if g_kappa_t is not None:
+        dkT += g_kappa_t.t()
+    return dkT
+
+
 class LatentRecurrence(torch.autograd.Function):
     """Latent low-rank recurrence with a hand-written backward pass.
 
@@ -144,14 +163,8 @@ class LatentRecurrence(torch.autograd.Function):
                     torch.addmm(gHs[t], dgs[t], Bt, out=dpre)
             torch.addcmul(one, Hs[t], Hs[t], value=-1.0, out=slope)
             dpre.mul_(slope)
-            if g_At is not None:
-                g_At.addmm_(kap[t].t(), dpre)
-            if dkT is None:
-                dkT = torch.mm(At, dpre.t())
-            else:
-                dkT = torch.addmm(dkT, At, dpre.t(), beta=decay)
-            if gks is not None:
-                dkT += gks[t].t()
+            dkT = _through_latents(dpre, kap[t], At, g_At, dkT, decay,
+                                   None if gks is None else gks[t])
         g_kappa0 = dkT.t().contiguous()
         g_A = g_B = g_gain = g_drive = None
         if g_At is not None:
@@ -267,3 +280,141 @@ class ReadoutSquaredError(torch.autograd.Function):
 def readout_squared_error(H, D, d, X, mask, n_obs):
     """Fused readout and squared error; see :class:`ReadoutSquaredError`."""
     return ReadoutSquaredError.apply(H, D, d, X, mask, n_obs)
+
+
+class LatentSquaredError(torch.autograd.Function):
+    """Latent recurrence, readout and squared error fused step by step.
+
+    forward(kappa0, A, B, gain, drive, D, d, X, mask, decay, n_timepoints, n_obs)
+    -> (loss, kappa), with ``kappa`` as returned by :class:`LatentRecurrence` and
+    ``loss = |m * (tanh(A kappa) D^T + d - X)|^2 / n_obs`` (as
+    :class:`ReadoutSquaredError` applied to its rates).
+
+    The unit rates ``H`` (T, K, N) -- the largest array of the model, N times the
+    latent trajectories -- are never stored: each step's rates are formed in one
+    (K, N) buffer, used for the recurrence and the readout of that step, and formed
+    again from ``kappa(t)`` in the backward pass (one thin product and a tanh per step).
+    All (K, N) work then stays in cache, and memory grows with ``n_units`` only
+    through the parameters.
+
+    Each step reads its (K, N) rates once per product: the readout and the
+    recurrence's input share one product with ``[D^T, B]`` (N, n + R), whose result
+    lands in a residual buffer of width n + R -- the residual in its first n columns,
+    ``tanh(A kappa) B`` in the last R. The backward pass reuses those R columns for
+    ``dL/dkappa(t + 1) * gain``, so the readout's and the recurrence's gradients
+    are again one product each::
+
+        dL/dH(t) = [2/n_obs Res(t), dL/dkappa(t+1) gain] [D; B^T]
+        [dL/dD^T, dL/dB] += H(t)^T [2/n_obs Res(t), dL/dkappa(t+1) gain]
+
+    and the rest is backpropagation through time as in :class:`LatentRecurrence`.
+    """
+
+    @staticmethod
+    def forward(ctx, kappa0, A, B, gain, drive, D, d, X, mask, decay, n_timepoints,
+                n_obs):
+        T = n_timepoints if drive is None else drive.shape[0] + 1
+        K, R = kappa0.shape
+        N = A.shape[0]
+        n = D.shape[0]
+        kappa = kappa0.new_empty((T, K, R))
+        h = kappa0.new_empty((K, N))
+        At = A.t().contiguous()
+        W = torch.cat([D.t(), B], 1)  # (N, n + R)
+        # ext = [d - X, 0]; each step adds H(t) [D^T, B] to it.
+        ext = kappa0.new_zeros((T, K, n + R))
+        torch.sub(d, X, out=ext[..., :n])
+        kap, es = kappa.unbind(0), ext.unbind(0)
+        drv = None if drive is None else drive.unbind(0)
+        kap[0].copy_(kappa0)
+        for t in range(T):
+            torch.mm(kap[t], At, out=h)
+            h.tanh_()
+            es[t].addmm_(h, W)
+            if t == T - 1:
+                break
+            if drv is None:
+                torch.mul(kap[t], decay, out=kap[t + 1])
+            else:
+                torch.add(drv[t], kap[t], alpha=decay, out=kap[t + 1])
+            kap[t + 1].addcmul_(gain, es[t][:, n:])
+        res = ext[..., :n]
+        HB = ext[:-1, :, n:].clone()  # (T - 1, K, R), for dL/dgain
+        if mask is not None:
+            res.mul_(mask)
+        # A plain sum of squares (see ReadoutSquaredError).
+        loss = (res * res).sum() / n_obs
+        ctx.save_for_backward(A, B, gain, D, kappa, HB)
+        # Not saved through save_for_backward: the backward pass writes its scratch
+        # columns, which autograd's version check would reject. No caller sees it.
+        ctx.ext = ext
+        ctx.decay = decay
+        ctx.has_drive = drive is not None
+        ctx.n_obs = n_obs
+        return loss, kappa
+
+    @staticmethod
+    def backward(ctx, g_loss, g_kappa):
+        # As LatentRecurrence.backward, with the rates of step t formed again from
+        # kappa(t); ``dkT`` is dL/dkappa(t + 1)^T, (R, K).
+        A, B, gain, D, kappa, HB = ctx.saved_tensors
+        ext = ctx.ext
+        decay = ctx.decay
+        T, K, R = kappa.shape
+        N = A.shape[0]
+        n = D.shape[0]
+        needs = ctx.needs_input_grad
+        scale = g_loss * (2.0 / ctx.n_obs)
+        At = A.t().contiguous()
+        V = torch.cat([D * scale, B.t()], 0)  # (n + R, N)
+        d_next = kappa.new_empty((max(T - 1, 0), K, R))
+        h = kappa.new_empty((K, N))
+        dpre = kappa.new_empty((K, N))
+        g_At = A.new_zeros((R, N)) if needs[1] else None
+        g_W = D.new_zeros((N, n + R)) if needs[5] or needs[2] else None
+        kap, es, dns = kappa.unbind(0), ext.unbind(0), d_next.unbind(0)
+        gks = None if g_kappa is None else g_kappa.unbind(0)
+        tanh_backward = torch.ops.aten.tanh_backward.grad_input
+        dkT = None
+        for t in range(T - 1, -1, -1):
+            torch.mm(kap[t], At, out=h)
+            h.tanh_()
+            if t == T - 1:
+                # No later step: only the readout's gradient reaches the rates.
+                G, Vt = es[t][:, :n], V[:n]
+                gW = None if g_W is None else g_W[:, :n]
+            else:
+                dns[t].copy_(dkT.t())
+                torch.mul(dns[t], gain, out=es[t][:, n:])
+                G, Vt, gW = es[t], V, g_W
+            if gW is not None:
+                gW.addmm_(h.t(), G)
+            torch.mm(G, Vt, out=dpre)
+            tanh_backward(dpre, h, grad_input=dpre)
+            dkT = _through_latents(dpre, kap[t], At, g_At, dkT, decay,
+                                   None if gks is None else gks[t])
+        g_kappa0 = dkT.t().contiguous()
+        g_A = None if g_At is None else g_At.t()
+        g_B = g_gain = g_drive = g_D = g_d = None
+        if needs[2]:
+            g_B = g_W[:, n:].clone()
+        if needs[3]:
+            g_gain = (torch.zeros_like(gain) if T == 1 else (d_next * HB).sum(0))
+        if needs[4] and ctx.has_drive:
+            g_drive = d_next
+        if needs[5]:
+            g_D = g_W[:, :n].t().mul(scale)
+        if needs[6]:
+            g_d = ext[..., :n].sum((0, 1)).mul_(scale)
+        return (g_kappa0, g_A, g_B, g_gain, g_drive, g_D, g_d,
+                None, None, None, None, None)
+
+
+def latent_squared_error(kappa0, A, B, gain, drive, D, d, X, mask, decay,
+                         n_timepoints, n_obs):
+    """Fused recurrence, readout and squared error; see :class:`LatentSquaredError`.
+
+    Returns ``(loss, kappa)``.
+    """
+    return LatentSquaredError.apply(kappa0, A, B, gain, drive, D, d, X, mask, decay,
+                                    n_timepoints, n_obs)

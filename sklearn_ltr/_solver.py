@@ -24,7 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._dynamics import readout, readout_squared_error, simulate_latents
+from ._dynamics import (
+    latent_squared_error, readout, readout_squared_error, simulate_latents,
+)
 
 __all__ = [
     "Data",
@@ -170,38 +172,45 @@ def initialize(
         kappa = (scores / scale).reshape(T, K, R)
     else:
         kappa = 0.5 * torch.randn(T, K, R, generator=generator, dtype=dt).to(device)
-    H = torch.tanh(kappa @ A.t())  # (T, K, N)
-    Hf = H.reshape(T * K, N)
-    gram = Hf.t() @ Hf
-    eye = torch.eye(N, dtype=dt, device=device)
-    lam = ridge * torch.trace(gram) / N + 1e-8
-    # Readout by ridge regression of X on the unit rates.
-    D = torch.linalg.solve(gram + lam * eye, Hf.t() @ Xc).t()  # (n, N)
-    if orthonormal_readout:
-        Ds = D.t()  # raw parameter; the readout is its orthonormalised transpose
-    else:
-        Ds = D * math.sqrt(N)
-
-    # One-step latent increments: kappa(t+1) - decay kappa(t) = gain B^T h(t) + v(t).
+    # The regressions need only Gram matrices of the unit rates tanh(A kappa), summed
+    # one time step at a time: the (T, K, N) rates are never formed.
+    has_in = data.inputs is not None
+    m_in = data.inputs.shape[-1] if has_in else 0
+    Xc = Xc.reshape(T, K, n)
+    gram = torch.zeros(N, N, dtype=dt, device=device)  # sum_t H(t)^T H(t)
+    HX = torch.zeros(N, n, dtype=dt, device=device)  # sum_t H(t)^T Xc(t)
+    # Features of the one-step regression: [H(t), u(t)], t < T - 1. Their Gram
+    # matrix's H-block is ``gram`` before the last step is added.
+    FF = torch.zeros(N + m_in, N + m_in, dtype=dt, device=device)
+    FY = torch.zeros(N + m_in, R, dtype=dt, device=device)
+    for t in range(T):
+        H = torch.tanh(kappa[t] @ A.t())  # (K, N)
+        if t == T - 1:
+            FF[:N, :N] = gram
+        else:
+            # kappa(t+1) - decay kappa(t) = gain B^T h(t) + v(t)
+            target = kappa[t + 1] - (1 - alpha) * kappa[t]
+            FY[:N].addmm_(H.t(), target)
+            if has_in:
+                u = data.inputs[t].to(dt)
+                FF[:N, N:].addmm_(H.t(), u)
+                FF[N:, N:].addmm_(u.t(), u)
+                FY[N:].addmm_(u.t(), target)
+        gram.addmm_(H.t(), H)
+        HX.addmm_(H.t(), Xc[t])
+    if has_in:
+        FF[N:, :N] = FF[:N, N:].t()
+    # One-step latent increments regressed on the rates (and inputs).
     if T > 1:
-        target = (kappa[1:] - (1 - alpha) * kappa[:-1]).reshape(-1, R)
-        feats = H[:-1].reshape(-1, N)
-        if data.inputs is not None:
-            U_in = data.inputs[:-1].to(dt).reshape(-1, data.inputs.shape[-1])
-            feats = torch.cat([feats, U_in], 1)
-        fg = feats.t() @ feats
-        lam_f = ridge * torch.trace(fg) / fg.shape[0] + 1e-8
+        lam_f = ridge * torch.trace(FF) / FF.shape[0] + 1e-8
         coef = torch.linalg.solve(
-            fg + lam_f * torch.eye(fg.shape[0], dtype=dt, device=device),
-            feats.t() @ target,
-        )
+            FF + lam_f * torch.eye(FF.shape[0], dtype=dt, device=device), FY)
         # gain = alpha / sqrt(N) (trial factors start at 1): B^T h * gain = coef^T h
         Bs = coef[:N] * math.sqrt(N) / alpha
-        M = coef[N:].t() / alpha if data.inputs is not None else None
+        M = coef[N:].t() / alpha if has_in else None
     else:
         Bs = torch.zeros(N, R, dtype=dt, device=device)
-        M = None if data.inputs is None else torch.zeros(
-            R, data.inputs.shape[-1], dtype=dt, device=device)
+        M = None if not has_in else torch.zeros(R, m_in, dtype=dt, device=device)
 
     # Initial states: the first latent state, averaged within a condition.
     k0 = kappa[0]
@@ -212,6 +221,14 @@ def initialize(
         Z.index_add_(0, state_index, k0)
         counts = torch.bincount(state_index, minlength=n_states).clamp_min(1)
         Z = Z / counts[:, None].to(dt)
+
+    # Readout by ridge regression of X on the unit rates.
+    lam = ridge * torch.trace(gram) / N + 1e-8
+    D = torch.linalg.solve(gram + lam * torch.eye(N, dtype=dt, device=device), HX).t()
+    if orthonormal_readout:
+        Ds = D.t()  # raw parameter; the readout is its orthonormalised transpose
+    else:
+        Ds = D * math.sqrt(N)
 
     params = {
         "A": A, "Bs": Bs, "Ds": Ds, "d": mean.clone(), "Z": Z,
@@ -235,13 +252,17 @@ def readout_matrix(Ds, n_units, orthonormal):
     return Ds / math.sqrt(n_units)
 
 
-def _latents(Z0, C, A, B, M, inputs, alpha, n_timepoints):
-    """Latent trajectories and unit rates, (T, K, R) and (T, K, N)."""
-    N = A.shape[0]
-    gain = C * (alpha / N)
+def _gain_drive(C, A, M, inputs, alpha):
+    """Trial gains ``alpha C / N`` (K, R) and drive ``alpha M u(t)`` (T - 1, K, R)."""
     drive = None
     if inputs is not None and M is not None:
         drive = alpha * (inputs[:-1] @ M.t())
+    return C * (alpha / A.shape[0]), drive
+
+
+def _latents(Z0, C, A, B, M, inputs, alpha, n_timepoints):
+    """Latent trajectories and unit rates, (T, K, R) and (T, K, N)."""
+    gain, drive = _gain_drive(C, A, M, inputs, alpha)
     return simulate_latents(Z0, A, B, gain, drive, 1.0 - alpha, n_timepoints)
 
 
@@ -279,8 +300,15 @@ def evaluate_loss(Z0, C, A, B, D, d, M, data, loss, *, alpha, n_timepoints):
     -------
     kappa : (T, K, R), value : scalar Tensor.
     """
-    kappa, H = _latents(Z0, C, A, B, M, data.inputs, alpha, n_timepoints)
-    return kappa, readout_loss(H, D, d, data, loss)
+    if loss == "poisson":
+        kappa, H = _latents(Z0, C, A, B, M, data.inputs, alpha, n_timepoints)
+        return kappa, readout_loss(H, D, d, data, loss)
+    # Fused: the (T, K, N) unit rates are never stored (LatentSquaredError).
+    gain, drive = _gain_drive(C, A, M, data.inputs, alpha)
+    value, kappa = latent_squared_error(
+        Z0, A, B, gain, drive, D, d, data.X, data.mask, 1.0 - alpha, n_timepoints,
+        max(data.n_obs, 1))
+    return kappa, value
 
 
 def readout_loss(H, D, d, data, loss):
@@ -339,22 +367,33 @@ class FitResult:
     n_iter: int
     converged: bool
     interrupted: bool
+    n_evals: int = 0  # evaluations of the loss and its gradient
 
 
 def optimize(
     loss_fn, params, *, solver="adam", learning_rate=0.01, max_iter=1000, tol=1e-4,
     n_iter_no_change=20, progress=None, callback=None, max_backoffs=6,
-    n_decays=2, decay_factor=0.2, warmup=10,
+    n_decays=None, decay_factor=0.2, warmup=10, history_size=100,
 ):
     """Minimise ``loss_fn(params)`` over the tensors in ``params`` (modified in place).
 
-    Adam (or L-BFGS) with a short linear warm-up of the learning rate (``warmup``
-    iterations) and a plateau schedule: once the loss has not improved on its best
-    value by more than ``tol`` (relative) for ``n_iter_no_change`` iterations, the
-    parameters return to the best iterate and the learning rate is multiplied by
-    ``decay_factor``; after ``n_decays`` such decays the next plateau ends the fit
-    (``converged=True``). The parameters with the lowest loss ever evaluated are kept
-    and returned, not the last iterate.
+    ``solver='adam'``: Adam with a short linear warm-up of the learning rate
+    (``warmup`` iterations) and a plateau schedule: once the loss has not improved on
+    its best value by more than ``tol`` (relative) for ``n_iter_no_change``
+    iterations, the parameters return to the best iterate and the learning rate is
+    multiplied by ``decay_factor``; after ``n_decays`` (default 2) such decays the
+    next plateau ends the fit (``converged=True``).
+
+    ``solver='lbfgs'``: one L-BFGS iteration (strong-Wolfe line search, the last
+    ``history_size`` steps) per iteration; ``learning_rate`` is the line search's
+    initial step. The line search already adapts the step, so by default
+    (``n_decays=0``) the first plateau ends the fit. Each iteration starts where the
+    previous line search ended, which is almost always the point it evaluated
+    last: that evaluation is reused, so an iteration costs about one evaluation of
+    the loss and its gradient, not two.
+
+    The parameters with the lowest loss ever evaluated are kept and returned, not
+    the last iterate.
 
     A non-finite loss is detected at once: the parameters are restored to the best
     iterate, the learning rate is halved and the optimiser restarted, at most
@@ -362,6 +401,8 @@ def optimize(
     stops the loop and returns the best parameters so far with ``interrupted=True``.
     ``callback(n_iter, loss)`` is called after every iteration.
     """
+    if n_decays is None:
+        n_decays = 0 if solver == "lbfgs" else 2
     tensors = list(params.values())
     for p in tensors:
         p.requires_grad_(True)
@@ -372,22 +413,37 @@ def optimize(
             # default (max_iter * 5 / 4 = 1) leaves the line search no evaluation,
             # so the step is 0 and the fit never moves.
             return torch.optim.LBFGS(
-                tensors, lr=lr, max_iter=1, max_eval=25, history_size=20,
+                tensors, lr=lr, max_iter=1, max_eval=25, history_size=history_size,
                 line_search_fn="strong_wolfe")
         return torch.optim.Adam(tensors, lr=lr)
 
-    state = {"best": math.inf, "snapshot": [p.detach().clone() for p in tensors]}
+    state = {"best": math.inf, "snapshot": [p.detach().clone() for p in tensors],
+             "n_evals": 0}
 
     def closure():
+        last = state.get("last")
+        if last is not None and all(
+                torch.equal(p, q) for p, q in zip(tensors, last[0])):
+            # L-BFGS evaluates the loss where its previous line search ended, which
+            # is nearly always the point evaluated last: reuse that evaluation.
+            for p, g in zip(tensors, last[1]):
+                p.grad = None if g is None else g.clone()
+            state.setdefault("first", float(last[2]))
+            return last[2]
         opt.zero_grad(set_to_none=True)
         value = loss_fn(params)
         v = float(value.detach())
+        state["n_evals"] += 1
         if math.isfinite(v):
             value.backward()
             for p in tensors:
                 # L-BFGS flattens gradients with view(); transposed ones break it.
                 if p.grad is not None and not p.grad.is_contiguous():
                     p.grad = p.grad.contiguous()
+            if solver == "lbfgs":
+                state["last"] = ([p.detach().clone() for p in tensors],
+                                 [None if p.grad is None else p.grad.clone()
+                                  for p in tensors], value.detach())
             if v < state["best"]:
                 # Snapshot the point at which the loss was evaluated (before the
                 # optimiser moves away from it).
@@ -407,6 +463,7 @@ def optimize(
     interrupted = False
     n_iter = 0
     def restart_from_best(new_lr):
+        state.pop("last", None)
         with torch.no_grad():
             for p, s in zip(tensors, state["snapshot"]):
                 p.copy_(s)
@@ -456,7 +513,8 @@ def optimize(
             p.copy_(s)
     for p in tensors:
         p.requires_grad_(False)
-    return FitResult(params, state["best"], curve, n_iter, converged, interrupted)
+    return FitResult(params, state["best"], curve, n_iter, converged, interrupted,
+                     state["n_evals"])
 
 
 def optimize_per_trial(loss_fn, params, *, learning_rate=0.05, max_iter=200, tol=1e-4,

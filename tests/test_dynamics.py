@@ -88,6 +88,43 @@ def test_optimize_reaches_minimum_and_keeps_best():
     assert len(res.loss_curve) == res.n_iter
 
 
+def test_lbfgs_reuses_the_last_evaluation_exactly():
+    """Each L-BFGS iteration costs about one evaluation, and the path is torch's own."""
+    calls = [0]
+
+    def loss(p):
+        # Rosenbrock's function in 8 dimensions: far from converged in 25 iterations.
+        calls[0] += 1
+        w = p["w"]
+        return (100 * (w[1:] - w[:-1] ** 2) ** 2 + (1 - w[:-1]) ** 2).sum()
+
+    n_iter = 25
+    start = torch.full((8,), -1.0, dtype=torch.float64)
+    params = {"w": start.clone()}
+    res = _solver.optimize(loss, params, solver="lbfgs", learning_rate=1.0,
+                           max_iter=n_iter, tol=0.0, n_iter_no_change=10 ** 6)
+    assert res.n_iter == n_iter and res.n_evals == calls[0]
+    assert res.n_evals <= 1.3 * n_iter, res.n_evals
+    # torch's L-BFGS stepped the same way evaluates at least twice per iteration and
+    # goes through the same points.
+    w = start.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([w], lr=1.0, max_iter=1, max_eval=25, history_size=100,
+                            line_search_fn="strong_wolfe")
+    calls[0] = 0
+
+    def closure():
+        opt.zero_grad()
+        value = loss({"w": w})
+        value.backward()
+        return value
+
+    for _ in range(n_iter):
+        opt.step(closure)
+    assert calls[0] >= 2 * n_iter
+    assert float(loss({"w": w.detach()})) > 1e-3  # not converged: a real comparison
+    torch.testing.assert_close(params["w"], w.detach(), rtol=1e-12, atol=1e-12)
+
+
 def test_optimize_backs_off_from_divergence():
     """A loss that blows up for large steps: the learning rate is halved, not NaN."""
     calls = {"nan": 0}
@@ -198,6 +235,41 @@ def test_fused_readout_squared_error_passes_gradcheck(mask):
     H, D, d, data = _readout_problem(mask)
     assert torch.autograd.gradcheck(
         lambda *a: readout_squared_error(*a, data.X, data.mask, data.n_obs), (H, D, d))
+
+
+@pytest.mark.parametrize("mask", [False, True])
+@pytest.mark.parametrize("drive", [True, False])
+@pytest.mark.parametrize("T", [1, 2, 6])
+def test_fused_recurrence_and_squared_error_passes_gradcheck(T, drive, mask):
+    """LatentSquaredError: exact gradients of the loss and of the trajectories."""
+    from sklearn_ltr._dynamics import latent_squared_error
+
+    k0, A, B, gain, V = _inputs(T=T, drive=drive and T > 1)
+    _, D, d, data = _readout_problem(mask, seed=2, T=T, K=3, N=6)
+    w = torch.randn(T, 3, 2, dtype=torch.float64)
+    args = (k0, A, B, gain, D, d) + ((V,) if V is not None else ())
+
+    def f(*a):
+        drv = a[6] if len(a) > 6 else None
+        loss, kappa = latent_squared_error(*a[:4], drv, *a[4:6], data.X, data.mask,
+                                           0.7, T, data.n_obs)
+        # A term in the trajectories, as the activity penalty adds.
+        return loss + (kappa * w).sum()
+
+    def ref(*a):
+        from sklearn_ltr._dynamics import readout
+
+        drv = a[6] if len(a) > 6 else None
+        kappa, H = simulate_latents_autograd(*a[:4], drv, 0.7, T)
+        return (_solver.data_loss(readout(H, *a[4:6]), data, "mse")
+                + (kappa * w).sum())
+
+    assert torch.autograd.gradcheck(f, args)
+    torch.testing.assert_close(f(*args), ref(*args))
+    g1 = torch.autograd.grad(f(*args), args, allow_unused=True)
+    g2 = torch.autograd.grad(ref(*args), args, allow_unused=True)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, torch.zeros_like(a) if b is None else b)
 
 
 @pytest.mark.parametrize("loss", ["mse", "poisson"])

@@ -136,6 +136,18 @@ def test_solvers_decrease_the_loss(small, solver):
     assert est.loss_curve_[-1] < 0.7 * est.loss_curve_[0]
 
 
+@pytest.mark.parametrize("solver, rate", [("adam", 0.05), ("lbfgs", 1.0)])
+def test_default_learning_rate_follows_the_solver(small, solver, rate):
+    # learning_rate=None: Adam's step size 0.05, or L-BFGS's initial step 1.0.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fits = [LowTensorRankRNN(rank=2, n_units=16, solver=solver, max_iter=15,
+                                 learning_rate=lr, random_state=0).fit(small.X)
+                for lr in (None, rate)]
+    assert fits[0].learning_rate is None
+    np.testing.assert_array_equal(fits[0].loss_curve_, fits[1].loss_curve_)
+
+
 def test_n_init_keeps_the_best(small):
     single = LowTensorRankRNN(rank=2, **FAST).fit(small.X)
     multi = LowTensorRankRNN(rank=2, n_init=3, **FAST).fit(small.X)
