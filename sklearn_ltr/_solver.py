@@ -373,7 +373,7 @@ class FitResult:
 def optimize(
     loss_fn, params, *, solver="adam", learning_rate=0.01, max_iter=1000, tol=1e-4,
     n_iter_no_change=20, progress=None, callback=None, max_backoffs=6,
-    n_decays=None, decay_factor=0.2, warmup=10, history_size=100,
+    n_decays=None, decay_factor=0.2, warmup=10, history_size=100, lbfgs_iter=0,
 ):
     """Minimise ``loss_fn(params)`` over the tensors in ``params`` (modified in place).
 
@@ -392,6 +392,10 @@ def optimize(
     last: that evaluation is reused, so an iteration costs about one evaluation of
     the loss and its gradient, not two.
 
+    ``solver='adam'`` with ``lbfgs_iter > 0``: the first ``lbfgs_iter`` iterations
+    (or fewer, if they reach a plateau) are L-BFGS iterations with initial step 1,
+    then Adam continues from the best point with its warm-up and plateau schedule.
+
     The parameters with the lowest loss ever evaluated are kept and returned, not
     the last iterate.
 
@@ -407,8 +411,10 @@ def optimize(
     for p in tensors:
         p.requires_grad_(True)
 
+    phase = {"solver": "lbfgs" if lbfgs_iter > 0 else solver, "start": 0}
+
     def make_optimizer(lr):
-        if solver == "lbfgs":
+        if phase["solver"] == "lbfgs":
             # One quasi-Newton step per iteration; max_eval must be given: its
             # default (max_iter * 5 / 4 = 1) leaves the line search no evaluation,
             # so the step is 0 and the fit never moves.
@@ -440,7 +446,7 @@ def optimize(
                 # L-BFGS flattens gradients with view(); transposed ones break it.
                 if p.grad is not None and not p.grad.is_contiguous():
                     p.grad = p.grad.contiguous()
-            if solver == "lbfgs":
+            if phase["solver"] == "lbfgs":
                 state["last"] = ([p.detach().clone() for p in tensors],
                                  [None if p.grad is None else p.grad.clone()
                                   for p in tensors], value.detach())
@@ -452,7 +458,7 @@ def optimize(
         state.setdefault("first", v)
         return value
 
-    lr = learning_rate
+    lr = 1.0 if phase["solver"] != solver else learning_rate
     opt = make_optimizer(lr)
     decays = 0
     curve = []
@@ -472,9 +478,9 @@ def optimize(
     try:
         while n_iter < max_iter:
             state.pop("first", None)
-            if solver == "adam" and n_iter < warmup:
+            if phase["solver"] == "adam" and n_iter - phase["start"] < warmup:
                 for group in opt.param_groups:
-                    group["lr"] = lr * (n_iter + 1) / warmup
+                    group["lr"] = lr * (n_iter - phase["start"] + 1) / warmup
             opt.step(closure)
             value = state["first"]
             if not math.isfinite(value):
@@ -498,7 +504,14 @@ def optimize(
                 progress.set_postfix(loss=f"{value:.5g}", refresh=False)
             if callback is not None:
                 callback(n_iter, value)
-            if since_best >= n_iter_no_change:
+            if phase["solver"] != solver and (
+                    n_iter >= lbfgs_iter or since_best >= n_iter_no_change):
+                # End of the L-BFGS start: Adam from the best point.
+                phase.update(solver=solver, start=n_iter)
+                lr = learning_rate
+                opt = restart_from_best(lr)
+                since_best = 0
+            elif since_best >= n_iter_no_change:
                 if decays >= n_decays:
                     converged = True
                     break
