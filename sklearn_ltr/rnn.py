@@ -646,25 +646,28 @@ _COMMON_PARAMS_DOC = """
         'pca' starts from the principal components of X: latent trajectories from PC
         scores, readout and connectivity by ridge regression on them. 'random' starts
         from random latent trajectories.
-    solver : {'lbfgs-adam', 'adam', 'lbfgs'}, default='lbfgs-adam'
+    solver : {'adam', 'lbfgs-adam', 'lbfgs'}, default='adam'
         Optimiser of the fit; all trials enter every iteration, so the loss is
-        deterministic. 'lbfgs' is L-BFGS: quasi-Newton steps with a strong-Wolfe
-        line search (history of 100 steps, about 1.05 loss evaluations per
-        iteration). 'adam' is Adam with a warm-up and a plateau schedule.
+        deterministic. 'adam' is Adam with a warm-up and a plateau schedule.
+        'lbfgs' is L-BFGS: quasi-Newton steps with a strong-Wolfe line search
+        (history of 100 steps, about 1.05 loss evaluations per iteration).
         'lbfgs-adam' runs L-BFGS for the first fifth of ``max_iter`` (at most 150
-        iterations), then Adam from the best point. Recurrent fits start on a
-        plateau that Adam takes hundreds of iterations to leave and L-BFGS leaves
-        in tens; Adam's small steps then find solutions that score better on held-out
-        trials than L-BFGS's at the same training loss. At 250 trials x 50 bins x 100
-        neurons (``benchmarks/bench_fit.py``, three seeds, 30 s per fit) the
-        held-out R² of 'lbfgs-adam' was 0.971, 0.970 and 0.969, of 'adam' 0.955,
-        0.947 and 0.894, and of 3000-iteration Adam fits 0.975, 0.973 and 0.974.
-        Per-trial inference (transform, predict, score) uses Adam with one stopping
-        rule per trial, so a trial's result does not depend on the other trials
-        passed with it.
+        iterations), then Adam from the best point. Which is best depends on the
+        data (``benchmarks/bench_fit.py``): recurrent fits start on a plateau that
+        Adam can take hundreds of iterations to leave and L-BFGS leaves in tens, so
+        on planted data (250 trials x 50 bins x 100 neurons, 30 s fits, three seeds)
+        'lbfgs-adam' reached a held-out R² of 0.971, 0.970 and 0.969 where 'adam'
+        reached 0.955, 0.947 and 0.894 (3000-iteration Adam fits: 0.975, 0.973,
+        0.974). But L-BFGS can also settle in a poor optimum that Adam's steps
+        avoid: at rank 3 on :func:`~sklearn_ltr.datasets.make_motor_learning`
+        'lbfgs-adam' stopped at a training loss of 0.25 and 'lbfgs' at 0.13, where
+        'adam' reached 0.08. Adam is the default; try the others (or ``n_init``) when
+        fits are slow to leave their first plateau. Per-trial inference (transform,
+        predict, score) uses Adam with one stopping rule per trial, so a trial's
+        result does not depend on the other trials passed with it.
     learning_rate : float or None, default=None
-        Step size of Adam (default 0.02 after L-BFGS with 'lbfgs-adam', 0.05 with
-        'adam'), or the initial step of each L-BFGS line search with 'lbfgs'
+        Step size of Adam (default 0.05 with 'adam', 0.02 after L-BFGS with
+        'lbfgs-adam'), or the initial step of each L-BFGS line search with 'lbfgs'
         (default 1.0; the L-BFGS start of 'lbfgs-adam' always uses 1.0). A
         non-finite loss halves it (up to 6 times, then fit raises a ValueError); a
         rate so large that the loss never decreases keeps the initial parameters,
@@ -798,7 +801,7 @@ class LowTensorRankRNN(_BaseRNN):
     def __init__(
         self, rank=3, *, n_units=100, trial_length_scale=10.0, tau=2.0, loss="mse",
         orthonormal_readout=False, activity_penalty=1e-4, init="pca",
-        solver="lbfgs-adam", learning_rate=None, max_iter=1000, tol=5e-3, n_iter_no_change=50, n_init=1,
+        solver="adam", learning_rate=None, max_iter=1000, tol=5e-3, n_iter_no_change=50, n_init=1,
         infer_max_iter=200, cosmoothing_folds=5, random_state=None, n_threads=1,
         device="cpu", verbose=0,
     ):
@@ -859,7 +862,7 @@ class LowRankRNN(_BaseRNN):
 
     def __init__(
         self, rank=3, *, n_units=100, tau=2.0, loss="mse", orthonormal_readout=False,
-        activity_penalty=1e-4, init="pca", solver="lbfgs-adam", learning_rate=None,
+        activity_penalty=1e-4, init="pca", solver="adam", learning_rate=None,
         max_iter=1000, tol=5e-3, n_iter_no_change=50, n_init=1, infer_max_iter=200,
         cosmoothing_folds=5, random_state=None, n_threads=1, device="cpu", verbose=0,
     ):

@@ -334,7 +334,7 @@ def test_persistently_nonfinite_loss_is_a_clear_error(Est, X, monkeypatch):
     monkeypatch.setattr(_solver, "evaluate_loss", nan_loss)
     est = _make(Est)
     with pytest.raises(ValueError, match=r"fit diverged: .* Remedies: lower "
-                                         r"learning_rate \(now 0.02\)"):
+                                         r"learning_rate \(now 0.05\)"):
         est.fit(X)
     with pytest.raises(NotFittedError):
         est.predict(X)
