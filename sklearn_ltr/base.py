@@ -295,6 +295,32 @@ def torch_threads(n_threads):
         torch.set_num_threads(old)
 
 
+def _flushing_denormals():
+    """Whether this thread treats float denormals as zero (torch has no getter)."""
+    # In that mode a denormal input reads as zero (and a denormal result is flushed).
+    return bool(torch.full((1,), 1e-40, dtype=torch.float32).mul(1.0).item() == 0.0)
+
+
+@contextlib.contextmanager
+def flush_denormals():
+    """Treat float denormals as zero on this thread for the block, then restore.
+
+    A recurrence run over many time steps shrinks some gradients by the decay factor
+    at every step until they fall below float32's smallest normal number (1e-38),
+    where the CPU computes on them tens of times slower. Flushing them to zero
+    changes results by less than 1e-38 and, on a fit with 200 time bins, halved its
+    time. The previous mode of the thread is restored on exit.
+    """
+    before = _flushing_denormals()
+    if not torch.set_flush_denormal(True):  # not supported by this CPU
+        yield
+        return
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
+
+
 def to_tensor(a, device, dtype=torch.float32):
     """numpy array (or None) -> tensor on ``device``."""
     if a is None:
@@ -586,6 +612,18 @@ class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimat
     def _score_kind(self):
         return "r2"
 
+    # Models computing with torch recurrences flush denormals (flush_denormals).
+    _flush_denormal = False
+
+    def _torch_context(self):
+        """The context of every computation: ``torch_threads(n_threads)``, and
+        ``flush_denormals()`` for models that set ``_flush_denormal``."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch_threads(getattr(self, "n_threads", None)))
+        if self._flush_denormal:
+            stack.enter_context(flush_denormals())
+        return stack
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
@@ -636,7 +674,7 @@ class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimat
         latents : ndarray of shape (n_trials, n_timepoints, rank)
         """
         X = self._check_X_new(X)
-        with torch_threads(getattr(self, "n_threads", None)):
+        with self._torch_context():
             latents, _ = self._infer(X, y, inputs)
         return latents
 
@@ -657,7 +695,7 @@ class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimat
         X_hat : ndarray of shape (n_trials, n_timepoints, n_neurons)
         """
         X = self._check_X_new(X)
-        with torch_threads(getattr(self, "n_threads", None)):
+        with self._torch_context():
             _, recon = self._infer(X, y, inputs)
         return recon
 
@@ -697,7 +735,7 @@ class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimat
             raise ValueError(
                 "X has no observed (non-NaN) entry, so there is nothing to score; pass "
                 "trials with observed entries.")
-        with torch_threads(getattr(self, "n_threads", None)):
+        with self._torch_context():
             pred = self._cosmooth_predict(X, y, inputs)
         if self._score_kind() == "bits_per_spike":
             return bits_per_spike(X, pred)

@@ -35,7 +35,6 @@ from .base import (
     bits_per_spike,
     check_trials_array,
     r2_observed,
-    torch_threads,
 )
 
 __all__ = [
@@ -729,7 +728,7 @@ class TrialFactors(TrialsInputMixin, TransformerMixin, BaseEstimator):
             X = est[:-1].transform(X)
         final = self._final()
         X = final._check_X_new(X)
-        with torch_threads(getattr(final, "n_threads", None)):
+        with final._torch_context():
             return final._trial_features(X, None, inputs)
 
     def get_feature_names_out(self, input_features=None):

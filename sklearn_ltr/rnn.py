@@ -22,7 +22,6 @@ from .base import (
     seed_from,
     to_numpy,
     to_tensor,
-    torch_threads,
 )
 
 __all__ = ["LowTensorRankRNN", "LowRankRNN"]
@@ -100,6 +99,7 @@ class _BaseRNN(BaseLatentModel):
 
     # True for the model whose trial factors vary over trials.
     _trial_varying = True
+    _flush_denormal = True
 
     _parameter_constraints = {
         "rank": [Interval(Integral, 1, None, closed="left")],
@@ -194,7 +194,7 @@ class _BaseRNN(BaseLatentModel):
             self.conditions_ = labels
             self._alpha = 1.0 / self.tau
             self._data_offset, self._data_scale = offset, scale
-            with torch_threads(self.n_threads):
+            with self._torch_context():
                 result, basis, gain = self._fit_torch(X, U, state_index, labels)
                 self._set_fitted(result, basis, gain, n_trials, n_timepoints,
                                  state_index, U)
@@ -657,7 +657,7 @@ _COMMON_PARAMS_DOC = """
         Adam can take hundreds of iterations to leave and L-BFGS leaves in tens, so
         on planted data (250 trials x 50 bins x 100 neurons, 30 s fits, three seeds)
         'lbfgs-adam' reached a held-out R² of 0.971, 0.970 and 0.969 where 'adam'
-        reached 0.955, 0.947 and 0.894 (3000-iteration Adam fits: 0.975, 0.973,
+        reached 0.959, 0.952 and 0.928 (3000-iteration Adam fits: 0.975, 0.975,
         0.974). But L-BFGS can also settle in a poor optimum that Adam's steps
         avoid: at rank 3 on :func:`~sklearn_ltr.datasets.make_motor_learning`
         'lbfgs-adam' stopped at a training loss of 0.25 and 'lbfgs' at 0.13, where

@@ -177,6 +177,42 @@ def test_thread_count_restored_when_inference_raises(Est, X, two_torch_threads,
         assert torch.get_num_threads() == two_torch_threads
 
 
+@pytest.fixture(params=[False, True], ids=["denormals-kept", "denormals-flushed"])
+def caller_denormal_mode(request):
+    """The caller's flush-denormal mode, restored to torch's default afterwards."""
+    assert torch.set_flush_denormal(request.param) or not request.param
+    yield request.param
+    torch.set_flush_denormal(False)
+
+
+def test_flush_denormals_sets_and_restores_the_mode(caller_denormal_mode):
+    tiny = torch.full((3,), 1e-40, dtype=torch.float32)  # a float32 denormal
+    with base.flush_denormals():
+        assert base._flushing_denormals()
+        assert float((tiny * 1.0).max()) == 0.0
+    assert base._flushing_denormals() == caller_denormal_mode
+    with pytest.raises(RuntimeError, match="boom"):
+        with base.flush_denormals():
+            _boom()
+    assert base._flushing_denormals() == caller_denormal_mode
+    if not caller_denormal_mode:
+        assert float((tiny * 1.0).max()) > 0.0
+
+
+@pytest.mark.parametrize("Est", RNNS, ids=_ids)
+def test_rnn_calls_leave_the_callers_denormal_mode(Est, X, caller_denormal_mode,
+                                                   monkeypatch):
+    est = _make(Est).fit(X)
+    assert base._flushing_denormals() == caller_denormal_mode
+    for method in ("transform", "predict", "score"):
+        getattr(est, method)(X[:3])
+        assert base._flushing_denormals() == caller_denormal_mode, method
+    monkeypatch.setattr(_solver, "optimize", _boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        _make(Est).fit(X)
+    assert base._flushing_denormals() == caller_denormal_mode
+
+
 def test_threading_backend_leaves_caller_threads(X, two_torch_threads):
     Parallel(n_jobs=2, backend="threading")(
         delayed(_fitted_state)(Est, X) for Est in RNNS * 2)
