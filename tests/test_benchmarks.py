@@ -80,6 +80,10 @@ def test_bench_fit_quick(tmp_path):
         assert all(p["iter_ms"] > 0 and p["fit_s"] > 0 for p in points)
     assert [(u["from"], u["to"]) for u in scaling["units_4x"]] == [(6, 24)]
     assert scaling["units_4x"][0]["fit_ratio"] > 0
+    pair = scaling["units_4x"][0]
+    assert len(pair["iter_ms_paired"]) == 2 and min(pair["iter_ms_paired"]) > 0
+    assert pair["iter_ratio"] == pytest.approx(
+        pair["iter_ms_paired"][1] / pair["iter_ms_paired"][0])
 
     memory = res["sections"]["memory"]
     for run in ("cold", "warm"):
