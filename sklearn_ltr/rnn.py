@@ -800,8 +800,8 @@ class LowTensorRankRNN(_BaseRNN):
 
     def __init__(
         self, rank=3, *, n_units=100, trial_length_scale=10.0, tau=2.0, loss="mse",
-        orthonormal_readout=False, activity_penalty=1e-4, init="pca",
-        solver="adam", learning_rate=None, max_iter=1000, tol=5e-3, n_iter_no_change=50, n_init=1,
+        orthonormal_readout=False, activity_penalty=1e-4, init="pca", solver="adam",
+        learning_rate=None, max_iter=1000, tol=5e-3, n_iter_no_change=50, n_init=1,
         infer_max_iter=200, cosmoothing_folds=5, random_state=None, n_threads=1,
         device="cpu", verbose=0,
     ):
