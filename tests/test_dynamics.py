@@ -125,6 +125,32 @@ def test_lbfgs_reuses_the_last_evaluation_exactly():
     torch.testing.assert_close(params["w"], w.detach(), rtol=1e-12, atol=1e-12)
 
 
+def test_lbfgs_start_then_adam():
+    """optimize(lbfgs_iter=k): k L-BFGS iterations, then Adam from the best point."""
+    g = torch.Generator().manual_seed(0)
+    M = torch.randn(10, 10, generator=g, dtype=torch.float64)
+    Q = M @ M.t() + torch.eye(10, dtype=torch.float64)
+    b = torch.randn(10, generator=g, dtype=torch.float64)
+
+    def loss(p):
+        w = p["w"]
+        return 0.5 * w @ Q @ w - b @ w
+
+    optimum = float(loss({"w": torch.linalg.solve(Q, b)}))
+    runs = {}
+    for k in (0, 10):
+        params = {"w": torch.zeros(10, dtype=torch.float64)}
+        runs[k] = _solver.optimize(loss, params, solver="adam", learning_rate=1e-4,
+                                   lbfgs_iter=k, max_iter=30, tol=0.0,
+                                   n_iter_no_change=10 ** 6)
+    # Adam at 1e-4 barely moves; 10 L-BFGS iterations nearly solve the quadratic.
+    assert runs[0].loss - optimum > 0.1 * abs(optimum)
+    assert runs[10].loss - optimum < 5e-3 * abs(optimum)
+    assert runs[10].n_iter == 30 and len(runs[10].loss_curve) == 30
+    # The Adam phase starts from the L-BFGS result and keeps the best point.
+    assert runs[10].loss <= min(runs[10].loss_curve[:11]) + 1e-12
+
+
 def test_optimize_backs_off_from_divergence():
     """A loss that blows up for large steps: the learning rate is halved, not NaN."""
     calls = {"nan": 0}

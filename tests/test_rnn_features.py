@@ -137,16 +137,20 @@ def test_solvers_decrease_the_loss(small, solver):
     assert est.loss_curve_[-1] < 0.7 * est.loss_curve_[0]
 
 
-@pytest.mark.parametrize("solver, rate", [("adam", 0.05), ("lbfgs", 1.0)])
+@pytest.mark.parametrize("solver, rate", [("adam", 0.05), ("lbfgs", 1.0),
+                                          ("lbfgs-adam", 0.02)])
 def test_default_learning_rate_follows_the_solver(small, solver, rate):
-    # learning_rate=None: Adam's step size 0.05, or L-BFGS's initial step 1.0.
+    # learning_rate=None: Adam's step size 0.05, L-BFGS's initial step 1.0, or 0.02
+    # for Adam after the L-BFGS start (max_iter=15: 3 L-BFGS iterations, then Adam).
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         fits = [LowTensorRankRNN(rank=2, n_units=16, solver=solver, max_iter=15,
                                  learning_rate=lr, random_state=0).fit(small.X)
-                for lr in (None, rate)]
+                for lr in (None, rate, 2 * rate)]
     assert fits[0].learning_rate is None
     np.testing.assert_array_equal(fits[0].loss_curve_, fits[1].loss_curve_)
+    # The rate matters, so the equality above says which one None resolved to.
+    assert not np.array_equal(fits[0].loss_curve_, fits[2].loss_curve_)
 
 
 def test_n_init_keeps_the_best(small):
