@@ -67,12 +67,13 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, KFold
 
 from sklearn_ltr import LowTensorRankRNN
-from sklearn_ltr.base import r2_observed
+from sklearn_ltr.base import r2_observed, torch_threads
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from _common import (  # noqa: E402
     DEFAULT_SIZE,
+    N_WARMUP,
     loadavg,
     machine_info,
     planted_data,
@@ -189,26 +190,18 @@ def iteration_step(size, threads):
     import bench_iteration as bi
 
     ns = types.SimpleNamespace(**size)
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         _, data, basis, params, alpha = bi.make_problem(ns, torch.float32)
         loss = bi.make_our_loss(data, basis, size["n_units"], alpha,
                                 size["n_timepoints"], bi.ACTIVITY_PENALTY)
         step, _ = bi.make_train_step(loss, bi.fresh_params(params))
-        return step
-    finally:
-        torch.set_num_threads(old)
+    return step
 
 
 def time_iteration(size, repeats, threads=1):
     step = iteration_step(size, threads)
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return time_ms(step, repeats)
-    finally:
-        torch.set_num_threads(old)
 
 
 def paired_ratio(size_a, size_b, repeats, threads=1, rounds=3):
@@ -218,12 +211,10 @@ def paired_ratio(size_a, size_b, repeats, threads=1, rounds=3):
     medians of all the timed iterations of each size are compared.
     """
     steps = [iteration_step(size, threads) for size in (size_a, size_b)]
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
     times = [[], []]
-    try:
+    with torch_threads(threads):
         for step in steps:
-            for _ in range(N_WARMUP_PAIRED):
+            for _ in range(N_WARMUP):
                 step()
         for _ in range(rounds):
             for step, out in zip(steps, times):
@@ -231,13 +222,8 @@ def paired_ratio(size_a, size_b, repeats, threads=1, rounds=3):
                     t0 = time.perf_counter()
                     step()
                     out.append(1e3 * (time.perf_counter() - t0))
-    finally:
-        torch.set_num_threads(old)
     ms = [float(np.median(t)) for t in times]
     return {"ms": ms, "ratio": ms[1] / ms[0]}
-
-
-N_WARMUP_PAIRED = 3
 
 
 # --------------------------------------------------------------------- sections

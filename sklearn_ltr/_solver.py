@@ -446,15 +446,17 @@ def optimize(
                 # L-BFGS flattens gradients with view(); transposed ones break it.
                 if p.grad is not None and not p.grad.is_contiguous():
                     p.grad = p.grad.contiguous()
+            point = None  # a copy of the evaluated point, made once; read-only
             if phase["solver"] == "lbfgs":
-                state["last"] = ([p.detach().clone() for p in tensors],
-                                 [None if p.grad is None else p.grad.clone()
-                                  for p in tensors], value.detach())
+                point = [p.detach().clone() for p in tensors]
+                state["last"] = (point, [None if p.grad is None else p.grad.clone()
+                                         for p in tensors], value.detach())
             if v < state["best"]:
                 # Snapshot the point at which the loss was evaluated (before the
                 # optimiser moves away from it).
                 state["best"] = v
-                state["snapshot"] = [p.detach().clone() for p in tensors]
+                state["snapshot"] = (point if point is not None
+                                     else [p.detach().clone() for p in tensors])
         state.setdefault("first", v)
         return value
 
