@@ -117,7 +117,7 @@ def _inverse_softplus(x):
 
 def initialize(
     data, *, rank, n_units, alpha, n_states, state_index, n_basis, loss,
-    orthonormal_readout, init, generator, ridge=1e-2,
+    orthonormal_readout, init, generator, ridge=1e-2, return_latents=False,
 ):
     """Data-driven initial parameters (or random ones when ``init='random'``).
 
@@ -132,6 +132,10 @@ def initialize(
     Returns
     -------
     params : dict of str -> Tensor (float64, on the data's device)
+    latents : Tensor of shape (T, K, R), float64
+        Only with ``return_latents=True``: the latent trajectories the parameters
+        were regressed on (the standardised principal component scores with
+        ``init='pca'``), the targets of a teacher-forced warm start.
     """
     T, K, n = data.shape
     device = data.X.device
@@ -238,6 +242,8 @@ def initialize(
         params["Wc"] = torch.zeros(n_basis, R, dtype=dt, device=device)
     if M is not None:
         params["M"] = M
+    if return_latents:
+        return params, kappa
     return params
 
 
@@ -260,10 +266,35 @@ def _gain_drive(C, A, M, inputs, alpha):
     return C * (alpha / A.shape[0]), drive
 
 
-def _latents(Z0, C, A, B, M, inputs, alpha, n_timepoints):
+def _force(Z0, gain, drive, decay, forcing):
+    """The recurrence's arguments with teacher forcing toward target latent states.
+
+    ``forcing = (gamma, targets)`` with ``targets`` of shape (T, K, R): every state
+    is mixed with its target, ``kappa(t) <- (1 - gamma) kappa(t) + gamma
+    targets(t)``. The mixed recurrence is again a latent recurrence, with the
+    initial state, the gain, the drive and the decay rescaled::
+
+        kappa(t + 1) = (1 - gamma) [decay kappa(t) + gain h(t) + drive(t)]
+                       + gamma targets(t + 1)
+
+    so the fused kernels run it unchanged. ``forcing=None`` (or gamma 0) returns
+    the arguments as they are.
+    """
+    if forcing is None or forcing[0] == 0.0:
+        return Z0, gain, drive, decay
+    gamma, targets = forcing
+    keep = 1.0 - gamma
+    Z0 = keep * Z0 + gamma * targets[0]
+    pulled = gamma * targets[1:]
+    drive = pulled if drive is None else torch.add(pulled, drive, alpha=keep)
+    return Z0, keep * gain, drive, keep * decay
+
+
+def _latents(Z0, C, A, B, M, inputs, alpha, n_timepoints, forcing=None):
     """Latent trajectories and unit rates, (T, K, R) and (T, K, N)."""
     gain, drive = _gain_drive(C, A, M, inputs, alpha)
-    return simulate_latents(Z0, A, B, gain, drive, 1.0 - alpha, n_timepoints)
+    Z0, gain, drive, decay = _force(Z0, gain, drive, 1.0 - alpha, forcing)
+    return simulate_latents(Z0, A, B, gain, drive, decay, n_timepoints)
 
 
 def evaluate(Z0, C, A, B, D, d, M, inputs, *, alpha, n_timepoints):
@@ -288,25 +319,30 @@ def evaluate(Z0, C, A, B, D, d, M, inputs, *, alpha, n_timepoints):
     return kappa, readout(H, D, d)
 
 
-def evaluate_loss(Z0, C, A, B, D, d, M, data, loss, *, alpha, n_timepoints):
+def evaluate_loss(Z0, C, A, B, D, d, M, data, loss, *, alpha, n_timepoints,
+                  forcing=None):
     """Latent trajectories and the mean data loss, without materialising the readout.
 
     Equals ``kappa, eta = evaluate(..., data.inputs, ...)`` followed by
     ``data_loss(eta, data, loss)`` (up to floating-point rounding); see
     :func:`readout_loss`. Parameters as in :func:`evaluate`, with ``data`` a
     :class:`Data` (its ``inputs`` drive the model) and ``loss`` 'mse' or 'poisson'.
+    ``forcing=(gamma, targets)`` mixes every latent state with a target state, with
+    weight ``gamma`` (teacher forcing; see :func:`_force`).
 
     Returns
     -------
     kappa : (T, K, R), value : scalar Tensor.
     """
     if loss == "poisson":
-        kappa, H = _latents(Z0, C, A, B, M, data.inputs, alpha, n_timepoints)
+        kappa, H = _latents(Z0, C, A, B, M, data.inputs, alpha, n_timepoints,
+                            forcing)
         return kappa, readout_loss(H, D, d, data, loss)
     # Fused: the (T, K, N) unit rates are never stored (LatentSquaredError).
     gain, drive = _gain_drive(C, A, M, data.inputs, alpha)
+    Z0, gain, drive, decay = _force(Z0, gain, drive, 1.0 - alpha, forcing)
     value, kappa = latent_squared_error(
-        Z0, A, B, gain, drive, D, d, data.X, data.mask, 1.0 - alpha, n_timepoints,
+        Z0, A, B, gain, drive, D, d, data.X, data.mask, decay, n_timepoints,
         max(data.n_obs, 1))
     return kappa, value
 
@@ -368,12 +404,14 @@ class FitResult:
     converged: bool
     interrupted: bool
     n_evals: int = 0  # evaluations of the loss and its gradient
+    n_forced: int = 0  # teacher-forced iterations at the start (first of loss_curve)
 
 
 def optimize(
     loss_fn, params, *, solver="adam", learning_rate=0.01, max_iter=1000, tol=1e-4,
     n_iter_no_change=20, progress=None, callback=None, max_backoffs=6,
     n_decays=None, decay_factor=0.2, warmup=10, history_size=100, lbfgs_iter=0,
+    forcing=0.0, forcing_iter=0, forcing_lr=0.02,
 ):
     """Minimise ``loss_fn(params)`` over the tensors in ``params`` (modified in place).
 
@@ -396,8 +434,18 @@ def optimize(
     (or fewer, if they reach a plateau) are L-BFGS iterations with initial step 1,
     then Adam continues from the best point with its warm-up and plateau schedule.
 
-    The parameters with the lowest loss ever evaluated are kept and returned, not
-    the last iterate.
+    Teacher-forced warm start (``forcing > 0`` and ``forcing_iter > 0``): the first
+    ``forcing_iter`` iterations (at most ``max_iter - 1``) are Adam steps at
+    ``forcing_lr`` (with the warm-up) on ``loss_fn(params, gamma)``, where ``gamma``
+    falls linearly from ``forcing`` toward 0 (``forcing * (1 - i / forcing_iter)``
+    at iteration ``i``); ``loss_fn`` must then accept that second argument, the
+    weight with which the model's states are pulled toward target states. These
+    losses are of an easier problem and are not compared with the others: the
+    solver (and ``lbfgs_iter``) then starts on ``loss_fn(params)`` from where the
+    warm start ended. They are counted in ``n_iter`` and ``loss_curve``.
+
+    The parameters with the lowest loss ever evaluated (without forcing) are kept
+    and returned, not the last iterate.
 
     A non-finite loss is detected at once: the parameters are restored to the best
     iterate, the learning rate is halved and the optimiser restarted, at most
@@ -477,7 +525,14 @@ def optimize(
                 p.copy_(s)
         return make_optimizer(new_lr)
 
+    n_forced = min(forcing_iter, max_iter - 1) if forcing > 0 else 0
     try:
+        if n_forced > 0:
+            n_iter, backoffs = _forced_warm_start(
+                loss_fn, params, tensors, curve, forcing=forcing, n_forced=n_forced,
+                learning_rate=forcing_lr, warmup=warmup, max_backoffs=max_backoffs,
+                progress=progress, callback=callback, state=state)
+            phase["start"] = n_iter
         while n_iter < max_iter:
             state.pop("first", None)
             if phase["solver"] == "adam" and n_iter - phase["start"] < warmup:
@@ -496,7 +551,8 @@ def optimize(
                 continue
             n_iter += 1
             curve.append(value)
-            if value < best_iter_value - tol * abs(best_iter_value) or n_iter == 1:
+            if best_iter_value == math.inf or (
+                    value < best_iter_value - tol * abs(best_iter_value)):
                 best_iter_value = value
                 since_best = 0
             else:
@@ -507,7 +563,8 @@ def optimize(
             if callback is not None:
                 callback(n_iter, value)
             if phase["solver"] != solver and (
-                    n_iter >= lbfgs_iter or since_best >= n_iter_no_change):
+                    n_iter - n_forced >= lbfgs_iter
+                    or since_best >= n_iter_no_change):
                 # End of the L-BFGS start: Adam from the best point.
                 phase.update(solver=solver, start=n_iter)
                 lr = learning_rate
@@ -523,13 +580,73 @@ def optimize(
                 since_best = 0
     except KeyboardInterrupt:
         interrupted = True
+        n_iter = len(curve)  # also counts the iterations of an interrupted warm start
+    if not math.isfinite(state["best"]):
+        # Interrupted in the warm start, before the unforced loss was evaluated:
+        # keep where the warm start got to if its loss is finite.
+        with torch.no_grad():
+            v = float(loss_fn(params))
+        state["n_evals"] += 1
+        if math.isfinite(v):
+            state["best"] = v
+            state["snapshot"] = [p.detach().clone() for p in tensors]
     with torch.no_grad():
         for p, s in zip(tensors, state["snapshot"]):
             p.copy_(s)
     for p in tensors:
         p.requires_grad_(False)
     return FitResult(params, state["best"], curve, n_iter, converged, interrupted,
-                     state["n_evals"])
+                     state["n_evals"], n_forced=min(n_forced, n_iter))
+
+
+def _forced_warm_start(loss_fn, params, tensors, curve, *, forcing, n_forced,
+                       learning_rate, warmup, max_backoffs, progress, callback, state):
+    """The teacher-forced iterations of :func:`optimize`; returns ``(n_iter, backoffs)``.
+
+    A non-finite loss restores the starting parameters and restarts the warm start
+    with half the learning rate (``max_backoffs`` times at most, then
+    :class:`FitDiverged`).
+    """
+    start = [p.detach().clone() for p in tensors]
+    backoffs = 0
+    lr = learning_rate
+    opt = torch.optim.Adam(tensors, lr=lr)
+    i = 0
+    while i < n_forced:
+        if i < warmup:
+            for group in opt.param_groups:
+                group["lr"] = lr * (i + 1) / warmup
+        opt.zero_grad(set_to_none=True)
+        gamma = forcing * (1.0 - i / n_forced)
+        value = loss_fn(params, gamma)
+        v = float(value.detach())
+        state["n_evals"] += 1
+        if not math.isfinite(v):
+            backoffs += 1
+            if backoffs > max_backoffs:
+                raise FitDiverged(
+                    f"the loss of the teacher-forced warm start became non-finite and "
+                    f"stayed so after {max_backoffs} halvings of its learning rate "
+                    f"(last tried {lr:.3g})")
+            lr *= 0.5
+            with torch.no_grad():
+                for p, s in zip(tensors, start):
+                    p.copy_(s)
+            opt = torch.optim.Adam(tensors, lr=lr)
+            del curve[:]
+            i = 0
+            continue
+        value.backward()
+        opt.step()
+        i += 1
+        curve.append(v)
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(loss=f"{v:.5g}", forcing=f"{gamma:.2f}", refresh=False)
+        if callback is not None:
+            callback(i, v)
+    opt.zero_grad(set_to_none=True)
+    return n_forced, backoffs
 
 
 def optimize_per_trial(loss_fn, params, *, learning_rate=0.05, max_iter=200, tol=1e-4,

@@ -315,11 +315,9 @@ def test_readout_loss_equals_readout_then_data_loss(loss, mask):
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("inputs", [False, True])
-def test_evaluate_loss_matches_evaluate(inputs):
-    """The fused training path gives the loss and gradients of evaluate + data_loss."""
-    K, R, N, T, n, m = 4, 2, 7, 6, 5, 3
-    g = torch.Generator().manual_seed(3)
+def _loss_problem(inputs, seed, K=4, R=2, N=7, T=6, n=5, m=3):
+    """Parameters (Z0, C, A, B, D, d, M), data X, inputs U and the generator."""
+    g = torch.Generator().manual_seed(seed)
 
     def mk(*shape):
         return torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
@@ -328,6 +326,14 @@ def test_evaluate_loss_matches_evaluate(inputs):
               mk(R, m) if inputs else None]
     X = torch.randn(T, K, n, generator=g, dtype=torch.float64)
     U = torch.randn(T, K, m, generator=g, dtype=torch.float64) if inputs else None
+    return params, X, U, g
+
+
+@pytest.mark.parametrize("inputs", [False, True])
+def test_evaluate_loss_matches_evaluate(inputs):
+    """The fused training path gives the loss and gradients of evaluate + data_loss."""
+    T = 6
+    params, X, U, _ = _loss_problem(inputs, seed=3, T=T)
     data = _solver.Data(X, None, U, X.numel())
     kw = dict(alpha=0.4, n_timepoints=T)
     kappa, value = _solver.evaluate_loss(*params, data, "mse", **kw)
@@ -339,3 +345,136 @@ def test_evaluate_loss_matches_evaluate(inputs):
     for a, b in zip(torch.autograd.grad(value + kappa.sum(), leaves),
                     torch.autograd.grad(ref + kappa_ref.sum(), leaves)):
         torch.testing.assert_close(a, b)
+
+
+# --------------------------------------------------------------------------- #
+# teacher forcing
+# --------------------------------------------------------------------------- #
+def _forced_reference(Z0, C, A, B, M, U, alpha, T, gamma, targets):
+    """Teacher-forced latent recurrence written out step by step (autograd)."""
+    gain, drive = _solver._gain_drive(C, A, M, U, alpha)
+    k = (1 - gamma) * Z0 + gamma * targets[0]
+    kappas, Hs = [k], []
+    for t in range(T):
+        h = torch.tanh(k @ A.t())
+        Hs.append(h)
+        if t == T - 1:
+            break
+        free = (1 - alpha) * k + gain * (h @ B)
+        if drive is not None:
+            free = free + drive[t]
+        k = (1 - gamma) * free + gamma * targets[t + 1]
+        kappas.append(k)
+    return torch.stack(kappas), torch.stack(Hs)
+
+
+@pytest.mark.parametrize("loss", ["mse", "poisson"])
+@pytest.mark.parametrize("inputs", [False, True])
+def test_forced_loss_matches_step_by_step_reference(loss, inputs):
+    """evaluate_loss(forcing=(g, targets)) mixes every state with its target."""
+    from sklearn_ltr._dynamics import readout
+
+    K, R, T, alpha, gamma = 4, 2, 6, 0.4, 0.3
+    params, X, U, g = _loss_problem(inputs, seed=5, K=K, R=R, T=T)
+    targets = torch.randn(T, K, R, generator=g, dtype=torch.float64)
+    if loss == "poisson":
+        X = X.abs().round()
+    data = _solver.Data(X, None, U, X.numel())
+    kappa, value = _solver.evaluate_loss(*params, data, loss, alpha=alpha,
+                                         n_timepoints=T, forcing=(gamma, targets))
+    Z0, C, A, B, D, d, M = params
+    kappa_ref, H_ref = _forced_reference(Z0, C, A, B, M, U, alpha, T, gamma, targets)
+    ref = _solver.data_loss(readout(H_ref, D, d), data, loss)
+    torch.testing.assert_close(kappa, kappa_ref)
+    torch.testing.assert_close(value, ref)
+    leaves = [p for p in params if p is not None]
+    for a, b in zip(torch.autograd.grad(value + kappa.sum(), leaves),
+                    torch.autograd.grad(ref + kappa_ref.sum(), leaves)):
+        torch.testing.assert_close(a, b)
+    # The forcing is real: without it the loss differs, and gamma=0 is no forcing.
+    _, free = _solver.evaluate_loss(*params, data, loss, alpha=alpha, n_timepoints=T)
+    _, zero = _solver.evaluate_loss(*params, data, loss, alpha=alpha, n_timepoints=T,
+                                    forcing=(0.0, targets))
+    assert abs(float(free.detach()) - float(value.detach())) > 1e-3
+    assert float(zero.detach()) == float(free.detach())
+
+
+def _quadratic_with_forcing(seen):
+    """A loss that forcing makes easier: its forced values are below every free one."""
+    target = torch.tensor([1.0, -2.0], dtype=torch.float64)
+
+    def loss(p, gamma=0.0):
+        seen.append(gamma)
+        return ((p["w"] - target) ** 2).sum() * (1 - gamma) + 0.5 - 100 * gamma
+
+    return loss
+
+
+def test_forced_warm_start_schedule_and_best():
+    """forcing_iter forced Adam steps with gamma falling linearly, then free ones."""
+    seen = []
+    params = {"w": torch.zeros(2, dtype=torch.float64)}
+    res = _solver.optimize(_quadratic_with_forcing(seen), params, learning_rate=0.05,
+                           max_iter=30, tol=0.0, n_iter_no_change=10 ** 6,
+                           forcing=0.5, forcing_iter=10, forcing_lr=0.1)
+    np.testing.assert_allclose(seen[:10], 0.5 * (1 - np.arange(10) / 10))
+    assert all(s == 0.0 for s in seen[10:])
+    assert res.n_forced == 10 and res.n_iter == 30 and len(res.loss_curve) == 30
+    # The kept loss is the best free-running one, never a (lower) forced value.
+    assert min(res.loss_curve[:10]) < res.loss
+    assert res.loss == min(res.loss_curve[10:])
+    assert res.loss == pytest.approx(
+        float(_quadratic_with_forcing([])({"w": params["w"]})), abs=1e-12)
+
+
+def test_forced_warm_start_leaves_one_free_iteration():
+    seen = []
+    res = _solver.optimize(_quadratic_with_forcing(seen),
+                           {"w": torch.zeros(2, dtype=torch.float64)}, max_iter=5,
+                           forcing=0.5, forcing_iter=100)
+    assert res.n_forced == 4 and res.n_iter == 5 and seen[-1] == 0.0
+    assert math.isfinite(res.loss)
+
+
+def test_forced_warm_start_backs_off_from_divergence():
+    """A non-finite forced loss restarts the warm start from the start, lr halved."""
+    n_nan = [0]
+
+    def loss(p, gamma=0.0):
+        w = p["w"]
+        if float(w.detach().abs().max()) > 2.0:
+            n_nan[0] += 1
+            return w.sum() * float("nan")
+        return ((w - 0.4) ** 2).sum() * (1 - gamma)
+
+    params = {"w": torch.zeros(2)}
+    res = _solver.optimize(loss, params, learning_rate=0.01, max_iter=40, warmup=1,
+                           forcing=0.5, forcing_iter=20, forcing_lr=8.0)
+    assert n_nan[0] >= 1
+    assert res.n_forced == 20 and len(res.loss_curve) == 40
+    assert all(math.isfinite(v) for v in res.loss_curve)
+    assert torch.isfinite(params["w"]).all() and math.isfinite(res.loss)
+    with pytest.raises(_solver.FitDiverged, match="teacher-forced"):
+        _solver.optimize(lambda p, gamma=0.0: p["w"].sum() * float("inf"),
+                         {"w": torch.zeros(2)}, max_iter=50, forcing=0.5,
+                         forcing_iter=10)
+
+
+def test_interrupt_in_forced_warm_start_keeps_free_loss():
+    seen = []
+
+    def callback(n_iter, value):
+        if n_iter == 5:
+            raise KeyboardInterrupt
+
+    params = {"w": torch.zeros(2, dtype=torch.float64)}
+    res = _solver.optimize(_quadratic_with_forcing(seen), params, max_iter=100,
+                           forcing=0.5, forcing_iter=20, forcing_lr=0.1,
+                           callback=callback)
+    assert res.interrupted and res.n_iter == 5 and res.n_forced == 5
+    # The loss reported is the free-running loss where the warm start stopped.
+    assert seen[-1] == 0.0
+    assert res.loss == pytest.approx(
+        float(_quadratic_with_forcing([])({"w": params["w"]})), abs=1e-12)
+    assert res.loss < float(_quadratic_with_forcing([])(
+        {"w": torch.zeros(2, dtype=torch.float64)}))
