@@ -65,6 +65,12 @@ def _registry():
 # a symbol that must take the same value in every array where it appears. ``None``
 # as a shape: a scalar or list attribute that must be present; a trailing "?" on a
 # name: the attribute may be None.
+# What a file written before a parameter or attribute existed stands for: the
+# recurrent networks fitted before the teacher-forced warm start had none.
+_ADDED_LATER = {
+    "params": {"teacher_forcing": 0.0},
+    "attributes": {"n_forced_": 0},
+}
 _RNN_STATE = {
     "n_features_in_": None, "n_inputs_": None, "device_": None, "n_iter_": None,
     "loss_curve_": None, "best_loss_": None, "_alpha": None, "_n_trials_fit": None,
@@ -467,6 +473,8 @@ def load(file):
         used = set()
         params = {k: _decode(label, f"parameter {k!r}", v, npz, f"param.{k}", used)
                   for k, v in params_in.items()}
+        if class_name in ("LowTensorRankRNN", "LowRankRNN"):
+            params = {**_ADDED_LATER["params"], **params}
         est = cls(**params)
         try:
             est._validate_params()
@@ -480,6 +488,8 @@ def load(file):
                                       f"{class_name}.")
             state[key] = _decode(label, f"attribute {key!r}", entry, npz,
                                  _ARRAY_PREFIX + key, used)
+        if class_name in ("LowTensorRankRNN", "LowRankRNN"):
+            state = {**_ADDED_LATER["attributes"], **state}
         extra = sorted(set(npz.files) - used - {_HEADER_KEY})
         if extra:
             raise _invalid(label, f"it holds arrays the header does not describe: "

@@ -237,18 +237,27 @@ def _interrupt_at(monkeypatch, module, name, at):
     return calls
 
 
+@pytest.mark.parametrize("forcing", [0.0, 0.5], ids=["free", "warm-start"])
 @pytest.mark.parametrize("Est", RNNS, ids=_ids)
-def test_interrupted_rnn_fit_is_usable(Est, X, monkeypatch, tmp_path):
+def test_interrupted_rnn_fit_is_usable(Est, X, monkeypatch, tmp_path, forcing):
     # Adam evaluates the loss once per iteration: Ctrl-C in the 12th evaluation
-    # stops it after 11 iterations (test_rnn_features covers the default solver).
+    # stops it after 11 iterations (test_rnn_features covers the default solver);
+    # with teacher forcing, inside the warm start (150 iterations).
     _interrupt_at(monkeypatch, _solver, "evaluate_loss", at=12)
-    est = _make(Est, max_iter=500, solver="adam")
+    est = _make(Est, max_iter=500, solver="adam", teacher_forcing=forcing)
     with pytest.warns(UserWarning, match="interrupted after 11 iterations; the best "
                                          "parameters so far are kept"):
         est.fit(X)
     monkeypatch.undo()
     assert est.n_iter_ == 11 and len(est.loss_curve_) == 11
-    assert est.best_loss_ == pytest.approx(min(est.loss_curve_), rel=1e-6)
+    if forcing:
+        # Only forced losses so far: best_loss_ is the free-running loss of the
+        # parameters where the warm start stopped, evaluated once more.
+        assert est.n_forced_ == 11
+        assert np.isfinite(est.best_loss_) and est.best_loss_ > 0
+    else:
+        assert est.n_forced_ == 0
+        assert est.best_loss_ == pytest.approx(min(est.loss_curve_), rel=1e-6)
     for value in (est.left_factors_, est.right_factors_, est.readout_):
         assert np.isfinite(value).all()
     assert np.isfinite(est.predict(X[:3])).all() and np.isfinite(est.score(X[:3]))
@@ -351,7 +360,7 @@ def test_absurd_learning_rate_never_gives_nan(Est, scale, X, solver):
     if solver != "adam":
         # The L-BFGS start lowered the loss before Adam's steps overshoot; its best
         # point is kept.
-        assert est.best_loss_ < est.loss_curve_[0]
+        assert est.best_loss_ < est.loss_curve_[est.n_forced_]
         return
     # The steps overshoot from the first one: the user is told to lower the rate.
     messages = [str(w.message) for w in caught if w.category is ConvergenceWarning]

@@ -482,3 +482,20 @@ def test_load_never_imports_names_from_the_file(saved, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", real_import)
     assert "subprocess" not in imported
     assert set(_persistence._registry()) == {Est.__name__ for Est in ALL}
+
+
+def test_file_from_before_teacher_forcing(saved, X):
+    """A model saved before the warm start existed was fitted without it."""
+    path, est = saved
+    assert est.teacher_forcing > 0 and est.n_forced_ > 0
+
+    def strip(header):
+        for k in ("teacher_forcing", "forcing_iter"):
+            del header["params"][k]
+        del header["attributes"]["n_forced_"]
+
+    _tamper_header(path, strip)
+    old = load(path)
+    assert old.teacher_forcing == 0.0 and old.n_forced_ == 0
+    assert old.forcing_iter == est.forcing_iter  # the default; unused without forcing
+    np.testing.assert_array_equal(old.predict(X), est.predict(X))

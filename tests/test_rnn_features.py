@@ -123,7 +123,7 @@ def test_converges_before_max_iter(small):
         warnings.simplefilter("error", ConvergenceWarning)
         est = LowRankRNN(rank=2, n_units=16, max_iter=3000, random_state=0).fit(small.X)
     assert est.n_iter_ < 3000
-    assert est.loss_curve_[-1] < 0.5 * est.loss_curve_[0]
+    assert est.loss_curve_[-1] < 0.5 * est.loss_curve_[est.n_forced_]
 
 
 @pytest.mark.parametrize("solver", ["adam", "lbfgs"])
@@ -134,7 +134,7 @@ def test_solvers_decrease_the_loss(small, solver):
         warnings.simplefilter("ignore", ConvergenceWarning)
         est = LowTensorRankRNN(rank=2, n_units=16, solver=solver, max_iter=60,
                                random_state=0).fit(small.X)
-    assert est.loss_curve_[-1] < 0.7 * est.loss_curve_[0]
+    assert est.loss_curve_[-1] < 0.7 * est.loss_curve_[est.n_forced_]
 
 
 @pytest.mark.parametrize("solver, rate", [("adam", 0.05), ("lbfgs", 1.0),
@@ -211,8 +211,9 @@ def test_interrupt_keeps_best_parameters(small, monkeypatch, solver):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(_solver, "evaluate_loss", interrupting)
+    # Without the teacher-forced warm start (its interruption: test_determinism).
     est = LowTensorRankRNN(rank=2, n_units=16, max_iter=500, solver=solver,
-                           random_state=0)
+                           teacher_forcing=0.0, random_state=0)
     with pytest.warns(UserWarning, match=r"interrupted after (\d+) iterations") as rec:
         est.fit(small.X)
     monkeypatch.setattr(_solver, "evaluate_loss", original)
@@ -266,3 +267,35 @@ def test_device_resolution(small, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="CUDA is not available"):
         LowRankRNN(device="cuda").fit(small.X)
+
+
+@pytest.mark.parametrize("Est", [LowTensorRankRNN, LowRankRNN])
+def test_teacher_forced_warm_start(small, Est):
+    # max_iter=60: the warm start takes min(forcing_iter, max_iter // 3) = 20 of them.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fits = {f: Est(rank=2, n_units=16, max_iter=60, teacher_forcing=f,
+                       random_state=0).fit(small.X) for f in (0.0, 0.5)}
+        rand = [Est(rank=2, n_units=16, max_iter=30, init="random", teacher_forcing=f,
+                    random_state=0).fit(small.X) for f in (0.0, 0.5)]
+    forced, free = fits[0.5], fits[0.0]
+    assert forced.n_iter_ == len(forced.loss_curve_) == 60
+    # Both start from the same PCA initialisation; forcing changes the first loss.
+    assert forced.loss_curve_[0] < free.loss_curve_[0]
+    assert not np.array_equal(forced.loss_curve_[20:], free.loss_curve_[20:])
+    # best_loss_ is a free-running loss, reached after the warm start.
+    assert forced.best_loss_ == pytest.approx(min(forced.loss_curve_[20:]), rel=1e-6)
+    assert np.isfinite(forced.score(small.X))
+    # Only init='pca' has target trajectories: with random starts, no forcing.
+    np.testing.assert_array_equal(rand[0].loss_curve_, rand[1].loss_curve_)
+
+
+@pytest.mark.parametrize("params, name", [
+    (dict(teacher_forcing=1.0), "teacher_forcing"),
+    (dict(teacher_forcing=-0.1), "teacher_forcing"),
+    (dict(forcing_iter=-1), "forcing_iter"),
+    (dict(forcing_iter=2.5), "forcing_iter"),
+])
+def test_forcing_parameters_validated(small, params, name):
+    with pytest.raises(ValueError, match=f"'{name}' parameter"):
+        LowTensorRankRNN(rank=2, n_units=16, max_iter=5, **params).fit(small.X)
