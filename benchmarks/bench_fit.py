@@ -67,7 +67,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, KFold
 
 from sklearn_ltr import LowTensorRankRNN
-from sklearn_ltr.base import r2_observed, torch_threads
+from sklearn_ltr._torch_utils import limit_threads
+from sklearn_ltr.metrics import r2_observed
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -190,7 +191,7 @@ def iteration_step(size, threads):
     import bench_iteration as bi
 
     ns = types.SimpleNamespace(**size)
-    with torch_threads(threads):
+    with limit_threads(threads):
         _, data, basis, params, alpha = bi.make_problem(ns, torch.float32)
         loss = bi.make_our_loss(data, basis, size["n_units"], alpha,
                                 size["n_timepoints"], bi.ACTIVITY_PENALTY)
@@ -200,7 +201,7 @@ def iteration_step(size, threads):
 
 def time_iteration(size, repeats, threads=1):
     step = iteration_step(size, threads)
-    with torch_threads(threads):
+    with limit_threads(threads):
         return time_ms(step, repeats)
 
 
@@ -212,7 +213,7 @@ def paired_ratio(size_a, size_b, repeats, threads=1, rounds=3):
     """
     steps = [iteration_step(size, threads) for size in (size_a, size_b)]
     times = [[], []]
-    with torch_threads(threads):
+    with limit_threads(threads):
         for step in steps:
             for _ in range(N_WARMUP):
                 step()

@@ -5,7 +5,7 @@ scikit-learn, no numpy. Shapes use ``T`` = n_timepoints, ``K`` = n_trials (a bat
 trials), ``R`` = rank, ``N`` = n_units and ``n`` = n_neurons. Internally time is the
 leading axis (``(T, K, ...)``) so that one time step is a contiguous block.
 
-The network of trial ``k`` (DESIGN section 2) is::
+The network of trial ``k`` is::
 
     x_k(t + 1) = (1 - alpha) x_k(t) + alpha (W_k tanh(x_k(t)) + B_in u_k(t))
     W_k        = sum_r c[k, r] a_r b_r^T / N

@@ -27,7 +27,6 @@ import os
 import re
 import sys
 import uuid
-import warnings
 import zipfile
 from numbers import Integral, Real
 
@@ -35,6 +34,8 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
+
+from ._torch_utils import usable_device
 
 __all__ = ["save", "load", "FORMAT_NAME", "FORMAT_VERSION"]
 
@@ -368,16 +369,6 @@ def _check_state(file, est, state, expected):
                              f"{n_features!r}.")
 
 
-def _usable_device(dev, class_name):
-    """The fitted device, or the CPU (with a warning) when it is not available here."""
-    if dev.type == "cpu" or (dev.type == "cuda" and torch.cuda.is_available()):
-        return dev
-    warnings.warn(
-        f"This {class_name} was fitted on {dev}, which is not available on this "
-        f"machine; it will run on the CPU.", UserWarning, stacklevel=3)
-    return torch.device("cpu")
-
-
 def load(file):
     """Load an estimator saved with its ``save`` method (or :func:`save`).
 
@@ -498,6 +489,6 @@ def load(file):
                  _FITTED_STATE.get(class_name, {"n_features_in_": None}))
     for key, value in state.items():
         if isinstance(value, torch.device):
-            value = _usable_device(value, class_name)
+            value = usable_device(value, class_name)
         setattr(est, key, value)
     return est

@@ -19,6 +19,8 @@ from scipy.linalg import subspace_angles
 from scipy.optimize import linear_sum_assignment
 from sklearn.utils import Bunch, check_random_state
 
+from ._torch_utils import limit_threads
+
 __all__ = [
     "tensor_rank_curve", "factor_similarity", "principal_angles", "column_space",
     "latent_subspace", "numerical_rank", "multilinear_rank", "gradient_rank_bounds",
@@ -206,8 +208,6 @@ def tensor_rank_curve(tensor, ranks, *, n_init=3, max_iter=300, tol=1e-7,
     import tensorly as tl
     from tensorly.decomposition import parafac
 
-    from .baselines import _blas_threads
-
     T = _check_tensor3(tensor)
     if isinstance(ranks, Integral):
         ranks = [ranks]
@@ -223,7 +223,7 @@ def tensor_rank_curve(tensor, ranks, *, n_init=3, max_iter=300, tol=1e-7,
             f"compress_tol must be in [0, 1) or None, got {compress_tol!r}.")
     variance, factors_out = [], []
     # tensorly follows its global backend; fit in numpy whatever the user set.
-    with tl.backend_context("numpy", local_threadsafe=True), _blas_threads(n_threads):
+    with tl.backend_context("numpy", local_threadsafe=True), limit_threads(n_threads):
         bases = _compression_bases(T, compress_tol)
         core = np.einsum("kij,ka,ib,jc->abc", T, *bases, optimize=True)
         for R in ranks:

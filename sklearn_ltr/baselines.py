@@ -3,7 +3,7 @@
 Both estimators share :class:`~sklearn_ltr.base.BaseLatentModel` with the recurrent
 networks: the same 3D input validation, the same ``rank`` parameter and the same
 leak-free co-smoothing ``score``, so one ``GridSearchCV(est, {"rank": [...]})`` and one
-set of folds compare all of them fairly (DESIGN sections 3 and 4).
+set of folds compare all of them fairly.
 
 * :class:`TCA` -- tensor component analysis (Williams et al., 2018), a CP decomposition
   of the ``(n_trials, n_timepoints, n_neurons)`` data tensor fitted with tensorly.
@@ -14,7 +14,6 @@ set of folds compare all of them fairly (DESIGN sections 3 and 4).
   time point, by least squares on the observed neurons with the components frozen.
 """
 
-import contextlib
 import warnings
 from numbers import Integral, Real
 
@@ -24,7 +23,10 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .base import BaseLatentModel, check_memory, check_training_trials
+from ._memory import check_memory
+from ._torch_utils import limit_threads
+from ._validation import check_training_trials
+from .base import BaseLatentModel
 
 __all__ = ["TCA", "TrialPCA"]
 
@@ -37,21 +39,6 @@ def _reject_inputs(est, inputs):
         raise ValueError(
             f"{type(est).__name__} does not take external inputs; call it without "
             f"inputs=... (only the recurrent network models use them).")
-
-
-def _blas_threads(n_threads):
-    """Limit the BLAS threads for the duration of a block, then restore them.
-
-    The matrices of these models are small (rank x rank systems, one CP iteration on
-    a modest tensor): multi-threaded BLAS spends more time synchronising than
-    computing, and on a busy 2-core machine ALS fits ran 3-30 times slower with 2
-    threads than with 1. ``None`` leaves the setting alone.
-    """
-    if n_threads is None:
-        return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=int(n_threads), user_api="blas")
 
 
 # Relative ridge of the per-trial / per-time-point least-squares problems. The normal
@@ -339,7 +326,7 @@ class TCA(BaseLatentModel):
         best = interrupted = None
         # tensorly follows its global backend; fit in numpy whatever the user set.
         with tl.backend_context("numpy", local_threadsafe=True), \
-                _blas_threads(self.n_threads):
+                limit_threads(self.n_threads):
             for i_init in range(self.n_init):
                 init = self.init if i_init == 0 else "random"
                 kw = dict(rank=self.rank, n_iter_max=self.max_iter, init=init,
@@ -411,8 +398,7 @@ class TCA(BaseLatentModel):
         observed = ~np.isnan(X)
         X_obs = np.where(observed, X, 0.0).reshape(n_trials, -1)
         mask = observed.reshape(n_trials, -1).astype(np.float64)
-        with _blas_threads(self.n_threads):
-            C = _masked_least_squares(design, X_obs, mask, nonneg=self.nonneg)
+        C = _masked_least_squares(design, X_obs, mask, nonneg=self.nonneg)
         latents = C[:, None, :] * T[None, :, :]
         recon = latents @ N.T
         return latents, recon, C
@@ -584,7 +570,7 @@ class TrialPCA(BaseLatentModel):
         flat = X.reshape(n_samples, n_neurons)
         mean = np.nanmean(flat, axis=0)
         flat = np.where(np.isnan(flat), mean, flat)
-        with _blas_threads(self.n_threads), np.errstate(invalid="ignore",
+        with limit_threads(self.n_threads), np.errstate(invalid="ignore",
                                                         divide="ignore"):
             pca = PCA(n_components=self.rank, random_state=self.random_state).fit(flat)
         self.components_ = pca.components_
@@ -603,8 +589,7 @@ class TrialPCA(BaseLatentModel):
         flat = (X - self.mean_).reshape(-1, n_neurons)
         X_obs = np.where(observed.reshape(flat.shape), flat, 0.0)
         mask = observed.reshape(flat.shape).astype(np.float64)
-        with _blas_threads(self.n_threads):
-            Z = _masked_least_squares(self.components_.T, X_obs, mask)
+        Z = _masked_least_squares(self.components_.T, X_obs, mask)
         latents = Z.reshape(n_trials, n_timepoints, self.rank)
         recon = self.mean_ + latents @ self.components_
         return latents, recon

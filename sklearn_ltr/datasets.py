@@ -9,7 +9,7 @@ import torch
 from sklearn.utils import Bunch, check_random_state
 
 from ._dynamics import simulate_latents
-from .base import torch_threads
+from ._torch_utils import limit_threads
 
 __all__ = ["make_low_tensor_rank_rnn", "make_motor_learning"]
 
@@ -364,7 +364,7 @@ def make_motor_learning(
     hand = np.empty((n_trials, n_timepoints, 2))
     error = np.empty(n_trials)
     losses = []
-    with torch_threads(1):
+    with limit_threads(1):
         f64 = torch.float64
         W_in_t = torch.as_tensor(W_in, dtype=f64)
         W_out_t = torch.as_tensor(W_out, dtype=f64)

@@ -11,7 +11,7 @@
 * :class:`TrialFactors` turns a fitted latent model into a 2D ``(n_trials, rank)``
   transformer, for decoding condition or learning epoch in a ``Pipeline``.
 
-The estimators' own ``score`` (co-smoothing, DESIGN section 4) is the default protocol:
+The estimators' own ``score`` (co-smoothing) is the default protocol:
 folds over trials, and within the held-out trials, folds over neurons.
 """
 
@@ -29,13 +29,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from .base import (
-    MissingDataWarning,
-    TrialsInputMixin,
-    bits_per_spike,
-    check_trials_array,
-    r2_observed,
-)
+from ._validation import MissingDataWarning, check_trials_array
+from .base import TrialsInputMixin
+from .metrics import bits_per_spike, r2_observed
 
 __all__ = [
     "block_mask", "masked_score", "rank_selection_summary", "one_se_refit",

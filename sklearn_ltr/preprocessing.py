@@ -18,7 +18,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .base import SaveMixin, TrialsInputMixin, check_trials_array, check_training_trials
+from ._validation import check_training_trials, check_trials_array
+from .base import SaveMixin, TrialsInputMixin
 
 __all__ = ["StandardScaler3D", "SoftNormalizer", "GaussianSmoother", "TrialCropper"]
 

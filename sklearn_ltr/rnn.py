@@ -12,17 +12,10 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import _solver
-from .base import (
-    BaseLatentModel,
-    check_conditions,
-    check_inputs,
-    check_memory,
-    check_training_trials,
-    resolve_device,
-    seed_from,
-    to_numpy,
-    to_tensor,
-)
+from ._memory import check_memory
+from ._torch_utils import resolve_device, seed_from, to_numpy, to_tensor, usable_device
+from ._validation import check_conditions, check_inputs, check_training_trials
+from .base import BaseLatentModel
 
 __all__ = ["LowTensorRankRNN", "LowRankRNN"]
 
@@ -584,18 +577,7 @@ class _BaseRNN(BaseLatentModel):
         return index
 
     def _inference_device(self):
-        """The fitted device, or the CPU (with a warning) when it is not available.
-
-        Fitted state is stored as numpy arrays, so a model fitted on a GPU and
-        unpickled on a machine without one still works.
-        """
-        dev = torch.device(self.device_)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            warnings.warn(
-                f"{type(self).__name__} was fitted on {dev} but CUDA is not available; "
-                f"running on the CPU.", UserWarning)
-            return torch.device("cpu")
-        return dev
+        return usable_device(self.device_, type(self).__name__)
 
     @staticmethod
     def _initial_state_guess(data, A, D, d):

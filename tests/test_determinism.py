@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_info
 from _checks import ESTIMATORS, RNNS, TRANSFORMERS, class_id, make_small
 import sklearn_ltr
 from sklearn_ltr import (
-    LowRankRNN, LowTensorRankRNN, TCA, TrialPCA, _solver, base,
+    LowRankRNN, LowTensorRankRNN, TCA, TrialPCA, _memory, _solver, _torch_utils,
 )
 from sklearn_ltr.baselines import _TRIALPCA_BYTES_PER_ENTRY, _tca_bytes_per_entry
 from sklearn_ltr.datasets import make_low_tensor_rank_rnn
@@ -187,14 +187,14 @@ def caller_denormal_mode(request):
 
 def test_flush_denormals_sets_and_restores_the_mode(caller_denormal_mode):
     tiny = torch.full((3,), 1e-40, dtype=torch.float32)  # a float32 denormal
-    with base.flush_denormals():
-        assert base._flushing_denormals()
+    with _torch_utils.flush_denormals():
+        assert _torch_utils._flushing_denormals()
         assert float((tiny * 1.0).max()) == 0.0
-    assert base._flushing_denormals() == caller_denormal_mode
+    assert _torch_utils._flushing_denormals() == caller_denormal_mode
     with pytest.raises(RuntimeError, match="boom"):
-        with base.flush_denormals():
+        with _torch_utils.flush_denormals():
             _boom()
-    assert base._flushing_denormals() == caller_denormal_mode
+    assert _torch_utils._flushing_denormals() == caller_denormal_mode
     if not caller_denormal_mode:
         assert float((tiny * 1.0).max()) > 0.0
 
@@ -203,14 +203,14 @@ def test_flush_denormals_sets_and_restores_the_mode(caller_denormal_mode):
 def test_rnn_calls_leave_the_callers_denormal_mode(Est, X, caller_denormal_mode,
                                                    monkeypatch):
     est = _make(Est).fit(X)
-    assert base._flushing_denormals() == caller_denormal_mode
+    assert _torch_utils._flushing_denormals() == caller_denormal_mode
     for method in ("transform", "predict", "score"):
         getattr(est, method)(X[:3])
-        assert base._flushing_denormals() == caller_denormal_mode, method
+        assert _torch_utils._flushing_denormals() == caller_denormal_mode, method
     monkeypatch.setattr(_solver, "optimize", _boom)
     with pytest.raises(RuntimeError, match="boom"):
         _make(Est).fit(X)
-    assert base._flushing_denormals() == caller_denormal_mode
+    assert _torch_utils._flushing_denormals() == caller_denormal_mode
 
 
 def test_threading_backend_leaves_caller_threads(X, two_torch_threads):
@@ -390,7 +390,7 @@ def test_persistently_nonfinite_loss_is_a_clear_error(Est, X, monkeypatch):
 # --------------------------------------------------------------------------- #
 @pytest.mark.parametrize("Est", ESTIMATORS, ids=_ids)
 def test_fit_refuses_when_memory_is_short(Est, X, monkeypatch):
-    monkeypatch.setattr(base, "_available_memory", lambda device: 1000)
+    monkeypatch.setattr(_memory, "_available_memory", lambda device: 1000)
     est = _make(Est)
     with pytest.raises(ValueError, match=rf"{Est.__name__}.fit on X of shape "
                                          rf"\({K}, {T}, {N}\).* would need about "
@@ -399,13 +399,13 @@ def test_fit_refuses_when_memory_is_short(Est, X, monkeypatch):
         est.fit(X)
     with pytest.raises(NotFittedError):
         check_is_fitted(est)
-    monkeypatch.setattr(base, "_available_memory", lambda device: 10 ** 12)
+    monkeypatch.setattr(_memory, "_available_memory", lambda device: 10 ** 12)
     est.fit(X)
 
 
 def test_rnn_memory_check_on_cuda_counts_host_and_device(monkeypatch):
     available = {"cpu": 10 ** 12, "cuda": 10 ** 6}
-    monkeypatch.setattr(base, "_available_memory",
+    monkeypatch.setattr(_memory, "_available_memory",
                         lambda device: available[torch.device(device).type])
     est = LowTensorRankRNN(rank=3, n_units=200)
     shape = (300, 100, 80)
@@ -422,7 +422,7 @@ def test_rnn_memory_check_on_cuda_counts_host_and_device(monkeypatch):
 
 
 def test_available_memory_sources(monkeypatch):
-    cpu = base._available_memory("cpu")
+    cpu = _memory._available_memory("cpu")
     assert isinstance(cpu, int) and cpu > 0
     with open("/proc/meminfo") as f:
         total = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
@@ -433,14 +433,14 @@ def test_available_memory_sources(monkeypatch):
     def no_file(*args, **kwargs):
         raise OSError("no /proc here")
 
-    monkeypatch.setattr(base, "open", no_file, raising=False)
-    pages = base._available_memory("cpu")
+    monkeypatch.setattr(_memory, "open", no_file, raising=False)
+    pages = _memory._available_memory("cpu")
     assert pages == os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") or (
         abs(pages - os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
         < 2 ** 27)  # free pages move while the test runs
     # Devices whose free memory cannot be known are not checked.
-    assert base._available_memory("meta") is None
-    base.check_memory(10 ** 18, "meta", what="anything", remedy="")
+    assert _memory._available_memory("meta") is None
+    _memory.check_memory(10 ** 18, "meta", what="anything", remedy="")
 
 
 _MEASURE = textwrap.dedent("""

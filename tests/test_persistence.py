@@ -213,7 +213,7 @@ def test_gpu_fitted_model_loads_on_cpu_only_machine(X, fitted, tmp_path, monkeyp
     assert _header(_members(path))["attributes"]["device_"]["value"] == "cuda:0"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.warns(UserWarning, match="fitted on cuda:0, which is not available on "
-                                         "this machine; it will run on the CPU"):
+                                         "this machine; running on the CPU"):
         loaded = load(path)
     assert loaded.device_ == torch.device("cpu")
     # Once loaded, it runs on the CPU without warning at every call.
@@ -229,7 +229,7 @@ def test_gpu_fitted_pickle_falls_back_to_cpu(X, fitted, monkeypatch):
     blob = pickle.dumps(gpu_like)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     loaded = pickle.loads(blob)
-    with pytest.warns(UserWarning, match="CUDA is not available; running on the CPU"):
+    with pytest.warns(UserWarning, match="fitted on cuda:0, which is not available on this machine; running on the CPU"):
         pred = loaded.predict(X[:3])
     np.testing.assert_array_equal(pred, est.predict(X[:3]))
 

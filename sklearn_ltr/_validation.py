@@ -1,0 +1,244 @@
+"""Validation of trials, condition labels and external inputs.
+
+Every message says what was wrong, what was expected, and how to fix it.
+"""
+
+import warnings
+
+import numpy as np
+import torch
+
+__all__ = [
+    "MissingDataWarning", "MOSTLY_MISSING", "check_trials_array",
+    "check_training_trials", "check_conditions", "check_inputs",
+]
+
+
+def _describe(a):
+    return f"{a.ndim}D array of shape {a.shape}"
+
+
+def check_trials_array(X, *, name="X", allow_nan=True, min_trials=1, min_timepoints=1,
+                       dtype=np.float64, what="(n_trials, n_timepoints, n_neurons)"):
+    """Validate a 3D array of trials and return it as a float array.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_trials, n_timepoints, n_neurons)
+        Data. NaN marks a missing entry when ``allow_nan`` is True.
+    name : str
+        Name used in error messages.
+    allow_nan : bool
+        Whether NaN entries are accepted. Infinite values are always rejected.
+    min_trials, min_timepoints : int
+        Smallest sizes accepted along the first two axes.
+    dtype : numpy dtype
+        Floating dtype of the returned array.
+
+    Returns
+    -------
+    X : ndarray of shape (n_trials, n_timepoints, n_neurons)
+
+    Raises
+    ------
+    ValueError
+        Wrong dimensionality, empty axes, infinite or (when not allowed) NaN values,
+        ragged trials, complex values.
+    TypeError
+        Non-numeric data.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_ltr.base import check_trials_array
+    >>> check_trials_array(np.zeros((4, 10, 3))).shape
+    (4, 10, 3)
+    """
+    if isinstance(X, torch.Tensor):
+        X = X.detach().cpu().numpy()
+    if isinstance(X, (list, tuple)):
+        try:
+            shapes = {np.shape(x) for x in X}
+        except ValueError:  # a trial that is itself ragged
+            raise ValueError(
+                f"{name} holds a trial whose time points have different numbers of "
+                f"neurons; every trial must be a regular (n_timepoints, n_neurons) "
+                f"array (pad with NaN: missing entries are allowed).") from None
+        if len(shapes) > 1:
+            raise ValueError(
+                f"{name} is a list of trials with different shapes {sorted(shapes)[:3]}"
+                f"...; trials must share n_timepoints and n_neurons. Crop or pad them "
+                f"to a common length (pad with NaN: missing entries are allowed).")
+    try:
+        arr = np.asarray(X)
+    except ValueError as exc:  # ragged nested sequences
+        raise ValueError(
+            f"{name} could not be converted to a regular array ({exc}); trials must "
+            f"share n_timepoints and n_neurons (pad with NaN).") from None
+    if arr.dtype == object or arr.dtype.kind in "USVMm":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"{name} must hold numbers, got an array of dtype {arr.dtype}. Convert "
+                f"it with np.asarray({name}, dtype=float).") from None
+    if arr.dtype.kind == "c":
+        raise ValueError(
+            f"{name} is complex ({arr.dtype}); pass real values (e.g. np.abs({name}) "
+            f"or {name}.real).")
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}.")
+    if arr.ndim != 3:
+        hint = ""
+        if arr.ndim == 2:
+            hint = (f" For a single trial use {name}[np.newaxis]; for a 2D "
+                    f"(n_samples, n_neurons) recording, reshape it into trials.")
+        raise ValueError(
+            f"Expected {name} to be a 3D array of shape {what}, got a "
+            f"{_describe(arr)}.{hint}")
+    n_trials, n_timepoints, n_neurons = arr.shape
+    if n_trials < min_trials:
+        raise ValueError(
+            f"{name} has {n_trials} trial(s); at least {min_trials} are required.")
+    if n_timepoints < min_timepoints:
+        raise ValueError(
+            f"{name} has {n_timepoints} time point(s) per trial; at least "
+            f"{min_timepoints} are required.")
+    if n_neurons < 1:
+        raise ValueError(f"{name} has 0 neurons (shape {arr.shape}).")
+    arr = np.asarray(arr, dtype=dtype)
+    if not np.isfinite(arr).all():
+        if np.isinf(arr).any():
+            where = tuple(int(i) for i in np.argwhere(np.isinf(arr))[0])
+            raise ValueError(
+                f"{name} contains infinite values (first at index {where}). "
+                f"Replace them, or mark them missing with NaN.")
+        if not allow_nan:
+            raise ValueError(f"{name} contains NaN, which is not allowed here.")
+    return arr
+
+
+class MissingDataWarning(UserWarning):
+    """Warning issued by ``fit`` when a trial or a neuron is mostly missing (NaN).
+
+    Such a trial's (or neuron's) parameters are fitted from few entries and are
+    poorly determined; the fit still ignores every missing entry.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> from sklearn_ltr import TrialPCA
+    >>> from sklearn_ltr.base import MissingDataWarning
+    >>> X = np.random.RandomState(0).standard_normal((6, 10, 4))
+    >>> X[0, :8] = np.nan  # trial 0 is 80% missing
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _ = TrialPCA(rank=1).fit(X)
+    >>> any(issubclass(w.category, MissingDataWarning) for w in caught)
+    True
+    """
+
+
+# A trial or neuron with more than this fraction of its entries missing is reported
+# by a MissingDataWarning at fit.
+MOSTLY_MISSING = 0.5
+
+
+def check_training_trials(X, *, min_trials=2, min_timepoints=1):
+    """Validate training trials: :func:`check_trials_array` plus no all-NaN trial or neuron.
+
+    A :class:`MissingDataWarning` is issued when a trial or a neuron has more than
+    ``MOSTLY_MISSING`` (half) of its entries missing.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_trials, n_timepoints, n_neurons)
+        Training data; NaN marks a missing entry.
+    min_trials, min_timepoints : int
+        Smallest sizes accepted along the first two axes.
+
+    Returns
+    -------
+    X : ndarray of shape (n_trials, n_timepoints, n_neurons)
+    observed : ndarray of bool, same shape
+        Where X is not NaN.
+
+    Raises
+    ------
+    ValueError
+        As :func:`check_trials_array`, or when a whole trial or neuron is missing.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> from sklearn_ltr.base import check_training_trials
+    >>> X = np.ones((3, 4, 2))
+    >>> X[0, :3] = np.nan  # trial 0: 6 of its 8 entries missing
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _ = check_training_trials(X)
+    >>> caught[0].category.__name__, "trial 0: 75% missing" in str(caught[0].message)
+    ('MissingDataWarning', True)
+    """
+    X = check_trials_array(X, min_trials=min_trials, min_timepoints=min_timepoints)
+    observed = ~np.isnan(X)
+    if observed.all():
+        return X, observed
+    for axes, what in [((1, 2), "trial"), ((0, 1), "neuron")]:
+        fraction = 1.0 - observed.mean(axis=axes)
+        empty = np.flatnonzero(fraction == 1.0)
+        if empty.size:
+            raise ValueError(
+                f"X has {empty.size} {what}(s) with no observed entry (all NaN), e.g. "
+                f"{what} {empty[0]}; drop them before fitting.")
+        mostly = np.flatnonzero(fraction > MOSTLY_MISSING)
+        if mostly.size:
+            worst = mostly[np.argmax(fraction[mostly])]
+            warnings.warn(
+                f"X has {mostly.size} {what}(s) with more than "
+                f"{MOSTLY_MISSING:.0%} of their entries missing (e.g. {what} {worst}: "
+                f"{fraction[worst]:.0%} missing); their parameters are poorly "
+                f"determined. Drop them, or pass fewer NaN.", MissingDataWarning,
+                stacklevel=2)
+    return X, observed
+
+
+def check_conditions(y, n_trials):
+    """Validate condition labels; return (labels, index into labels) or (None, None)."""
+    if y is None:
+        return None, None
+    y = np.asarray(y)
+    if y.ndim != 1 or y.shape[0] != n_trials:
+        raise ValueError(
+            f"y must hold one condition label per trial: expected shape ({n_trials},), "
+            f"got {y.shape}.")
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise ValueError("y (condition labels) contains NaN or infinite values.")
+    labels, index = np.unique(y, return_inverse=True)
+    return labels, index
+
+
+def check_inputs(inputs, n_trials, n_timepoints, n_inputs=None):
+    """Validate external inputs of shape (n_trials, n_timepoints, n_inputs)."""
+    if inputs is None:
+        if n_inputs:
+            raise ValueError(
+                f"This model was fitted with external inputs ({n_inputs} channels); "
+                f"pass inputs=... of shape ({n_trials}, {n_timepoints}, {n_inputs}).")
+        return None
+    U = check_trials_array(inputs, name="inputs", allow_nan=False,
+                           what="(n_trials, n_timepoints, n_inputs)")
+    if U.shape[:2] != (n_trials, n_timepoints):
+        raise ValueError(
+            f"inputs must have shape (n_trials, n_timepoints, n_inputs) = "
+            f"({n_trials}, {n_timepoints}, ...) to match X, got {U.shape}.")
+    if n_inputs is not None and U.shape[2] != n_inputs:
+        if n_inputs == 0:
+            raise ValueError(
+                "This model was fitted without external inputs; do not pass inputs.")
+        raise ValueError(
+            f"inputs has {U.shape[2]} channels, but the model was fitted with "
+            f"{n_inputs}.")
+    return U

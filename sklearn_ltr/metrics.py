@@ -1,0 +1,132 @@
+"""Scores of held-out predictions, and the neuron folds of the co-smoothing score."""
+
+import warnings
+
+import numpy as np
+
+__all__ = ["cosmoothing_folds", "cosmoothing_predict", "r2_observed", "bits_per_spike"]
+
+
+def cosmoothing_folds(n_neurons, n_folds):
+    """Assign neurons to co-smoothing folds: a fixed, seed-independent permutation.
+
+    The assignment depends only on ``n_neurons`` and ``n_folds``, so every estimator
+    scored on the same data uses the same folds (a fair comparison).
+
+    Returns
+    -------
+    fold : ndarray of shape (n_neurons,)
+        Fold index of each neuron, in ``range(min(n_folds, n_neurons))``.
+
+    Examples
+    --------
+    >>> from sklearn_ltr.base import cosmoothing_folds
+    >>> fold = cosmoothing_folds(12, 5)
+    >>> sorted(set(fold.tolist())), int((fold == 0).sum())
+    ([0, 1, 2, 3, 4], 3)
+    """
+    n_folds = min(n_folds, n_neurons)
+    perm = np.random.RandomState(0).permutation(n_neurons)
+    fold = np.empty(n_neurons, dtype=int)
+    fold[perm] = np.arange(n_neurons) % n_folds
+    return fold
+
+
+def cosmoothing_predict(infer, X, n_folds, *, y=None, inputs=None):
+    """Predict every neuron from what was inferred without it (co-smoothing).
+
+    The neurons are split into ``n_folds`` folds (:func:`cosmoothing_folds`); for
+    each fold, ``infer`` sees the trials with that fold's neurons set to NaN
+    (missing) and its reconstruction of those neurons is kept. No entry of ``X`` is
+    used to predict itself. The fold-masked copies are stacked along the trial axis
+    and passed to ``infer`` in one call, which costs one batched inference rather than
+    one per fold; ``infer`` must therefore treat every trial independently (as the
+    per-trial inference of the estimators of this package does).
+
+    Parameters
+    ----------
+    infer : callable
+        ``infer(X, y, inputs) -> reconstruction`` of the same shape as ``X``,
+        inferring per-trial parameters from the observed (non-NaN) entries only.
+    X : ndarray of shape (n_trials, n_timepoints, n_neurons)
+        Trials; NaN entries are missing.
+    n_folds : int
+        Number of neuron folds (at most ``n_neurons``).
+    y : array-like of shape (n_trials,), default=None
+        Per-trial labels, repeated for every fold.
+    inputs : array-like of shape (n_trials, n_timepoints, n_inputs), default=None
+        Per-trial inputs, repeated for every fold.
+
+    Returns
+    -------
+    prediction : ndarray of shape (n_trials, n_timepoints, n_neurons)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_ltr.metrics import cosmoothing_predict
+    >>> X = np.arange(24.0).reshape(2, 3, 4)
+    >>> def mean_of_observed(Xm, y, inputs):  # each entry: mean of the others seen
+    ...     m = np.nanmean(Xm, axis=2, keepdims=True)
+    ...     return np.broadcast_to(m, Xm.shape)
+    >>> cosmoothing_predict(mean_of_observed, X, 2).shape
+    (2, 3, 4)
+    """
+    n_trials, _, n_neurons = X.shape
+    fold = cosmoothing_folds(n_neurons, n_folds)
+    n_folds = fold.max() + 1
+    if n_folds < 2:
+        raise ValueError(
+            f"co-smoothing needs at least 2 neurons to hold one out, X has "
+            f"{n_neurons}.")
+    stacked = np.repeat(X[None], n_folds, axis=0)
+    for f in range(n_folds):
+        stacked[f][:, :, fold == f] = np.nan
+    stacked = stacked.reshape((n_folds * n_trials,) + X.shape[1:])
+    y_s = None if y is None else np.tile(np.asarray(y), n_folds)
+    in_s = None if inputs is None else np.tile(np.asarray(inputs), (n_folds, 1, 1))
+    recon = infer(stacked, y_s, in_s)
+    recon = recon.reshape((n_folds, n_trials) + X.shape[1:])
+    pred = np.empty_like(X)
+    for f in range(n_folds):
+        pred[:, :, fold == f] = recon[f][:, :, fold == f]
+    return pred
+
+
+def r2_observed(X, P):
+    """Variance-weighted R^2 of predictions ``P`` over the non-NaN entries of ``X``.
+
+    Missing entries of ``X`` are never scored, whatever ``P`` holds there. When the
+    observed entries have no variance around their neuron means, R^2 is undefined;
+    as scikit-learn's ``r2_score`` (``force_finite=True``) the score is then 1.0 for
+    a perfect prediction and 0.0 otherwise, so that a cross-validation fold of
+    constant data neither wins nor returns -inf.
+    """
+    obs = ~np.isnan(X)
+    with warnings.catch_warnings():
+        # A neuron with no observed entry has no mean; it is not scored either.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(X, axis=(0, 1), keepdims=True)
+    mean = np.where(np.isnan(mean), 0.0, mean)
+    sse = np.sum(np.where(obs, (X - P) ** 2, 0.0))
+    sst = np.sum(np.where(obs, (X - mean) ** 2, 0.0))
+    if sst <= 0:
+        return 1.0 if sse <= 0 else 0.0
+    return float(1.0 - sse / sst)
+
+
+def bits_per_spike(X, rate):
+    """Co-smoothing log-likelihood gain over a per-neuron mean-rate model, in bits/spike."""
+    from scipy.special import xlogy
+
+    obs = ~np.isnan(X)
+    Xo = np.where(obs, X, 0.0)
+    mean = Xo.sum((0, 1)) / np.maximum(obs.sum((0, 1)), 1)
+    rate = np.maximum(rate, 1e-9)
+    null = np.broadcast_to(np.maximum(mean, 1e-9), X.shape)
+    ll_model = np.sum(np.where(obs, xlogy(Xo, rate) - rate, 0.0))
+    ll_null = np.sum(np.where(obs, xlogy(Xo, null) - null, 0.0))
+    n_spikes = Xo.sum()
+    if n_spikes <= 0:
+        return 0.0
+    return float((ll_model - ll_null) / (n_spikes * np.log(2)))
