@@ -687,7 +687,9 @@ def optimize_per_trial(loss_fn, params, *, learning_rate=0.05, max_iter=200, tol
                 sel = improved.view((K,) + (1,) * (p.dim() - 1))
                 s.copy_(torch.where(sel, p, s))
             best = torch.where(improved, losses, best)
-            progress = finite & (losses < ref - tol * ref.abs())
+            # The first finite loss is progress (``inf - tol * inf`` is NaN, which
+            # no loss is below).
+            progress = finite & (torch.isinf(ref) | (losses < ref - tol * ref.abs()))
             ref = torch.where(progress, losses, ref)
             since = torch.where(progress, torch.zeros_like(since), since + 1)
             # A non-finite loss freezes the trial at its best parameters.

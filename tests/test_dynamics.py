@@ -478,3 +478,19 @@ def test_interrupt_in_forced_warm_start_keeps_free_loss():
         float(_quadratic_with_forcing([])({"w": params["w"]})), abs=1e-12)
     assert res.loss < float(_quadratic_with_forcing([])(
         {"w": torch.zeros(2, dtype=torch.float64)}))
+
+
+def test_per_trial_inference_runs_until_its_own_plateau():
+    # Each trial's problem stops at its own plateau or at max_iter, not after
+    # n_iter_no_change iterations whatever happens (the first finite loss is
+    # progress: a rule comparing with ``inf - tol * inf`` never saw any).
+    calls = []
+
+    def loss_fn(p):
+        calls.append(1)
+        return ((p["w"] - torch.tensor([[3.0], [0.5]])) ** 2).sum(1)
+
+    params = {"w": torch.zeros(2, 2)}
+    _solver.optimize_per_trial(loss_fn, params, max_iter=500, n_iter_no_change=10)
+    assert 10 < len(calls) < 500
+    np.testing.assert_allclose(params["w"].numpy(), [[3.0, 3.0], [0.5, 0.5]], atol=1e-2)
