@@ -3,11 +3,11 @@
 Measures, on one torch thread by default and in float32:
 
 1. our training iteration: forward with the same parametrisation as
-   ``LowTensorRankRNN._fit_torch``'s loss (``C = mu + Phi Wc`` on
-   ``_solver.trial_basis(K, 10.0)``, ``B = sqrt(N) Bs``, ``D = Ds / sqrt(N)``,
-   ``_solver.evaluate_loss`` (latent recurrence, readout and MSE fused step by step,
+   the fit's loss (``_model.LatentRNN.loss``: ``C = mu + Phi Wc`` on
+   ``_model.trial_basis(K, 10.0)``, ``B = sqrt(N) Bs``, ``D = Ds / sqrt(N)``,
+   ``_model.evaluate_loss`` (latent recurrence, readout and MSE fused step by step,
    ``_dynamics.LatentSquaredError``) plus
-   ``_solver.activity_loss``), backward, and one Adam step (the default solver);
+   ``_model.activity_loss``), backward, and one Adam step (the default solver);
    and one iteration of ``solver='lbfgs'`` (``_solver.optimize``: line search,
    history of 100 steps), with its number of loss evaluations;
 2. the naive dense comparator of ``benchmarks/naive_dense.py`` (builds the
@@ -41,7 +41,7 @@ import time
 
 import torch
 
-from sklearn_ltr import _solver
+from sklearn_ltr import _model, _solver
 from sklearn_ltr._dynamics import latent_squared_error, simulate_latents
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -66,22 +66,27 @@ def make_problem(args, dtype):
                          args.rank, args.n_units, random_state=0)
     X = bunch.X
     alpha = 1.0 / TAU
-    data = _solver.Data.from_numpy(X, None, "cpu", dtype)
-    basis = _solver.trial_basis(args.n_trials, LENGTH_SCALE).to(dtype=dtype)
+    data = _model.Data.from_numpy(X, None, "cpu", dtype)
+    basis = _model.trial_basis(args.n_trials, LENGTH_SCALE).to(dtype=dtype)
     gen = torch.Generator().manual_seed(0)
-    params = _solver.initialize(
+    params, _ = _model.initialize(
         data, rank=args.rank, n_units=args.n_units, alpha=alpha,
-        n_states=args.n_trials, state_index=None, n_basis=basis.shape[1], loss="mse",
+        n_states=args.n_trials, state_index=None, loss="mse",
         orthonormal_readout=False, init="pca", generator=gen)
-    # Move the trial factors away from exactly constant so that W_k varies over k.
-    params["Wc"] = 0.1 * torch.randn(params["Wc"].shape, generator=gen,
-                                     dtype=params["Wc"].dtype)
+    del params["M"]  # no inputs
+    params["mu"] = torch.ones(args.rank, dtype=torch.float64)
+    # Trial factors away from exactly constant, so that W_k varies over k.
+    params["Wc"] = 0.1 * torch.randn(basis.shape[1], args.rank, generator=gen,
+                                     dtype=torch.float64)
     params = {k: v.to(dtype).contiguous() for k, v in params.items()}
     return X, data, basis, params, alpha
 
 
 def make_our_loss(data, basis, n_units, alpha, n_timepoints, activity_penalty):
-    """The loss of ``LowTensorRankRNN._fit_torch`` (mse, no conditions, no inputs)."""
+    """The fit's loss, ``LatentRNN.loss`` of a low-tensor-rank model, written out.
+
+    (mse, no conditions, no inputs).
+    """
     n_trials = basis.shape[0]
     N = n_units
 
@@ -89,19 +94,19 @@ def make_our_loss(data, basis, n_units, alpha, n_timepoints, activity_penalty):
         C = p["mu"].expand(n_trials, -1)
         C = C + basis @ p["Wc"]
         B = p["Bs"] * math.sqrt(N)
-        D = _solver.readout_matrix(p["Ds"], N, False)
+        D = _model.readout_matrix(p["Ds"], N, False)
         return p["Z"], C, p["A"], B, D, p["d"], p.get("M")
 
     def loss_fn(p):
-        kappa, value = _solver.evaluate_loss(
+        kappa, value = _model.evaluate_loss(
             *shared(p), data, "mse", alpha=alpha, n_timepoints=n_timepoints)
         if activity_penalty:
-            value = value + activity_penalty * _solver.activity_loss(kappa, p["A"])
+            value = value + activity_penalty * _model.activity_loss(kappa, p["A"])
         return value
 
     def readout_fn(p):
         """The model's readout (T, K, n), for the agreement check."""
-        return _solver.evaluate(*shared(p), data.inputs, alpha=alpha,
+        return _model.evaluate(*shared(p), data.inputs, alpha=alpha,
                                 n_timepoints=n_timepoints)[1]
 
     loss_fn.readout = readout_fn
@@ -249,7 +254,7 @@ def breakdown(data, basis, params, alpha, args):
     # readout + squared error reads them (the previous implementation).
     def unfused_fwd():
         kappa, H = simulate_latents(Z0, A, B, gain, None, 1.0 - alpha, T)
-        value = _solver.readout_loss(H, D, d, data, "mse")
+        value = _model.readout_loss(H, D, d, data, "mse")
         return value + (kappa * w_kappa).sum()
 
     res["unfused_fwd"] = time_ms(unfused_fwd, reps)

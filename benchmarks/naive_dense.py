@@ -13,7 +13,7 @@ and iterates the unit states with a batched matrix-vector product::
 with ``x_k(0) = A z_k``, then lets autograd differentiate everything. It is kept as
 the comparator for ``bench_iteration.py`` and as an independent check of the latent
 (rank-R) implementation in :mod:`sklearn_ltr._dynamics`. It takes the *same* raw
-parameters as ``LowTensorRankRNN._fit_torch``'s loss (``A, Bs, Ds, d, Z, mu, Wc``
+parameters as the fit's loss (``_model.LatentRNN.loss``) (``A, Bs, Ds, d, Z, mu, Wc``
 with ``C = mu + Phi Wc``, ``B = sqrt(N) Bs``, ``D = Ds / sqrt(N)``), so the two losses
 must agree to rounding error.
 
@@ -61,7 +61,7 @@ def naive_loss(p, basis, X, *, alpha, activity_penalty, return_parts=False):
     """MSE (fully observed ``X`` of shape (T, K, n)) plus the activity penalty.
 
     ``p`` holds the raw parameters ``A, Bs, Ds, d, Z, mu`` and ``Wc`` (when
-    ``basis`` is not None), as in ``LowTensorRankRNN._fit_torch``.
+    ``basis`` is not None), as in the fit's loss.
     """
     T, K, n = X.shape
     A = p["A"]

@@ -1,6 +1,5 @@
 """Low-tensor-rank and low-rank recurrent network models of trials."""
 
-import math
 import warnings
 from numbers import Integral, Real
 
@@ -11,15 +10,24 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import _solver
+from . import _model, _solver
 from ._memory import check_memory
+from ._model import (
+    DTYPE,
+    Data,
+    FrozenNetwork,
+    GivenFactors,
+    InitialStates,
+    LatentRNN,
+    TrainableNetwork,
+)
+from ._priors import SmoothOverTrials, TrialInvariant
 from ._torch_utils import resolve_device, seed_from, to_numpy, to_tensor, usable_device
 from ._validation import check_conditions, check_inputs, check_training_trials
 from .base import BaseLatentModel
 
 __all__ = ["LowTensorRankRNN", "LowRankRNN"]
 
-_DTYPE = torch.float32
 
 
 def _fit_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank, n_inputs=0,
@@ -88,10 +96,16 @@ def _fit_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank, n_inputs=0,
 
 
 class _BaseRNN(BaseLatentModel):
-    """Shared implementation of :class:`LowTensorRankRNN` and :class:`LowRankRNN`."""
+    """Shared implementation of :class:`LowTensorRankRNN` and :class:`LowRankRNN`.
 
-    # True for the model whose trial factors vary over trials.
-    _trial_varying = True
+    Parameters, validation and fitted attributes only: the network is a
+    :class:`~sklearn_ltr._model.LatentRNN`, fitted by :func:`~sklearn_ltr._solver.optimize`
+    and, on new trials, with its shared part frozen, by
+    :func:`~sklearn_ltr._solver.optimize_per_trial`. How trial factors vary over
+    trials is the subclass's strategy (``_trial_prior``, see
+    :mod:`sklearn_ltr._priors`).
+    """
+
     _flush_denormal = True
 
     _parameter_constraints = {
@@ -117,6 +131,10 @@ class _BaseRNN(BaseLatentModel):
         "device": [str],
         "verbose": ["verbose"],
     }
+
+    def _trial_prior(self):
+        """The trial-factor strategy of this model (see :mod:`sklearn_ltr._priors`)."""
+        raise NotImplementedError
 
     def _score_kind(self):
         return "bits_per_spike" if self.loss == "poisson" else "r2"
@@ -161,7 +179,36 @@ class _BaseRNN(BaseLatentModel):
             and the estimator is usable.
         """
         X, _ = check_training_trials(X, min_trials=2, min_timepoints=2)
-        n_trials, n_timepoints, n_neurons = X.shape
+        self._check_fit_arguments(X)
+        labels, state_index = check_conditions(y, X.shape[0])
+        U = check_inputs(inputs, X.shape[0], X.shape[1])
+        device = resolve_device(self.device)
+        self._check_fit_memory(X.shape, 0 if U is None else U.shape[2], device)
+
+        offset, scale = self._standardisation(X)
+        # Rebinding X frees the validated copy when check_training_trials made one.
+        X = (X - offset) / scale
+        try:
+            self.device_ = device
+            self.n_features_in_ = X.shape[2]
+            self.n_inputs_ = 0 if U is None else U.shape[2]
+            self.conditions_ = labels
+            self._alpha = 1.0 / self.tau
+            self._data_offset, self._data_scale = offset, scale
+            with self._torch_context():
+                data = Data.from_numpy(X, U, device, DTYPE)
+                model, result = self._fit_model(data, state_index, labels,
+                                                self._readout_gain(X))
+                self._set_fitted(model, result, state_index, U, X.shape[1])
+        except BaseException:
+            # A failed fit must not leave a half-fitted estimator that
+            # check_is_fitted would accept.
+            self._clear_fitted()
+            raise
+        return self
+
+    def _check_fit_arguments(self, X):
+        n_neurons = X.shape[2]
         if self.rank > self.n_units:
             raise ValueError(
                 f"rank={self.rank} must be <= n_units={self.n_units}; increase n_units "
@@ -174,31 +221,6 @@ class _BaseRNN(BaseLatentModel):
             raise ValueError(
                 "loss='poisson' needs non-negative counts, but X has negative values; "
                 "use loss='mse' for standardised data.")
-        labels, state_index = check_conditions(y, n_trials)
-        U = check_inputs(inputs, n_trials, n_timepoints)
-        device = resolve_device(self.device)
-        self._check_fit_memory(X.shape, 0 if U is None else U.shape[2], device)
-
-        offset, scale = self._standardisation(X)
-        # Rebinding X frees the validated copy when check_training_trials made one.
-        X = (X - offset) / scale
-        try:
-            self.device_ = device
-            self.n_features_in_ = n_neurons
-            self.n_inputs_ = 0 if U is None else U.shape[2]
-            self.conditions_ = labels
-            self._alpha = 1.0 / self.tau
-            self._data_offset, self._data_scale = offset, scale
-            with self._torch_context():
-                result, basis, gain = self._fit_torch(X, U, state_index, labels)
-                self._set_fitted(result, basis, gain, n_trials, n_timepoints,
-                                 state_index, U)
-        except BaseException:
-            # A failed fit must not leave a half-fitted estimator that
-            # check_is_fitted would accept.
-            self._clear_fitted()
-            raise
-        return self
 
     def _standardisation(self, X):
         """Per-neuron offset and overall scale of the data fitted with ``loss='mse'``.
@@ -215,7 +237,7 @@ class _BaseRNN(BaseLatentModel):
         ``activity_penalty`` therefore refer to standardised data.
 
         With ``loss='poisson'`` the counts are fitted as given (the Poisson likelihood
-        depends on their scale; see ``_fit_torch`` for its readout gain), and with
+        depends on their scale; see ``_readout_gain``), and with
         ``orthonormal_readout=True`` only the offset is removed (an orthonormal
         readout fixes the output scale, which is then part of the model).
         """
@@ -249,44 +271,54 @@ class _BaseRNN(BaseLatentModel):
             check_memory(dev_bytes, device, what=what,
                          remedy=remedy + " Or use device='cpu'.")
 
-    def _fit_torch(self, X, U, state_index, labels):
-        dev = self.device_
-        data = _solver.Data.from_numpy(X, U, dev, _DTYPE)
-        n_trials, n_timepoints = X.shape[:2]
-        if self._trial_varying:
-            basis = _solver.trial_basis(n_trials, self.trial_length_scale).to(
-                device=dev, dtype=_DTYPE)
-            n_basis = basis.shape[1]
-        else:
-            basis, n_basis = None, 0
-        n_states = n_trials if labels is None else len(labels)
+    def _fit_model(self, data, state_index, labels, gain):
+        """Fit from ``n_init`` initialisations; return the best model and its result."""
         sidx = None if state_index is None else torch.as_tensor(
-            state_index, device=dev)
-        N, alpha = self.n_units, self._alpha
-        orth = self.orthonormal_readout
-        gain = self._readout_gain(X)
+            state_index, device=data.X.device)
+        n_states = data.X.shape[1] if labels is None else len(labels)
+        seed = seed_from(self.random_state)
+        best = interrupted = None
+        for i_init in range(self.n_init):
+            try:
+                model, targets = self._initial_model(data, sidx, n_states, gain,
+                                                     seed + i_init)
+            except KeyboardInterrupt:
+                # Between two initialisations: keep the earlier ones, if any.
+                if best is None:
+                    raise
+                interrupted = (i_init, 0)
+                break
+            result = self._optimize(model, data, targets, i_init)
+            if best is None or result.loss < best[1].loss:
+                best = (model, result)
+            if result.interrupted:
+                interrupted = (i_init, result.n_iter)
+                break
+        self._warn_about_fit(best[1], interrupted)
+        return best
 
-        targets = None  # latent states of the teacher-forced warm start
+    def _initial_model(self, data, state_index, n_states, gain, seed):
+        """The network at its data-driven initialisation, and the warm start's targets."""
+        p, targets = _model.initialize(
+            data, rank=self.rank, n_units=self.n_units, alpha=self._alpha,
+            n_states=n_states, state_index=state_index, loss=self.loss,
+            orthonormal_readout=self.orthonormal_readout, init=self.init,
+            generator=torch.Generator().manual_seed(seed))
+        if gain != 1.0:
+            p["Ds"], p["d"] = p["Ds"] / gain, p["d"] / gain
+        p = {k: None if v is None else v.to(DTYPE) for k, v in p.items()}
+        network = TrainableNetwork(p["A"], p["Bs"], p["Ds"], p["d"], p["M"],
+                                   orthonormal_readout=self.orthonormal_readout,
+                                   readout_gain=gain)
+        factors = self._trial_prior().fit_factors(data.X.shape[1], self.rank,
+                                                  data.X.device)
+        model = LatentRNN(network, InitialStates(p["Z"], state_index), factors,
+                          alpha=self._alpha, loss=self.loss,
+                          activity_penalty=self.activity_penalty)
+        return model, targets.to(DTYPE)
 
-        def loss_fn(p, forcing=0.0):
-            C = p["mu"].expand(n_trials, -1)
-            if basis is not None:
-                C = C + basis @ p["Wc"]
-            Z0 = p["Z"] if sidx is None else p["Z"][sidx]
-            B = p["Bs"] * math.sqrt(N)
-            D = _solver.readout_matrix(p["Ds"], N, orth)
-            d = p["d"]
-            if gain != 1.0:
-                D, d = gain * D, gain * d
-            kappa, value = _solver.evaluate_loss(
-                Z0, C, p["A"], B, D, d, p.get("M"), data, self.loss,
-                alpha=alpha, n_timepoints=n_timepoints,
-                forcing=(forcing, targets) if forcing else None)
-            if self.activity_penalty:
-                value = value + self.activity_penalty * _solver.activity_loss(
-                    kappa, p["A"])
-            return value
-
+    def _fit_schedule(self):
+        """Solver, L-BFGS start, and the teacher forcing of the warm start."""
         # 'lbfgs-adam': L-BFGS for the first fifth of max_iter (at most 150
         # iterations), then Adam.
         solver, lbfgs_iter = self.solver, 0
@@ -296,53 +328,36 @@ class _BaseRNN(BaseLatentModel):
         # initialisation was regressed on: data-derived with init='pca' only.
         forcing = self.teacher_forcing if self.init == "pca" else 0.0
         n_forced = min(self.forcing_iter, self.max_iter // 3) if forcing else 0
-        seed = seed_from(self.random_state)
-        best = interrupted = None
-        for i_init in range(self.n_init):
-            gen = torch.Generator().manual_seed(seed + i_init)
-            try:
-                params, targets = _solver.initialize(
-                    data, rank=self.rank, n_units=N, alpha=alpha, n_states=n_states,
-                    state_index=sidx, n_basis=n_basis, loss=self.loss,
-                    orthonormal_readout=orth, init=self.init, generator=gen,
-                    return_latents=True)
-                targets = targets.to(_DTYPE)
-            except KeyboardInterrupt:
-                # Between two initialisations: keep the earlier ones, if any.
-                if best is None:
-                    raise
-                interrupted = (i_init, 0)
-                break
-            if gain != 1.0:
-                params["Ds"] = params["Ds"] / gain
-                params["d"] = params["d"] / gain
-            params = {k: v.to(_DTYPE) for k, v in params.items()}
-            progress = None
-            if self.verbose:
-                from tqdm.auto import tqdm
+        return dict(solver=solver, lbfgs_iter=lbfgs_iter, forcing=forcing,
+                    forcing_iter=n_forced)
 
-                progress = tqdm(total=self.max_iter, leave=False,
-                                desc=f"{type(self).__name__} init {i_init + 1}")
-            try:
-                result = _solver.optimize(
-                    loss_fn, params, solver=solver, lbfgs_iter=lbfgs_iter,
-                    learning_rate=self._learning_rate(), max_iter=self.max_iter,
-                    tol=self.tol, n_iter_no_change=self.n_iter_no_change,
-                    forcing=forcing, forcing_iter=n_forced, progress=progress)
-            except _solver.FitDiverged as exc:
-                raise ValueError(
-                    f"{type(self).__name__}.fit diverged: {exc}. Remedies: lower "
-                    f"learning_rate (now {self._learning_rate()}), standardise X (e.g. "
-                    f"sklearn_ltr.preprocessing.StandardScaler3D), or increase tau "
-                    f"(now {self.tau}).") from None
-            finally:
-                if progress is not None:
-                    progress.close()
-            if best is None or result.loss < best.loss:
-                best = result
-            if result.interrupted:
-                interrupted = (i_init, result.n_iter)
-                break
+    def _optimize(self, model, data, targets, i_init):
+        def loss_fn(params, gamma=0.0):
+            return model.loss(data, forcing=(gamma, targets) if gamma else None)
+
+        progress = None
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=self.max_iter, leave=False,
+                            desc=f"{type(self).__name__} init {i_init + 1}")
+        try:
+            return _solver.optimize(
+                loss_fn, model.trainable(), learning_rate=self._learning_rate(),
+                max_iter=self.max_iter, tol=self.tol,
+                n_iter_no_change=self.n_iter_no_change, progress=progress,
+                **self._fit_schedule())
+        except _solver.FitDiverged as exc:
+            raise ValueError(
+                f"{type(self).__name__}.fit diverged: {exc}. Remedies: lower "
+                f"learning_rate (now {self._learning_rate()}), standardise X (e.g. "
+                f"sklearn_ltr.preprocessing.StandardScaler3D), or increase tau "
+                f"(now {self.tau}).") from None
+        finally:
+            if progress is not None:
+                progress.close()
+
+    def _warn_about_fit(self, best, interrupted):
         name = type(self).__name__
         if interrupted is not None:
             i_init, n_iter = interrupted
@@ -366,7 +381,6 @@ class _BaseRNN(BaseLatentModel):
                 f"{name} reached max_iter={self.max_iter} before converging "
                 f"(tol={self.tol}); increase max_iter or learning_rate.",
                 ConvergenceWarning)
-        return best, basis, gain
 
     def _learning_rate(self):
         """``learning_rate``, or the solver's default when it is None."""
@@ -388,38 +402,23 @@ class _BaseRNN(BaseLatentModel):
         std = float(np.nanstd(X))
         return std if np.isfinite(std) and std > 1.0 else 1.0
 
-    def _set_fitted(self, result, basis, gain, n_trials, n_timepoints, state_index, U):
-        p = {k: to_numpy(v) for k, v in result.params.items()}
-        N = self.n_units
-        C = np.broadcast_to(p["mu"], (n_trials, self.rank)).copy()
-        if basis is not None:
-            C = C + to_numpy(basis) @ p["Wc"]
-        B = p["Bs"] * math.sqrt(N)
-        # Trial factors and row factors trade scale (W_k = sum_r c_kr a_r b_r^T / N):
-        # normalise each trial factor to unit root-mean-square and a positive mean,
-        # moving its scale and sign into the row factor.
-        scale = np.sqrt(np.mean(C ** 2, axis=0))
-        scale = np.where(scale > 0, scale, 1.0)
-        sign = np.where(C.mean(0) < 0, -1.0, 1.0)
-        C = C / (scale * sign)
-        B = B * (scale * sign)
-        self.left_factors_ = p["A"]
-        self.right_factors_ = B
-        if self._trial_varying:
-            self.trial_factors_ = C
+    def _set_fitted(self, model, result, state_index, U, n_timepoints):
+        state = model.export()
+        self.left_factors_ = state["A"]
+        self.right_factors_ = state["B"]
+        for name, value in self._trial_prior().attributes(state["C"]).items():
+            setattr(self, name, value)
         # Back from the fitted (standardised) units to those of X.
-        D = gain * to_numpy(_solver.readout_matrix(
-            result.params["Ds"], N, self.orthonormal_readout))
-        self.readout_ = D * self._data_scale
-        self.readout_bias_ = gain * p["d"] * self._data_scale + self._data_offset
-        self.initial_states_ = p["Z"]
-        self.input_map_ = p.get("M")
+        self.readout_ = state["D"] * self._data_scale
+        self.readout_bias_ = state["d"] * self._data_scale + self._data_offset
+        self.initial_states_ = state["Z"]
+        self.input_map_ = state["M"]
         self.loss_curve_ = list(result.loss_curve)
         self.n_iter_ = result.n_iter
         self.n_forced_ = result.n_forced
         self.best_loss_ = float(result.loss)
-        self._n_trials_fit = n_trials
-        self._store_candidates(C, state_index, U, n_timepoints)
+        self._n_trials_fit = state["C"].shape[0]
+        self._store_candidates(state["C"], state_index, U, n_timepoints)
 
     # At most this many fitted trials are kept as starting points for inference.
     _n_candidates = 48
@@ -435,39 +434,32 @@ class _BaseRNN(BaseLatentModel):
         keep = np.unique(np.linspace(0, n_trials - 1, min(n_trials, self._n_candidates))
                          .round().astype(int))
         Z = self.initial_states_
-        z = Z[keep] if state_index is None else Z[state_index[keep]]
-        c = C[keep]
-        dev = self._inference_device()
-        sh = self._shared_tensors(dev)
-        Uk = None if U is None else to_tensor(np.swapaxes(U[keep], 0, 1), dev)
-        with torch.no_grad():
-            _, eta = self._simulate(sh, to_tensor(z, dev), to_tensor(c, dev), Uk,
-                                    n_timepoints)
-        self._cand_states = z
-        self._cand_factors = c
+        self._cand_states = Z[keep] if state_index is None else Z[state_index[keep]]
+        self._cand_factors = C[keep]
         self._cand_condition = None if state_index is None else state_index[keep]
+        dev = self._inference_device()
+        Uk = None if U is None else to_tensor(np.swapaxes(U[keep], 0, 1), dev)
+        model = self._frozen_model(
+            self._frozen_network(dev),
+            InitialStates(to_tensor(self._cand_states, dev), trainable=False),
+            GivenFactors(to_tensor(self._cand_factors, dev)))
+        with torch.no_grad():
+            _, eta = model.simulate(Uk, n_timepoints)
         self._cand_recon = np.swapaxes(to_numpy(eta), 0, 1).astype(np.float32)
 
     # ------------------------------------------------------------ inference
-    def _data_units(self):
-        # Models pickled before the standardisation was introduced lack these.
-        return getattr(self, "_data_offset", 0.0), getattr(self, "_data_scale", 1.0)
+    def _frozen_network(self, dev):
+        """The fitted network, frozen, with the readout in the standardised units."""
+        offset, scale = self._data_offset, self._data_scale
+        return FrozenNetwork(
+            to_tensor(self.left_factors_, dev), to_tensor(self.right_factors_, dev),
+            to_tensor(self.readout_ / scale, dev),
+            to_tensor((self.readout_bias_ - offset) / scale, dev),
+            to_tensor(self.input_map_, dev))
 
-    def _shared_tensors(self, dev):
-        """Shared parameters as tensors, with the readout in the standardised units."""
-        offset, scale = self._data_units()
-        return {
-            "A": to_tensor(self.left_factors_, dev),
-            "B": to_tensor(self.right_factors_, dev),
-            "D": to_tensor(self.readout_ / scale, dev),
-            "d": to_tensor((self.readout_bias_ - offset) / scale, dev),
-            "M": to_tensor(self.input_map_, dev),
-        }
-
-    def _simulate(self, sh, Z0, C, inputs_tm, n_timepoints):
-        return _solver.evaluate(
-            Z0, C, sh["A"], sh["B"], sh["D"], sh["d"], sh["M"], inputs_tm,
-            alpha=1.0 / self.tau, n_timepoints=n_timepoints)
+    def _frozen_model(self, network, states, factors):
+        return LatentRNN(network, states, factors, alpha=1.0 / self.tau,
+                         loss=self.loss, activity_penalty=self.activity_penalty)
 
     def _nearest_candidates(self, X, fixed_states):
         """Index of the kept fitted trial closest to each trial on its observed entries."""
@@ -488,78 +480,61 @@ class _BaseRNN(BaseLatentModel):
         return np.argmin(dist, axis=1)
 
     def _infer(self, X, y, inputs, return_params=False):
+        """Per-trial states (and factors) of new trials, shared parameters frozen."""
         n_trials, n_timepoints, _ = X.shape
         U = check_inputs(inputs, n_trials, n_timepoints, self.n_inputs_)
         fixed_states = None
         if y is not None and self.conditions_ is not None:
             fixed_states = self._condition_index(y, n_trials)
         dev = self._inference_device()
-        offset, scale = self._data_units()
-        X = (X - offset) / scale
+        X = (X - self._data_offset) / self._data_scale
         nearest = self._nearest_candidates(X, fixed_states)
-        data = _solver.Data.from_numpy(X, U, dev, _DTYPE)
-        sh = self._shared_tensors(dev)
-        c_mean = to_tensor(
-            self.trial_factors_.mean(0) if self._trial_varying
-            else np.ones(self.rank), dev)
-        params = {}
-        if fixed_states is None:
-            if nearest is not None:
-                params["z"] = to_tensor(self._cand_states[nearest], dev)
-            else:
-                params["z"] = self._initial_state_guess(data, sh["A"], sh["D"],
-                                                        sh["d"])
-        else:
-            Z0_fixed = to_tensor(self.initial_states_[fixed_states], dev)
-        if self._trial_varying:
-            if nearest is not None:
-                params["c"] = to_tensor(self._cand_factors[nearest], dev)
-            else:
-                params["c"] = c_mean.expand(n_trials, -1).clone()
-
-        def per_trial(p):
-            Z0 = p["z"] if "z" in p else Z0_fixed
-            C = p["c"] if "c" in p else c_mean.expand(n_trials, -1)
-            return self._simulate(sh, Z0, C, data.inputs, n_timepoints)
-
+        data = Data.from_numpy(X, U, dev, DTYPE)
+        network = self._frozen_network(dev)
+        states = self._new_trial_states(data, network, fixed_states, nearest)
+        center = to_tensor(self._trial_prior().fitted_factors(self).mean(0), dev)
+        start = (center.expand(n_trials, -1).clone() if nearest is None
+                 else to_tensor(self._cand_factors[nearest], dev))
+        model = self._frozen_model(
+            network, states, self._trial_prior().new_trial_factors(center, start))
+        params = model.trainable()
         if params:
-            def loss_fn(p):
-                kappa, eta = per_trial(p)
-                value = _solver.data_loss_per_trial(eta, data, self.loss)
-                if "c" in p:
-                    # Weak pull toward the mean trial factor: keeps trials with
-                    # few observed entries well posed.
-                    value = value + 1e-3 * ((p["c"] - c_mean) ** 2).mean(1)
-                if self.activity_penalty:
-                    value = value + self.activity_penalty * _solver.activity_loss(
-                        kappa, sh["A"], per_trial=True)
-                return value
-
-            _solver.optimize_per_trial(loss_fn, params,
-                                       max_iter=self.infer_max_iter)
+            _solver.optimize_per_trial(lambda p: model.loss(data, per_trial=True),
+                                       params, max_iter=self.infer_max_iter)
         with torch.no_grad():
-            kappa, eta = per_trial(params)
+            kappa, eta = model.simulate(data.inputs, n_timepoints)
             if self.loss == "poisson":
                 eta = torch.nn.functional.softplus(eta)
         latents = np.ascontiguousarray(np.swapaxes(to_numpy(kappa), 0, 1))
-        recon = np.swapaxes(to_numpy(eta), 0, 1) * scale + offset
+        recon = np.swapaxes(to_numpy(eta), 0, 1) * self._data_scale + self._data_offset
         recon = np.ascontiguousarray(recon)
         if not return_params:
             return latents, recon
-        Z0 = params["z"] if "z" in params else Z0_fixed
-        C = params["c"] if "c" in params else c_mean.expand(n_trials, -1)
-        return latents, recon, {"initial_states": to_numpy(Z0),
-                                "trial_factors": to_numpy(C)}
+        return latents, recon, {"initial_states": to_numpy(model.states()),
+                                "trial_factors": to_numpy(model.factors())}
+
+    def _new_trial_states(self, data, network, fixed_states, nearest):
+        """Initial states of new trials: their condition's, or inferred per trial."""
+        dev = data.X.device
+        if fixed_states is not None:
+            return InitialStates(to_tensor(self.initial_states_, dev),
+                                 torch.as_tensor(fixed_states, device=dev),
+                                 trainable=False)
+        if nearest is not None:
+            z = to_tensor(self._cand_states[nearest], dev)
+        else:
+            z = _model.initial_state_guess(data, network.network())
+        return InitialStates(z)
 
     def _trial_features(self, X, y, inputs):
         # The per-trial parameters inferred with the shared ones frozen: the trial
         # factors c_k for the low-tensor-rank model, the latent initial states z_k for
         # the low-rank model (its only per-trial parameter).
         _, _, params = self._infer(X, y, inputs, return_params=True)
-        return params["trial_factors" if self._trial_varying else "initial_states"]
+        return params[self._trial_prior().feature]
 
     def _trial_feature_name(self):
-        return "trial_factor" if self._trial_varying else "initial_state"
+        return self._trial_prior().feature_name
 
     def _condition_index(self, y, n_trials):
         y = np.asarray(y)
@@ -579,26 +554,6 @@ class _BaseRNN(BaseLatentModel):
     def _inference_device(self):
         return usable_device(self.device_, type(self).__name__)
 
-    @staticmethod
-    def _initial_state_guess(data, A, D, d):
-        """Least-squares latent state of the first time point, per trial.
-
-        Linearises the readout around zero (tanh(A z) ~ A z) and solves the ridge
-        problem over each trial's observed neurons at t = 0.
-        """
-        L = D @ A  # (n, R)
-        x0 = data.X[0] - d  # (K, n)
-        if data.mask is None:
-            m = torch.ones_like(x0)
-        else:
-            m = data.mask[0].to(x0.dtype)
-        x0 = x0 * m
-        G = torch.einsum("kn,nr,ns->krs", m, L, L)
-        lam = 1e-2 * torch.diagonal(L.t() @ L).mean() + 1e-6
-        G = G + lam * torch.eye(L.shape[1], dtype=L.dtype, device=L.device)
-        rhs = x0 @ L
-        return torch.linalg.solve(G, rhs.unsqueeze(-1)).squeeze(-1)
-
     # ------------------------------------------------------------ weights
     def weight_tensor(self):
         """Recurrent weight matrix of every fitted trial, built on request.
@@ -610,13 +565,9 @@ class _BaseRNN(BaseLatentModel):
             slices are equal.
         """
         check_is_fitted(self)
-        A, B = self.left_factors_, self.right_factors_
-        N = self.n_units
-        if self._trial_varying:
-            C = self.trial_factors_
-        else:
-            C = np.ones((self._n_trials_fit, self.rank))
-        return np.einsum("kr,ir,jr->kij", C, A, B) / N
+        C = self._trial_prior().fitted_factors(self)
+        return np.einsum("kr,ir,jr->kij", C, self.left_factors_,
+                         self.right_factors_) / self.n_units
 
 
 _COMMON_PARAMS_DOC = """
@@ -815,11 +766,13 @@ class LowTensorRankRNN(_BaseRNN):
     (3, 15, 2)
     """
 
-    _trial_varying = True
     _parameter_constraints = {
         **_BaseRNN._parameter_constraints,
         "trial_length_scale": [Interval(Real, 0, None, closed="neither"), None],
     }
+
+    def _trial_prior(self):
+        return SmoothOverTrials(self.trial_length_scale)
 
     def __init__(
         self, rank=3, *, n_units=100, trial_length_scale=10.0, tau=2.0, loss="mse",
@@ -883,7 +836,8 @@ class LowRankRNN(_BaseRNN):
     (3, 15, 12)
     """
 
-    _trial_varying = False
+    def _trial_prior(self):
+        return TrialInvariant()
 
     def __init__(
         self, rank=3, *, n_units=100, tau=2.0, loss="mse", orthonormal_readout=False,

@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_info
 from _checks import ESTIMATORS, RNNS, TRANSFORMERS, class_id, make_small
 import sklearn_ltr
 from sklearn_ltr import (
-    LowRankRNN, LowTensorRankRNN, TCA, TrialPCA, _memory, _solver, _torch_utils,
+    LowRankRNN, LowTensorRankRNN, TCA, TrialPCA, _memory, _model, _solver, _torch_utils,
 )
 from sklearn_ltr.baselines import _TRIALPCA_BYTES_PER_ENTRY, _tca_bytes_per_entry
 from sklearn_ltr.datasets import make_low_tensor_rank_rnn
@@ -148,7 +148,7 @@ def _boom(*args, **kwargs):
 
 @pytest.mark.parametrize("Est, target", [
     (LowTensorRankRNN, "sklearn_ltr._solver.optimize"),
-    (LowRankRNN, "sklearn_ltr._solver.initialize"),
+    (LowRankRNN, "sklearn_ltr._model.initialize"),
     (TCA, "tensorly.decomposition.parafac"),
     (TrialPCA, "sklearn.decomposition.PCA.fit"),
 ], ids=["LowTensorRankRNN", "LowRankRNN", "TCA", "TrialPCA"])
@@ -243,7 +243,7 @@ def test_interrupted_rnn_fit_is_usable(Est, X, monkeypatch, tmp_path, forcing):
     # Adam evaluates the loss once per iteration: Ctrl-C in the 12th evaluation
     # stops it after 11 iterations (test_rnn_features covers the default solver);
     # with teacher forcing, inside the warm start (150 iterations).
-    _interrupt_at(monkeypatch, _solver, "evaluate_loss", at=12)
+    _interrupt_at(monkeypatch, _model, "evaluate_loss", at=12)
     est = _make(Est, max_iter=500, solver="adam", teacher_forcing=forcing)
     with pytest.warns(UserWarning, match="interrupted after 11 iterations; the best "
                                          "parameters so far are kept"):
@@ -268,7 +268,7 @@ def test_interrupted_rnn_fit_is_usable(Est, X, monkeypatch, tmp_path, forcing):
 
 def test_interrupt_in_a_later_initialisation_keeps_the_best(X, monkeypatch):
     # 25 iterations of the first initialisation, then Ctrl-C in the second.
-    _interrupt_at(monkeypatch, _solver, "evaluate_loss", at=25 + 6)
+    _interrupt_at(monkeypatch, _model, "evaluate_loss", at=25 + 6)
     est = _make(LowTensorRankRNN, n_init=2, max_iter=25, n_iter_no_change=100,
                 solver="adam")
     with pytest.warns(UserWarning, match="interrupted after 5 iterations of "
@@ -284,7 +284,7 @@ def test_interrupt_in_a_later_initialisation_keeps_the_best(X, monkeypatch):
 
 
 def test_interrupt_between_initialisations_keeps_the_earlier_ones(X, monkeypatch):
-    _interrupt_at(monkeypatch, _solver, "initialize", at=2)
+    _interrupt_at(monkeypatch, _model, "initialize", at=2)
     est = _make(LowRankRNN, n_init=3)
     with pytest.warns(UserWarning, match="interrupted after 0 iterations of "
                                          "initialisation 2/3"):
@@ -293,7 +293,7 @@ def test_interrupt_between_initialisations_keeps_the_earlier_ones(X, monkeypatch
     single = _make(LowRankRNN, n_init=1).fit(X)
     np.testing.assert_array_equal(est.left_factors_, single.left_factors_)
     # With no initialisation done yet, there is nothing to keep.
-    _interrupt_at(monkeypatch, _solver, "initialize", at=1)
+    _interrupt_at(monkeypatch, _model, "initialize", at=1)
     est = _make(LowRankRNN)
     with pytest.raises(KeyboardInterrupt):
         est.fit(X)
@@ -370,13 +370,13 @@ def test_absurd_learning_rate_never_gives_nan(Est, scale, X, solver):
 
 @pytest.mark.parametrize("Est", RNNS, ids=_ids)
 def test_persistently_nonfinite_loss_is_a_clear_error(Est, X, monkeypatch):
-    original = _solver.evaluate_loss
+    original = _model.evaluate_loss
 
     def nan_loss(*args, **kwargs):
         kappa, value = original(*args, **kwargs)
         return kappa, value * float("nan")
 
-    monkeypatch.setattr(_solver, "evaluate_loss", nan_loss)
+    monkeypatch.setattr(_model, "evaluate_loss", nan_loss)
     est = _make(Est)
     with pytest.raises(ValueError, match=r"fit diverged: .* Remedies: lower "
                                          r"learning_rate \(now 0.05\)"):

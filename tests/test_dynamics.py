@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sklearn_ltr import _solver
+from sklearn_ltr import _model, _solver
 from sklearn_ltr._dynamics import simulate_latents, simulate_latents_autograd
 
 
@@ -66,15 +66,15 @@ def test_latent_recurrence_equals_full_network():
 
 
 def test_trial_basis_is_smooth_and_nested():
-    Phi = _solver.trial_basis(100, 10.0)
+    Phi = _model.trial_basis(100, 10.0)
     assert Phi.shape[0] == 100 and 5 < Phi.shape[1] < 60
     # Columns are orthogonal, scaled by sqrt of the relative eigenvalue.
     G = Phi.t() @ Phi
     torch.testing.assert_close(G, torch.diag(torch.diagonal(G)), atol=1e-8, rtol=0)
     assert torch.diagonal(G)[0] == pytest.approx(1.0)
     # A longer length scale keeps fewer (smoother) components.
-    assert _solver.trial_basis(100, 30.0).shape[1] < Phi.shape[1]
-    assert torch.equal(_solver.trial_basis(5, None), torch.eye(5, dtype=torch.float64))
+    assert _model.trial_basis(100, 30.0).shape[1] < Phi.shape[1]
+    assert torch.equal(_model.trial_basis(5, None), torch.eye(5, dtype=torch.float64))
 
 
 def test_optimize_reaches_minimum_and_keeps_best():
@@ -197,18 +197,18 @@ def test_initialize_pca_explains_data(small=None):
 
     data = make_low_tensor_rank_rnn(n_trials=30, n_timepoints=15, n_neurons=12,
                                     rank=2, random_state=0)
-    X = _solver.Data.from_numpy(data.X, None, torch.device("cpu"), torch.float64)
+    X = _model.Data.from_numpy(data.X, None, torch.device("cpu"), torch.float64)
     kw = dict(rank=2, n_units=30, alpha=0.5, n_states=30, state_index=None,
-              n_basis=0, loss="mse", orthonormal_readout=False)
+              loss="mse", orthonormal_readout=False)
     losses = {}
     for init in ["pca", "random"]:
-        p = _solver.initialize(X, init=init, generator=torch.Generator().manual_seed(0),
-                               **kw)
+        p, _ = _model.initialize(X, init=init,
+                                 generator=torch.Generator().manual_seed(0), **kw)
         B = p["Bs"] * math.sqrt(30)
-        D = _solver.readout_matrix(p["Ds"], 30, False)
-        _, eta = _solver.evaluate(p["Z"], p["mu"].expand(30, -1), p["A"], B, D, p["d"],
-                                  None, None, alpha=0.5, n_timepoints=15)
-        losses[init] = float(_solver.data_loss(eta, X, "mse"))
+        D = _model.readout_matrix(p["Ds"], 30, False)
+        _, eta = _model.evaluate(p["Z"], torch.ones(30, 2, dtype=B.dtype), p["A"], B,
+                                 D, p["d"], None, None, alpha=0.5, n_timepoints=15)
+        losses[init] = float(_model.data_loss(eta, X, "mse"))
     # The data-driven start is much closer to the data than a random one.
     assert losses["pca"] < 0.6 * losses["random"]
     assert losses["pca"] < np.var(data.X)
@@ -251,7 +251,7 @@ def _readout_problem(mask, seed=0, T=4, K=3, N=6, n=5):
         m[0, 0, 0] = True
         X = torch.where(m, X, torch.zeros(()))
     n_obs = X.numel() if m is None else int(m.sum())
-    return H, D, d, _solver.Data(X, m, None, n_obs)
+    return H, D, d, _model.Data(X, m, None, n_obs)
 
 
 @pytest.mark.parametrize("mask", [False, True])
@@ -287,7 +287,7 @@ def test_fused_recurrence_and_squared_error_passes_gradcheck(T, drive, mask):
 
         drv = a[6] if len(a) > 6 else None
         kappa, H = simulate_latents_autograd(*a[:4], drv, 0.7, T)
-        return (_solver.data_loss(readout(H, *a[4:6]), data, "mse")
+        return (_model.data_loss(readout(H, *a[4:6]), data, "mse")
                 + (kappa * w).sum())
 
     assert torch.autograd.gradcheck(f, args)
@@ -306,8 +306,8 @@ def test_readout_loss_equals_readout_then_data_loss(loss, mask):
     H, D, d, data = _readout_problem(mask, seed=1)
     if loss == "poisson":
         data.X = data.X.abs().round()
-    fused = _solver.readout_loss(H, D, d, data, loss)
-    ref = _solver.data_loss(readout(H, D, d), data, loss)
+    fused = _model.readout_loss(H, D, d, data, loss)
+    ref = _model.data_loss(readout(H, D, d), data, loss)
     torch.testing.assert_close(fused, ref)
     g1 = torch.autograd.grad(fused, (H, D, d))
     g2 = torch.autograd.grad(ref, (H, D, d))
@@ -334,11 +334,11 @@ def test_evaluate_loss_matches_evaluate(inputs):
     """The fused training path gives the loss and gradients of evaluate + data_loss."""
     T = 6
     params, X, U, _ = _loss_problem(inputs, seed=3, T=T)
-    data = _solver.Data(X, None, U, X.numel())
+    data = _model.Data(X, None, U, X.numel())
     kw = dict(alpha=0.4, n_timepoints=T)
-    kappa, value = _solver.evaluate_loss(*params, data, "mse", **kw)
-    kappa_ref, eta = _solver.evaluate(*params, U, **kw)
-    ref = _solver.data_loss(eta, data, "mse")
+    kappa, value = _model.evaluate_loss(*params, data, "mse", **kw)
+    kappa_ref, eta = _model.evaluate(*params, U, **kw)
+    ref = _model.data_loss(eta, data, "mse")
     torch.testing.assert_close(kappa, kappa_ref)
     torch.testing.assert_close(value, ref)
     leaves = [p for p in params if p is not None]
@@ -352,7 +352,7 @@ def test_evaluate_loss_matches_evaluate(inputs):
 # --------------------------------------------------------------------------- #
 def _forced_reference(Z0, C, A, B, M, U, alpha, T, gamma, targets):
     """Teacher-forced latent recurrence written out step by step (autograd)."""
-    gain, drive = _solver._gain_drive(C, A, M, U, alpha)
+    gain, drive = _model._gain_drive(C, A, M, U, alpha)
     k = (1 - gamma) * Z0 + gamma * targets[0]
     kappas, Hs = [k], []
     for t in range(T):
@@ -379,12 +379,12 @@ def test_forced_loss_matches_step_by_step_reference(loss, inputs):
     targets = torch.randn(T, K, R, generator=g, dtype=torch.float64)
     if loss == "poisson":
         X = X.abs().round()
-    data = _solver.Data(X, None, U, X.numel())
-    kappa, value = _solver.evaluate_loss(*params, data, loss, alpha=alpha,
+    data = _model.Data(X, None, U, X.numel())
+    kappa, value = _model.evaluate_loss(*params, data, loss, alpha=alpha,
                                          n_timepoints=T, forcing=(gamma, targets))
     Z0, C, A, B, D, d, M = params
     kappa_ref, H_ref = _forced_reference(Z0, C, A, B, M, U, alpha, T, gamma, targets)
-    ref = _solver.data_loss(readout(H_ref, D, d), data, loss)
+    ref = _model.data_loss(readout(H_ref, D, d), data, loss)
     torch.testing.assert_close(kappa, kappa_ref)
     torch.testing.assert_close(value, ref)
     leaves = [p for p in params if p is not None]
@@ -392,8 +392,8 @@ def test_forced_loss_matches_step_by_step_reference(loss, inputs):
                     torch.autograd.grad(ref + kappa_ref.sum(), leaves)):
         torch.testing.assert_close(a, b)
     # The forcing is real: without it the loss differs, and gamma=0 is no forcing.
-    _, free = _solver.evaluate_loss(*params, data, loss, alpha=alpha, n_timepoints=T)
-    _, zero = _solver.evaluate_loss(*params, data, loss, alpha=alpha, n_timepoints=T,
+    _, free = _model.evaluate_loss(*params, data, loss, alpha=alpha, n_timepoints=T)
+    _, zero = _model.evaluate_loss(*params, data, loss, alpha=alpha, n_timepoints=T,
                                     forcing=(0.0, targets))
     assert abs(float(free.detach()) - float(value.detach())) > 1e-3
     assert float(zero.detach()) == float(free.detach())

@@ -8,7 +8,7 @@ import pytest
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-from sklearn_ltr import LowRankRNN, LowTensorRankRNN, _solver
+from sklearn_ltr import LowRankRNN, LowTensorRankRNN, _model
 from sklearn_ltr.datasets import make_low_tensor_rank_rnn
 
 FAST = dict(n_units=16, max_iter=80, random_state=0)
@@ -104,7 +104,7 @@ def test_missing_entries_are_not_fitted():
     a = LowRankRNN(rank=2, **FAST).fit(X)
     b = LowRankRNN(rank=2, **FAST).fit(X)
     np.testing.assert_array_equal(a.predict(X), b.predict(X))
-    from sklearn_ltr._solver import Data
+    from sklearn_ltr._model import Data
 
     d = Data.from_numpy(X, None, torch.device("cpu"))
     assert d.n_obs == np.isfinite(X).sum() and d.mask is not None
@@ -202,7 +202,7 @@ def test_interrupt_keeps_best_parameters(small, monkeypatch, solver):
     # iteration 30; with the L-BFGS start, which evaluates the loss about 1.05 times
     # per iteration (more in the first line searches), a few iterations earlier.
     calls = {"n": 0}
-    original = _solver.evaluate_loss
+    original = _model.evaluate_loss
 
     def interrupting(*args, **kwargs):
         calls["n"] += 1
@@ -210,13 +210,13 @@ def test_interrupt_keeps_best_parameters(small, monkeypatch, solver):
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(_solver, "evaluate_loss", interrupting)
+    monkeypatch.setattr(_model, "evaluate_loss", interrupting)
     # Without the teacher-forced warm start (its interruption: test_determinism).
     est = LowTensorRankRNN(rank=2, n_units=16, max_iter=500, solver=solver,
                            teacher_forcing=0.0, random_state=0)
     with pytest.warns(UserWarning, match=r"interrupted after (\d+) iterations") as rec:
         est.fit(small.X)
-    monkeypatch.setattr(_solver, "evaluate_loss", original)
+    monkeypatch.setattr(_model, "evaluate_loss", original)
     n_done = int(re.search(r"after (\d+) iterations", str(rec[0].message)).group(1))
     assert est.n_iter_ == len(est.loss_curve_) == n_done
     if solver == "adam":

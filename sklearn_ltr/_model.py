@@ -1,0 +1,746 @@
+"""The latent low-rank RNN as one object: its parameters and what they mean.
+
+Middle layer between the math (:mod:`sklearn_ltr._dynamics`: the recurrence and the
+readout, with hand-written backward passes) and the optimisers
+(:mod:`sklearn_ltr._solver`). Tensors in, tensors out; no scikit-learn, no numpy
+beyond the conversion of the fitted state.
+
+:class:`LatentRNN` is a ``torch.nn.Module`` made of three parts, each a small module:
+
+* the **network** shared by all trials -- column factors ``A``, row factors ``B``,
+  readout ``D, d`` and input map ``M`` -- either trainable in the scaled
+  parametrisation below (:class:`TrainableNetwork`) or frozen at fitted values
+  (:class:`FrozenNetwork`);
+* the **initial states** of a batch of trials (:class:`InitialStates`: one per
+  trial, or one per condition shared through an index);
+* the **trial factors** of the batch, whose form is a strategy chosen by the
+  estimator: one vector for every trial (:class:`SharedFactors`, the low-rank model),
+  smooth over trials (:class:`BasisFactors`, the low-tensor-rank model's prior), free
+  per trial with a weak pull to a centre (:class:`FreeFactors`, inference on new
+  trials) or given (:class:`GivenFactors`).
+
+Fitting and per-trial inference minimise the same :meth:`LatentRNN.loss`; they differ
+only in which parts are trainable (``requires_grad``): everything when fitting, the
+per-trial parts alone when inferring the states and factors of new trials.
+
+Parametrisation of the trainable network. The optimiser sees parameters of order one
+whatever ``n_units`` is (a mean-field scaling, which keeps one learning rate good for
+every size)::
+
+    A  (N, R)   column factors, used as is
+    Bs (N, R)   row factors,   B = sqrt(N) * Bs
+    Ds (n, N)   readout,       D = gain * Ds / sqrt(N)  (or orthonormal rows, below)
+    d  (n,)     readout offset, gain * d
+    M  (R, m)   input map in latent coordinates, B_in = A M
+
+and the network of trial ``k`` is ``W_k = A diag(c_k) B^T / N`` with trial factors
+``c_k`` and latent initial state ``z_k`` (``x_k(0) = A z_k``).
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ._dynamics import (
+    latent_squared_error,
+    readout,
+    readout_squared_error,
+    simulate_latents,
+)
+
+__all__ = [
+    "Data", "Network", "LatentRNN", "TrainableNetwork", "FrozenNetwork",
+    "InitialStates", "SharedFactors", "BasisFactors", "FreeFactors", "GivenFactors",
+    "trial_basis", "initialize", "initial_state_guess", "evaluate", "evaluate_loss", "readout_loss",
+    "data_loss", "data_loss_per_trial", "activity_loss", "readout_matrix",
+]
+
+DTYPE = torch.float32
+
+
+@dataclass
+class Data:
+    """Observed data in time-major layout.
+
+    X : (T, K, n) with missing entries set to 0; mask : (T, K, n) bool or None (None
+    means fully observed); inputs : (T, K, m) or None; n_obs : number of observed
+    entries.
+    """
+
+    X: torch.Tensor
+    mask: object
+    inputs: object
+    n_obs: int
+
+    @classmethod
+    def from_numpy(cls, X, inputs, device, dtype=DTYPE):
+        """Build from arrays of shape (K, T, n) and (K, T, m) (NaN = missing)."""
+        # A copy (never a view of the caller's array, which may be read-only).
+        Xt = torch.tensor(np.swapaxes(X, 0, 1), dtype=dtype).contiguous()
+        mask = ~torch.isnan(Xt)
+        n_obs = int(mask.sum())
+        if n_obs == Xt.numel():
+            mask = None
+        else:
+            Xt = torch.where(mask, Xt, torch.zeros((), dtype=dtype))
+            mask = mask.to(device)
+        U = None
+        if inputs is not None:
+            U = torch.tensor(np.swapaxes(inputs, 0, 1), dtype=dtype).contiguous()
+            U = U.to(device)
+        return cls(Xt.to(device), mask, U, n_obs)
+
+    @property
+    def shape(self):
+        """``(T, K, n)``."""
+        return tuple(self.X.shape)
+
+
+# --------------------------------------------------------------------------- #
+# the model as functions of explicit tensors
+# --------------------------------------------------------------------------- #
+def readout_matrix(Ds, n_units, orthonormal):
+    """Readout D (n, N) from its raw parameter."""
+    if orthonormal:
+        Q, Rr = torch.linalg.qr(Ds)  # Ds is (N, n): orthonormal columns
+        # Fix the sign ambiguity of QR so that D is a smooth function of Ds.
+        s = torch.sign(torch.diagonal(Rr))
+        s = torch.where(s == 0, torch.ones_like(s), s)
+        return (Q * s).t()
+    return Ds / math.sqrt(n_units)
+
+
+def _gain_drive(C, A, M, inputs, alpha):
+    """Trial gains ``alpha C / N`` (K, R) and drive ``alpha M u(t)`` (T - 1, K, R)."""
+    drive = None
+    if inputs is not None and M is not None:
+        drive = alpha * (inputs[:-1] @ M.t())
+    return C * (alpha / A.shape[0]), drive
+
+
+def _force(Z0, gain, drive, decay, forcing):
+    """The recurrence's arguments with teacher forcing toward target latent states.
+
+    ``forcing = (gamma, targets)`` with ``targets`` of shape (T, K, R): every state
+    is mixed with its target, ``kappa(t) <- (1 - gamma) kappa(t) + gamma
+    targets(t)``. The mixed recurrence is again a latent recurrence, with the
+    initial state, the gain, the drive and the decay rescaled::
+
+        kappa(t + 1) = (1 - gamma) [decay kappa(t) + gain h(t) + drive(t)]
+                       + gamma targets(t + 1)
+
+    so the fused kernels run it unchanged. ``forcing=None`` (or gamma 0) returns
+    the arguments as they are.
+    """
+    if forcing is None or forcing[0] == 0.0:
+        return Z0, gain, drive, decay
+    gamma, targets = forcing
+    keep = 1.0 - gamma
+    Z0 = keep * Z0 + gamma * targets[0]
+    pulled = gamma * targets[1:]
+    drive = pulled if drive is None else torch.add(pulled, drive, alpha=keep)
+    return Z0, keep * gain, drive, keep * decay
+
+
+def _latents(Z0, C, A, B, M, inputs, alpha, n_timepoints, forcing=None):
+    """Latent trajectories and unit rates, (T, K, R) and (T, K, N)."""
+    gain, drive = _gain_drive(C, A, M, inputs, alpha)
+    Z0, gain, drive, decay = _force(Z0, gain, drive, 1.0 - alpha, forcing)
+    return simulate_latents(Z0, A, B, gain, drive, decay, n_timepoints)
+
+
+def evaluate(Z0, C, A, B, D, d, M, inputs, *, alpha, n_timepoints):
+    """Latent trajectories and readout of the model for explicit per-trial parameters.
+
+    Parameters
+    ----------
+    Z0 : (K, R) latent initial states.  C : (K, R) trial factors.
+    A, B : (N, R) column and row factors (B at its true scale).
+    D : (n, N) readout, d : (n,) offset.  M : (R, m) or None input map.
+    inputs : (T, K, m) or None.
+
+    Returns
+    -------
+    kappa : (T, K, R), eta : (T, K, n) readout (the rate's pre-image for Poisson).
+
+    See Also
+    --------
+    evaluate_loss : the same model straight to :func:`data_loss`, faster for MSE.
+    """
+    kappa, H = _latents(Z0, C, A, B, M, inputs, alpha, n_timepoints)
+    return kappa, readout(H, D, d)
+
+
+def evaluate_loss(Z0, C, A, B, D, d, M, data, loss, *, alpha, n_timepoints,
+                  forcing=None):
+    """Latent trajectories and the mean data loss, without materialising the readout.
+
+    Equals ``kappa, eta = evaluate(..., data.inputs, ...)`` followed by
+    ``data_loss(eta, data, loss)`` (up to floating-point rounding); see
+    :func:`readout_loss`. Parameters as in :func:`evaluate`, with ``data`` a
+    :class:`Data` (its ``inputs`` drive the model) and ``loss`` 'mse' or 'poisson'.
+    ``forcing=(gamma, targets)`` mixes every latent state with a target state, with
+    weight ``gamma`` (teacher forcing; see :func:`_force`).
+
+    Returns
+    -------
+    kappa : (T, K, R), value : scalar Tensor.
+    """
+    if loss == "poisson":
+        kappa, H = _latents(Z0, C, A, B, M, data.inputs, alpha, n_timepoints,
+                            forcing)
+        return kappa, readout_loss(H, D, d, data, loss)
+    # Fused: the (T, K, N) unit rates are never stored (LatentSquaredError).
+    gain, drive = _gain_drive(C, A, M, data.inputs, alpha)
+    Z0, gain, drive, decay = _force(Z0, gain, drive, 1.0 - alpha, forcing)
+    value, kappa = latent_squared_error(
+        Z0, A, B, gain, drive, D, d, data.X, data.mask, decay, n_timepoints,
+        max(data.n_obs, 1))
+    return kappa, value
+
+
+def readout_loss(H, D, d, data, loss):
+    """``data_loss(readout(H, D, d), data, loss)``, fused for the squared error.
+
+    For ``loss='mse'`` the readout, the residual, the loss and its gradients share one
+    buffer (:class:`sklearn_ltr._dynamics.ReadoutSquaredError`); the Poisson loss goes
+    through autograd.
+    """
+    if loss == "poisson":
+        return data_loss(readout(H, D, d), data, loss)
+    return readout_squared_error(H, D, d, data.X, data.mask, max(data.n_obs, 1))
+
+
+def _entry_loss(eta, data, loss):
+    if loss == "poisson":
+        rate = F.softplus(eta)
+        err = rate - data.X * torch.log(rate + 1e-8)
+    else:
+        err = (eta - data.X) ** 2
+    if data.mask is not None:
+        err = err * data.mask
+    return err
+
+
+def data_loss(eta, data, loss):
+    """Mean loss over observed entries (MSE or Poisson negative log-likelihood)."""
+    return _entry_loss(eta, data, loss).sum() / max(data.n_obs, 1)
+
+
+def data_loss_per_trial(eta, data, loss):
+    """(K,) mean loss over each trial's observed entries."""
+    err = _entry_loss(eta, data, loss).sum((0, 2))
+    if data.mask is None:
+        count = data.X.shape[0] * data.X.shape[2]
+        return err / count
+    return err / data.mask.sum((0, 2)).clamp_min(1)
+
+
+def activity_loss(kappa, A, per_trial=False):
+    """Mean squared unit state ``|A kappa|^2 / N`` computed in latent space.
+
+    Averaged over time and trials, or over time only (shape (K,)) with ``per_trial``.
+    """
+    N = A.shape[0]
+    gram = A.t() @ A / N
+    sq = ((kappa @ gram) * kappa).sum(-1)  # (T, K)
+    return sq.mean(0) if per_trial else sq.mean()
+
+
+# --------------------------------------------------------------------------- #
+# the parts of the model
+# --------------------------------------------------------------------------- #
+@dataclass
+class Network:
+    """The network shared by all trials, at its true scale (tensors).
+
+    ``A``, ``B`` (N, R): column and row factors; ``D`` (n, N), ``d`` (n,): readout;
+    ``M`` (R, m) or None: input map.
+    """
+
+    A: torch.Tensor
+    B: torch.Tensor
+    D: torch.Tensor
+    d: torch.Tensor
+    M: object = None
+
+
+def _register(module, name, value, trainable):
+    """A tensor of ``module``: a parameter when trainable, else a buffer."""
+    if value is None:
+        setattr(module, name, None)
+    elif trainable:
+        module.register_parameter(name, torch.nn.Parameter(value))
+    else:
+        module.register_buffer(name, value)
+
+
+class TrainableNetwork(torch.nn.Module):
+    """The shared network in the scaled parametrisation the optimiser moves.
+
+    Parameters
+    ----------
+    A, Bs, Ds, d : Tensor
+        Raw parameters (see the module's docstring); ``Ds`` is (N, n) with
+        ``orthonormal_readout``, whose readout is its orthonormalised transpose.
+    M : Tensor or None
+        Input map.
+    orthonormal_readout : bool
+    readout_gain : float
+        Fixed factor of the readout (see the estimators' ``_readout_gain``).
+    """
+
+    def __init__(self, A, Bs, Ds, d, M=None, *, orthonormal_readout=False,
+                 readout_gain=1.0):
+        super().__init__()
+        for name, value in [("A", A), ("Bs", Bs), ("Ds", Ds), ("d", d), ("M", M)]:
+            _register(self, name, value, True)
+        self.orthonormal_readout = orthonormal_readout
+        self.readout_gain = readout_gain
+
+    def network(self):
+        """The :class:`Network` these raw parameters stand for (differentiable)."""
+        N = self.A.shape[0]
+        D = readout_matrix(self.Ds, N, self.orthonormal_readout)
+        d = self.d
+        if self.readout_gain != 1.0:
+            D, d = self.readout_gain * D, self.readout_gain * d
+        return Network(self.A, self.Bs * math.sqrt(N), D, d, self.M)
+
+    def export(self):
+        """The network at its true scale as float64 numpy arrays (A, B, D, d, M)."""
+        N = self.A.shape[0]
+        D = _np64(readout_matrix(self.Ds, N, self.orthonormal_readout))
+        return {"A": _np64(self.A), "B": _np64(self.Bs) * math.sqrt(N),
+                "D": self.readout_gain * D, "d": self.readout_gain * _np64(self.d),
+                "M": _np64(self.M)}
+
+
+class FrozenNetwork(torch.nn.Module):
+    """The shared network fixed at fitted values (buffers, never trained)."""
+
+    def __init__(self, A, B, D, d, M=None):
+        super().__init__()
+        for name, value in [("A", A), ("B", B), ("D", D), ("d", d), ("M", M)]:
+            _register(self, name, value, False)
+
+    def network(self):
+        """The fixed :class:`Network`."""
+        return Network(self.A, self.B, self.D, self.d, self.M)
+
+    def export(self):
+        """The network as float64 numpy arrays (A, B, D, d, M)."""
+        return {k: _np64(getattr(self, k)) for k in ("A", "B", "D", "d", "M")}
+
+
+class InitialStates(torch.nn.Module):
+    """Latent initial states of a batch of trials.
+
+    Parameters
+    ----------
+    Z : Tensor of shape (n_states, R)
+        One state per trial (``index=None``) or per condition.
+    index : Tensor of int of shape (K,) or None
+        The state of each trial of the batch.
+    trainable : bool
+    """
+
+    def __init__(self, Z, index=None, *, trainable=True):
+        super().__init__()
+        _register(self, "Z", Z, trainable)
+        self.index = index
+
+    def forward(self):
+        """(K, R) initial states of the batch."""
+        return self.Z if self.index is None else self.Z[self.index]
+
+
+class SharedFactors(torch.nn.Module):
+    """One trial-factor vector ``mu`` for every trial: fixed connectivity."""
+
+    def __init__(self, mu, n_trials):
+        super().__init__()
+        _register(self, "mu", mu, True)
+        self.n_trials = n_trials
+
+    def forward(self):
+        """(K, R) trial factors."""
+        return self.mu.expand(self.n_trials, -1)
+
+    def export(self):
+        """(K, R) trial factors in float64, from their float32 parameters."""
+        return np.broadcast_to(_np64(self.mu), (self.n_trials, self.mu.shape[0])).copy()
+
+
+class BasisFactors(SharedFactors):
+    """Trial factors ``C = mu + Phi Wc`` on a fixed basis ``Phi`` over trials.
+
+    With the basis of :func:`trial_basis`, coefficients ``Wc`` of order one make the
+    factors draws of a smooth Gaussian process over the trial order.
+    """
+
+    def __init__(self, mu, Wc, basis):
+        super().__init__(mu, basis.shape[0])
+        _register(self, "Wc", Wc, True)
+        self.register_buffer("basis", basis)
+
+    def forward(self):
+        """(K, R) trial factors."""
+        return super().forward() + self.basis @ self.Wc
+
+    def export(self):
+        """(K, R) trial factors in float64, from their float32 parameters."""
+        return super().export() + _np64(self.basis) @ _np64(self.Wc)
+
+
+class FreeFactors(torch.nn.Module):
+    """Trial factors free on every trial, with a weak pull toward a centre.
+
+    The pull keeps trials with few observed entries well posed; on well-observed
+    trials it is negligible beside the data term.
+    """
+
+    pull = 1e-3
+
+    def __init__(self, c, center):
+        super().__init__()
+        _register(self, "c", c, True)
+        self.register_buffer("center", center)
+
+    def forward(self):
+        """(K, R) trial factors."""
+        return self.c
+
+    def penalty(self):
+        """(K,) the pull toward the centre, per trial."""
+        return self.pull * ((self.c - self.center) ** 2).mean(1)
+
+    def export(self):
+        """(K, R) trial factors in float64."""
+        return _np64(self.c)
+
+
+class GivenFactors(torch.nn.Module):
+    """Trial factors fixed at given values."""
+
+    def __init__(self, C):
+        super().__init__()
+        self.register_buffer("C", C)
+
+    def forward(self):
+        """(K, R) trial factors."""
+        return self.C
+
+    def export(self):
+        """(K, R) trial factors in float64."""
+        return _np64(self.C)
+
+
+class LatentRNN(torch.nn.Module):
+    """The low-rank RNN over a batch of trials, simulated in its latent space.
+
+    Parameters
+    ----------
+    network : TrainableNetwork or FrozenNetwork
+    states : InitialStates
+    factors : module whose call returns the (K, R) trial factors
+        May define ``penalty()``, a (K,) term added to the loss of each trial.
+    alpha : float
+        Euler step ``1 / tau``.
+    loss : {'mse', 'poisson'}
+    activity_penalty : float
+        Weight of the mean squared unit state (:func:`activity_loss`).
+    """
+
+    def __init__(self, network, states, factors, *, alpha, loss="mse",
+                 activity_penalty=0.0):
+        super().__init__()
+        self.network = network
+        self.states = states
+        self.factors = factors
+        self.alpha = alpha
+        self.loss_name = loss
+        self.activity_penalty = activity_penalty
+
+    def simulate(self, inputs, n_timepoints):
+        """Latent trajectories (T, K, R) and readout (T, K, n) of the batch.
+
+        The readout is the rate's pre-image (before the softplus) for Poisson models.
+        """
+        net = self.network.network()
+        return evaluate(self.states(), self.factors(), net.A, net.B, net.D, net.d,
+                        net.M, inputs, alpha=self.alpha, n_timepoints=n_timepoints)
+
+    def loss(self, data, *, per_trial=False, forcing=None):
+        """The objective: data loss plus the activity and trial-factor penalties.
+
+        Parameters
+        ----------
+        data : Data
+        per_trial : bool, default=False
+            Return the (K,) loss of each trial (for per-trial inference) instead of
+            the mean over all observed entries.
+        forcing : (float, Tensor) or None
+            Teacher forcing ``(gamma, targets)`` (see :func:`_force`); mean loss only.
+
+        Returns
+        -------
+        loss : scalar Tensor, or Tensor of shape (K,) with ``per_trial``.
+        """
+        net = self.network.network()
+        Z0, C = self.states(), self.factors()
+        T = data.X.shape[0]
+        if per_trial:
+            kappa, eta = evaluate(Z0, C, net.A, net.B, net.D, net.d, net.M,
+                                  data.inputs, alpha=self.alpha, n_timepoints=T)
+            value = data_loss_per_trial(eta, data, self.loss_name)
+            if hasattr(self.factors, "penalty"):
+                value = value + self.factors.penalty()
+        else:
+            kappa, value = evaluate_loss(
+                Z0, C, net.A, net.B, net.D, net.d, net.M, data, self.loss_name,
+                alpha=self.alpha, n_timepoints=T, forcing=forcing)
+        if self.activity_penalty:
+            value = value + self.activity_penalty * activity_loss(
+                kappa, net.A, per_trial=per_trial)
+        return value
+
+    def trainable(self):
+        """The tensors an optimiser moves (the parameters, not the buffers), by name."""
+        return dict(self.named_parameters())
+
+    def export(self):
+        """Fitted state as float64 numpy arrays at the model's true scale.
+
+        Trial factors and row factors trade scale (``W_k = A diag(c_k) B^T / N``):
+        each trial factor is normalised to unit root-mean-square and a positive mean,
+        its scale and sign moved into the row factor.
+
+        Returns
+        -------
+        state : dict
+            ``A``, ``B`` (N, R); ``D`` (n, N), ``d`` (n,); ``M`` (R, m) or None;
+            ``Z`` (n_states, R); ``C`` (K, R) normalised trial factors.
+        """
+        with torch.no_grad():
+            state = self.network.export()
+            C = self.factors.export()
+            state["Z"] = _np64(self.states.Z)
+        scale = np.sqrt(np.mean(C ** 2, axis=0))
+        scale = np.where(scale > 0, scale, 1.0)
+        sign = np.where(C.mean(0) < 0, -1.0, 1.0)
+        state["C"] = C / (scale * sign)
+        state["B"] = state["B"] * (scale * sign)
+        return state
+
+
+def _np64(t):
+    """Tensor (or None) -> float64 numpy array on the CPU."""
+    return None if t is None else t.detach().to("cpu", torch.float64).numpy()
+
+
+# --------------------------------------------------------------------------- #
+# prior and initialisation
+# --------------------------------------------------------------------------- #
+def trial_basis(n_trials, length_scale, dtype=torch.float64):
+    """Smooth basis over trial order: a truncated Gaussian-process prior.
+
+    Eigenvectors of the squared-exponential kernel ``exp(-(i - j)^2 / (2 l^2))`` over
+    trial indices, scaled by the square root of their eigenvalue relative to the
+    largest (a Karhunen-Loeve expansion). Trial factors ``C = mu + Phi Wc`` with
+    coefficients of order one are then draws from (a truncation of) that Gaussian
+    process; components with eigenvalue below 1e-4 of the largest, i.e. variation
+    faster than the length scale, are dropped. ``length_scale=None`` gives the identity:
+    independent trial factors.
+
+    Returns
+    -------
+    Phi : Tensor of shape (n_trials, n_basis)
+    """
+    if length_scale is None:
+        return torch.eye(n_trials, dtype=dtype)
+    idx = torch.arange(n_trials, dtype=torch.float64)
+    Kmat = torch.exp(-0.5 * ((idx[:, None] - idx[None, :]) / length_scale) ** 2)
+    evals, evecs = torch.linalg.eigh(Kmat)
+    evals = evals.flip(0).clamp_min(0.0)
+    evecs = evecs.flip(1)
+    keep = evals >= 1e-4 * evals[0]
+    # Deterministic sign: first nonzero entry of each eigenvector positive.
+    signs = torch.sign(evecs[0, keep])
+    signs[signs == 0] = 1.0
+    Phi = evecs[:, keep] * signs * torch.sqrt(evals[keep] / evals[0])
+    return Phi.to(dtype)
+
+
+def _inverse_softplus(x):
+    return x + torch.log(-torch.expm1(-x))
+
+
+def _centred_data(data, loss):
+    """Data with missing entries filled by neuron means, and those means (float64).
+
+    For the Poisson loss, on the scale of the link function: counts are shrunk toward
+    the neuron mean first, so that zero counts do not map to -inf.
+    """
+    X = data.X.to(torch.float64)
+    if data.mask is None:
+        mean = X.mean(dim=(0, 1))
+        Xf = X
+    else:
+        mf = data.mask.to(torch.float64)
+        mean = (X * mf).sum((0, 1)) / mf.sum((0, 1)).clamp_min(1.0)
+        Xf = torch.where(data.mask, X, mean)
+    if loss == "poisson":
+        rate = (0.5 * Xf + 0.5 * mean).clamp_min(0.05)
+        Xf = _inverse_softplus(rate)
+        mean = Xf.mean(dim=(0, 1))
+    return Xf - mean, mean
+
+
+def _initial_latents(Xc, rank, init, generator):
+    """Latent trajectories (T, K, R) to regress the parameters on.
+
+    ``init='pca'``: the top ``rank`` principal component scores of the unfolded data
+    (computed through the small n x n covariance), rescaled to unit variance;
+    otherwise (or when the data have too few dimensions) random trajectories.
+    """
+    T, K, n = Xc.shape
+    if init == "pca" and rank <= min(n, T * K):
+        flat = Xc.reshape(T * K, n)
+        cov = flat.t() @ flat / (T * K)
+        _, evecs = torch.linalg.eigh(cov)
+        scores = flat @ evecs[:, -rank:].flip(1)
+        scale = scores.std(0).clamp_min(1e-8)
+        return (scores / scale).reshape(T, K, rank)
+    return 0.5 * torch.randn(T, K, rank, generator=generator,
+                             dtype=torch.float64).to(Xc.device)
+
+
+def _rate_regressions(kappa, A, Xc, inputs, alpha, ridge):
+    """Row factors, input map and readout by ridge regression on the unit rates.
+
+    Given latent trajectories, the model is linear in the row factors (and the input
+    map), which map the unit rates ``tanh(A kappa(t))`` (and the inputs) to the
+    one-step latent increments, and in the readout, which maps the rates to the
+    data. Only Gram matrices of the rates are needed, summed one time step at a time:
+    the (T, K, N) rates are never formed.
+
+    Returns
+    -------
+    Bs : (N, R), M : (R, m) or None, D : (n, N)
+    """
+    T, K, R = kappa.shape
+    N, dt, device = A.shape[0], torch.float64, A.device
+    m_in = 0 if inputs is None else inputs.shape[-1]
+    gram = torch.zeros(N, N, dtype=dt, device=device)  # sum_t H(t)^T H(t)
+    HX = torch.zeros(N, Xc.shape[2], dtype=dt, device=device)  # sum_t H(t)^T Xc(t)
+    # Features of the one-step regression: [H(t), u(t)], t < T - 1. Their Gram
+    # matrix's H-block is ``gram`` before the last step is added.
+    FF = torch.zeros(N + m_in, N + m_in, dtype=dt, device=device)
+    FY = torch.zeros(N + m_in, R, dtype=dt, device=device)
+    for t in range(T):
+        H = torch.tanh(kappa[t] @ A.t())  # (K, N)
+        if t == T - 1:
+            FF[:N, :N] = gram
+        else:
+            # kappa(t+1) - decay kappa(t) = gain B^T h(t) + v(t)
+            target = kappa[t + 1] - (1 - alpha) * kappa[t]
+            FY[:N].addmm_(H.t(), target)
+            if m_in:
+                u = inputs[t].to(dt)
+                FF[:N, N:].addmm_(H.t(), u)
+                FF[N:, N:].addmm_(u.t(), u)
+                FY[N:].addmm_(u.t(), target)
+        gram.addmm_(H.t(), H)
+        HX.addmm_(H.t(), Xc[t])
+    if m_in:
+        FF[N:, :N] = FF[:N, N:].t()
+    if T > 1:
+        lam_f = ridge * torch.trace(FF) / FF.shape[0] + 1e-8
+        coef = torch.linalg.solve(
+            FF + lam_f * torch.eye(FF.shape[0], dtype=dt, device=device), FY)
+        # gain = alpha / sqrt(N) (trial factors start at 1): B^T h * gain = coef^T h
+        Bs = coef[:N] * math.sqrt(N) / alpha
+        M = coef[N:].t() / alpha if m_in else None
+    else:
+        Bs = torch.zeros(N, R, dtype=dt, device=device)
+        M = torch.zeros(R, m_in, dtype=dt, device=device) if m_in else None
+    lam = ridge * torch.trace(gram) / N + 1e-8
+    D = torch.linalg.solve(gram + lam * torch.eye(N, dtype=dt, device=device), HX).t()
+    return Bs, M, D
+
+
+def _first_states(kappa0, state_index, n_states):
+    """Initial states: the first latent state, averaged within a condition."""
+    if state_index is None:
+        return kappa0.clone()
+    Z = torch.zeros(n_states, kappa0.shape[1], dtype=kappa0.dtype,
+                    device=kappa0.device)
+    Z.index_add_(0, state_index, kappa0)
+    counts = torch.bincount(state_index, minlength=n_states).clamp_min(1)
+    return Z / counts[:, None].to(kappa0.dtype)
+
+
+def initial_state_guess(data, network):
+    """Least-squares latent state of the first time point of each trial.
+
+    Linearises the readout around zero (``tanh(A z) ~ A z``) and solves the ridge
+    problem over each trial's observed neurons at t = 0: a starting point for the
+    inference of the initial states of new trials.
+
+    Returns
+    -------
+    Z0 : Tensor of shape (K, R)
+    """
+    L = network.D @ network.A  # (n, R)
+    x0 = data.X[0] - network.d  # (K, n)
+    m = torch.ones_like(x0) if data.mask is None else data.mask[0].to(x0.dtype)
+    x0 = x0 * m
+    G = torch.einsum("kn,nr,ns->krs", m, L, L)
+    lam = 1e-2 * torch.diagonal(L.t() @ L).mean() + 1e-6
+    G = G + lam * torch.eye(L.shape[1], dtype=L.dtype, device=L.device)
+    rhs = x0 @ L
+    return torch.linalg.solve(G, rhs.unsqueeze(-1)).squeeze(-1)
+
+
+def initialize(data, *, rank, n_units, alpha, n_states, state_index, loss,
+               orthonormal_readout, init, generator, ridge=1e-2):
+    """Data-driven initial parameters (random ones with ``init='random'``), float64.
+
+    ``init='pca'``: the latent trajectories are set to the top ``rank`` principal
+    component scores of X (rescaled to unit variance). Given those trajectories the
+    readout ``Ds`` and the row factors ``Bs`` (and the input map ``M``) enter the
+    model linearly, so they are set by ridge regression: the readout maps the unit
+    rates ``tanh(A kappa)`` to X, the recurrence maps them to the one-step latent
+    increments. Only the directions of the column factors ``A`` are random (from
+    ``generator``), which is what distinguishes the ``n_init`` restarts.
+
+    Returns
+    -------
+    params : dict of str -> Tensor
+        ``A``, ``Bs``, ``Ds``, ``d``, ``Z`` and ``M`` (None without inputs), raw
+        parameters of :class:`TrainableNetwork` and :class:`InitialStates`, with
+        trial factors equal to one.
+    latents : Tensor of shape (T, K, R)
+        The latent trajectories the parameters were regressed on (the standardised
+        principal component scores with ``init='pca'``), the targets of a
+        teacher-forced warm start.
+    """
+    R, N = rank, n_units
+    Xc, mean = _centred_data(data, loss)
+    # Random orthonormal directions for A, scaled so that a unit-variance latent state
+    # drives units with pre-activations of standard deviation ~0.8 (tanh's mildly
+    # nonlinear range) whatever the rank.
+    G = torch.randn(N, R, generator=generator, dtype=torch.float64).to(data.X.device)
+    Q, _ = torch.linalg.qr(G)
+    A = Q * math.sqrt(N * 0.64 / R)
+    kappa = _initial_latents(Xc, R, init, generator)
+    Bs, M, D = _rate_regressions(kappa, A, Xc, data.inputs, alpha, ridge)
+    # The raw readout: its orthonormalised transpose, or D scaled (module docstring).
+    Ds = D.t() if orthonormal_readout else D * math.sqrt(N)
+    Z = _first_states(kappa[0], state_index, n_states)
+    params = {"A": A, "Bs": Bs, "Ds": Ds, "d": mean.clone(), "Z": Z, "M": M}
+    return params, kappa
