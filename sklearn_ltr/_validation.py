@@ -10,7 +10,8 @@ import torch
 
 __all__ = [
     "MissingDataWarning", "MOSTLY_MISSING", "check_trials_array",
-    "check_training_trials", "check_conditions", "check_inputs",
+    "check_training_trials", "check_conditions", "check_known_conditions",
+    "check_inputs",
 ]
 
 
@@ -218,6 +219,22 @@ def check_conditions(y, n_trials):
         raise ValueError("y (condition labels) contains NaN or infinite values.")
     labels, index = np.unique(y, return_inverse=True)
     return labels, index
+
+
+def check_known_conditions(y, conditions, n_trials):
+    """Index of each label of ``y`` in the labels ``conditions`` seen in fit."""
+    y = np.asarray(y)
+    if y.shape != (n_trials,):
+        raise ValueError(
+            f"y must hold one condition label per trial: expected shape "
+            f"({n_trials},), got {y.shape}.")
+    index = np.clip(np.searchsorted(conditions, y), 0, len(conditions) - 1)
+    unknown = conditions[index] != y
+    if unknown.any():
+        raise ValueError(
+            f"y contains condition labels not seen in fit, e.g. {y[unknown][0]!r}; "
+            f"known: {list(conditions)[:10]}.")
+    return index
 
 
 def check_inputs(inputs, n_trials, n_timepoints, n_inputs=None):

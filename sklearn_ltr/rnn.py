@@ -23,7 +23,12 @@ from ._model import (
 )
 from ._priors import SmoothOverTrials, TrialInvariant
 from ._torch_utils import resolve_device, seed_from, to_numpy, to_tensor, usable_device
-from ._validation import check_conditions, check_inputs, check_training_trials
+from ._validation import (
+    check_conditions,
+    check_inputs,
+    check_known_conditions,
+    check_training_trials,
+)
 from .base import BaseLatentModel
 
 __all__ = ["LowTensorRankRNN", "LowRankRNN"]
@@ -95,12 +100,129 @@ def _fit_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank, n_inputs=0,
     return int(host), int(data + max(init, train))
 
 
+def _check_fit_memory(est, shape, n_inputs, device):
+    """Refuse a fit whose estimated peak memory exceeds what is available."""
+    n_trials, n_timepoints, n_neurons = shape
+    host, dev_bytes = _fit_memory(
+        n_trials, n_timepoints, n_neurons, n_units=est.n_units, rank=est.rank,
+        n_inputs=n_inputs, loss=est.loss, device_type=device.type)
+    what = (f"{type(est).__name__}.fit on X of shape {tuple(shape)} with "
+            f"n_units={est.n_units}, rank={est.rank}")
+    remedy = ("Lower n_units, or fit on fewer trials or time points (the "
+              "dominant arrays scale with n_trials * n_timepoints * (n_units + "
+              "n_neurons)).")
+    if device.type == "cpu":
+        check_memory(host + dev_bytes, device, what=what, remedy=remedy)
+    else:
+        check_memory(host, "cpu", what=what, remedy=remedy)
+        check_memory(dev_bytes, device, what=what,
+                     remedy=remedy + " Or use device='cpu'.")
+
+
+def _standardisation(X, loss, orthonormal_readout):
+    """Per-neuron offset and overall scale of the data fitted with ``loss='mse'``.
+
+    The network is fitted to ``(X - offset) / scale``: each neuron centred on its
+    mean and all divided by one overall standard deviation (a single scale keeps
+    the relative weights of the neurons in the squared error). The readout is
+    mapped back to the units of X afterwards, so fitted attributes, predictions
+    and scores are in those units. This makes the fit equivariant to the units
+    of X (data in spikes/s, in dF/F or multiplied by 1e8 give the same model):
+    Adam's steps have a fixed size in parameter space, so a learning rate suits
+    only parameters of a known scale, and float32 cannot resolve small
+    fluctuations around a large offset. ``learning_rate`` and
+    ``activity_penalty`` therefore refer to standardised data.
+
+    With ``loss='poisson'`` the counts are fitted as given (the Poisson likelihood
+    depends on their scale; see :func:`_readout_gain`), and with
+    ``orthonormal_readout=True`` only the offset is removed (an orthonormal
+    readout fixes the output scale, which is then part of the model).
+    """
+    n_neurons = X.shape[2]
+    if loss != "mse":
+        return np.zeros(n_neurons), 1.0
+    offset = np.nanmean(X, axis=(0, 1))
+    if orthonormal_readout:
+        return offset, 1.0
+    counts = np.sum(~np.isnan(X), axis=(0, 1))
+    variance = np.nanvar(X, axis=(0, 1))
+    scale = float(np.sqrt(np.sum(counts * variance) / np.sum(counts)))
+    # Constant data: nothing to scale.
+    return offset, (scale if scale > 0 and np.isfinite(scale) else 1.0)
+
+
+def _readout_gain(X, loss, orthonormal_readout):
+    """Fixed factor of the readout, so that its parameters are of order one.
+
+    Adam moves every parameter by steps of about ``learning_rate``; a readout
+    whose entries must reach the size of large counts would crawl there. With
+    ``loss='poisson'`` the readout is therefore ``gain * (raw parameters)``
+    with ``gain`` the standard deviation of the counts when above 1 (with
+    ``loss='mse'`` the data are standardised instead, and the gain is 1).
+    """
+    if loss != "poisson" or orthonormal_readout:
+        return 1.0
+    std = float(np.nanstd(X))
+    return std if np.isfinite(std) and std > 1.0 else 1.0
+
+
+def _warn_about_fit(est, best, interrupted):
+    """Warn when a fit was interrupted, never decreased the loss, or hit max_iter."""
+    name = type(est).__name__
+    if interrupted is not None:
+        i_init, n_iter = interrupted
+        where = ""
+        if est.n_init > 1:
+            where = f" of initialisation {i_init + 1}/{est.n_init}"
+        warnings.warn(
+            f"{name}.fit was interrupted after {n_iter} iterations{where}; the best "
+            f"parameters so far are kept.", UserWarning)
+    elif best.n_iter - best.n_forced >= min(
+            est.n_iter_no_change, est.max_iter - best.n_forced) and not (
+            best.loss < best.loss_curve[best.n_forced]):
+        # The loss never went below its value at the initial parameters, which
+        # are therefore what is kept: the steps overshoot.
+        warnings.warn(
+            f"{name}.fit did not decrease the loss in {best.n_iter} iterations; "
+            f"learning_rate={est._learning_rate()} is probably too large. The "
+            f"initial parameters are kept; lower learning_rate.", ConvergenceWarning)
+    elif not best.converged:
+        warnings.warn(
+            f"{name} reached max_iter={est.max_iter} before converging "
+            f"(tol={est.tol}); increase max_iter or learning_rate.",
+            ConvergenceWarning)
+
+
+def _nearest_candidates(recon, conditions, X, fixed_states):
+    """Index of the kept fitted trial closest to each trial on its observed entries.
+
+    ``recon`` (n_candidates, T, n) are the reconstructions of the kept trials and
+    ``conditions`` their condition indices (or None).
+    """
+    R = recon
+    if R.shape[1] != X.shape[1]:
+        return None
+    obs = ~np.isnan(X)
+    Xo = np.where(obs, X, 0.0).reshape(X.shape[0], -1)
+    Of = obs.reshape(X.shape[0], -1).astype(np.float64)
+    Rf = R.reshape(R.shape[0], -1).astype(np.float64)
+    # sum_obs (x - r)^2 = sum_obs x^2 - 2 <x, r> + <obs, r^2>
+    dist = -2.0 * Xo @ Rf.T + Of @ (Rf ** 2).T
+    if fixed_states is not None and conditions is not None:
+        other = fixed_states[:, None] != conditions[None, :]
+        # Trials of another condition start elsewhere; never pick them unless
+        # the condition has no kept trial at all.
+        dist = np.where(other, dist + 1e30, dist)
+    return np.argmin(dist, axis=1)
+
+
 class _BaseRNN(BaseLatentModel):
     """Shared implementation of :class:`LowTensorRankRNN` and :class:`LowRankRNN`.
 
     Parameters, validation and fitted attributes only: the network is a
-    :class:`~sklearn_ltr._model.LatentRNN`, fitted by :func:`~sklearn_ltr._solver.optimize`
-    and, on new trials, with its shared part frozen, by
+    :class:`~sklearn_ltr._model.LatentRNN`, fitted by
+    :func:`~sklearn_ltr._solver.optimize` and, on new trials, with its shared part
+    frozen, by
     :func:`~sklearn_ltr._solver.optimize_per_trial`. How trial factors vary over
     trials is the subclass's strategy (``_trial_prior``, see
     :mod:`sklearn_ltr._priors`).
@@ -183,9 +305,9 @@ class _BaseRNN(BaseLatentModel):
         labels, state_index = check_conditions(y, X.shape[0])
         U = check_inputs(inputs, X.shape[0], X.shape[1])
         device = resolve_device(self.device)
-        self._check_fit_memory(X.shape, 0 if U is None else U.shape[2], device)
+        _check_fit_memory(self, X.shape, 0 if U is None else U.shape[2], device)
 
-        offset, scale = self._standardisation(X)
+        offset, scale = _standardisation(X, self.loss, self.orthonormal_readout)
         # Rebinding X frees the validated copy when check_training_trials made one.
         X = (X - offset) / scale
         try:
@@ -197,8 +319,8 @@ class _BaseRNN(BaseLatentModel):
             self._data_offset, self._data_scale = offset, scale
             with self._torch_context():
                 data = Data.from_numpy(X, U, device, DTYPE)
-                model, result = self._fit_model(data, state_index, labels,
-                                                self._readout_gain(X))
+                gain = _readout_gain(X, self.loss, self.orthonormal_readout)
+                model, result = self._fit_model(data, state_index, labels, gain)
                 self._set_fitted(model, result, state_index, U, X.shape[1])
         except BaseException:
             # A failed fit must not leave a half-fitted estimator that
@@ -221,55 +343,6 @@ class _BaseRNN(BaseLatentModel):
             raise ValueError(
                 "loss='poisson' needs non-negative counts, but X has negative values; "
                 "use loss='mse' for standardised data.")
-
-    def _standardisation(self, X):
-        """Per-neuron offset and overall scale of the data fitted with ``loss='mse'``.
-
-        The network is fitted to ``(X - offset) / scale``: each neuron centred on its
-        mean and all divided by one overall standard deviation (a single scale keeps
-        the relative weights of the neurons in the squared error). The readout is
-        mapped back to the units of X afterwards, so fitted attributes, predictions
-        and scores are in those units. This makes the fit equivariant to the units
-        of X (data in spikes/s, in dF/F or multiplied by 1e8 give the same model):
-        Adam's steps have a fixed size in parameter space, so a learning rate suits
-        only parameters of a known scale, and float32 cannot resolve small
-        fluctuations around a large offset. ``learning_rate`` and
-        ``activity_penalty`` therefore refer to standardised data.
-
-        With ``loss='poisson'`` the counts are fitted as given (the Poisson likelihood
-        depends on their scale; see ``_readout_gain``), and with
-        ``orthonormal_readout=True`` only the offset is removed (an orthonormal
-        readout fixes the output scale, which is then part of the model).
-        """
-        n_neurons = X.shape[2]
-        if self.loss != "mse":
-            return np.zeros(n_neurons), 1.0
-        offset = np.nanmean(X, axis=(0, 1))
-        if self.orthonormal_readout:
-            return offset, 1.0
-        counts = np.sum(~np.isnan(X), axis=(0, 1))
-        variance = np.nanvar(X, axis=(0, 1))
-        scale = float(np.sqrt(np.sum(counts * variance) / np.sum(counts)))
-        # Constant data: nothing to scale.
-        return offset, (scale if scale > 0 and np.isfinite(scale) else 1.0)
-
-    def _check_fit_memory(self, shape, n_inputs, device):
-        """Refuse a fit whose estimated peak memory exceeds what is available."""
-        n_trials, n_timepoints, n_neurons = shape
-        host, dev_bytes = _fit_memory(
-            n_trials, n_timepoints, n_neurons, n_units=self.n_units, rank=self.rank,
-            n_inputs=n_inputs, loss=self.loss, device_type=device.type)
-        what = (f"{type(self).__name__}.fit on X of shape {tuple(shape)} with "
-                f"n_units={self.n_units}, rank={self.rank}")
-        remedy = ("Lower n_units, or fit on fewer trials or time points (the "
-                  "dominant arrays scale with n_trials * n_timepoints * (n_units + "
-                  "n_neurons)).")
-        if device.type == "cpu":
-            check_memory(host + dev_bytes, device, what=what, remedy=remedy)
-        else:
-            check_memory(host, "cpu", what=what, remedy=remedy)
-            check_memory(dev_bytes, device, what=what,
-                         remedy=remedy + " Or use device='cpu'.")
 
     def _fit_model(self, data, state_index, labels, gain):
         """Fit from ``n_init`` initialisations; return the best model and its result."""
@@ -294,11 +367,11 @@ class _BaseRNN(BaseLatentModel):
             if result.interrupted:
                 interrupted = (i_init, result.n_iter)
                 break
-        self._warn_about_fit(best[1], interrupted)
+        _warn_about_fit(self, best[1], interrupted)
         return best
 
     def _initial_model(self, data, state_index, n_states, gain, seed):
-        """The network at its data-driven initialisation, and the warm start's targets."""
+        """The network at its data-driven start, and the warm start's targets."""
         p, targets = _model.initialize(
             data, rank=self.rank, n_units=self.n_units, alpha=self._alpha,
             n_states=n_states, state_index=state_index, loss=self.loss,
@@ -357,50 +430,11 @@ class _BaseRNN(BaseLatentModel):
             if progress is not None:
                 progress.close()
 
-    def _warn_about_fit(self, best, interrupted):
-        name = type(self).__name__
-        if interrupted is not None:
-            i_init, n_iter = interrupted
-            where = ""
-            if self.n_init > 1:
-                where = f" of initialisation {i_init + 1}/{self.n_init}"
-            warnings.warn(
-                f"{name}.fit was interrupted after {n_iter} iterations{where}; the best "
-                f"parameters so far are kept.", UserWarning)
-        elif best.n_iter - best.n_forced >= min(
-                self.n_iter_no_change, self.max_iter - best.n_forced) and not (
-                best.loss < best.loss_curve[best.n_forced]):
-            # The loss never went below its value at the initial parameters, which
-            # are therefore what is kept: the steps overshoot.
-            warnings.warn(
-                f"{name}.fit did not decrease the loss in {best.n_iter} iterations; "
-                f"learning_rate={self._learning_rate()} is probably too large. The "
-                f"initial parameters are kept; lower learning_rate.", ConvergenceWarning)
-        elif not best.converged:
-            warnings.warn(
-                f"{name} reached max_iter={self.max_iter} before converging "
-                f"(tol={self.tol}); increase max_iter or learning_rate.",
-                ConvergenceWarning)
-
     def _learning_rate(self):
         """``learning_rate``, or the solver's default when it is None."""
         if self.learning_rate is not None:
             return self.learning_rate
         return {"lbfgs": 1.0, "adam": 0.05, "lbfgs-adam": 0.02}[self.solver]
-
-    def _readout_gain(self, X):
-        """Fixed factor of the readout, so that its parameters are of order one.
-
-        Adam moves every parameter by steps of about ``learning_rate``; a readout
-        whose entries must reach the size of large counts would crawl there. With
-        ``loss='poisson'`` the readout is therefore ``gain * (raw parameters)``
-        with ``gain`` the standard deviation of the counts when above 1 (with
-        ``loss='mse'`` the data are standardised instead, and the gain is 1).
-        """
-        if self.loss != "poisson" or self.orthonormal_readout:
-            return 1.0
-        std = float(np.nanstd(X))
-        return std if np.isfinite(std) and std > 1.0 else 1.0
 
     def _set_fitted(self, model, result, state_index, U, n_timepoints):
         state = model.export()
@@ -461,34 +495,17 @@ class _BaseRNN(BaseLatentModel):
         return LatentRNN(network, states, factors, alpha=1.0 / self.tau,
                          loss=self.loss, activity_penalty=self.activity_penalty)
 
-    def _nearest_candidates(self, X, fixed_states):
-        """Index of the kept fitted trial closest to each trial on its observed entries."""
-        R = self._cand_recon
-        if R.shape[1] != X.shape[1]:
-            return None
-        obs = ~np.isnan(X)
-        Xo = np.where(obs, X, 0.0).reshape(X.shape[0], -1)
-        Of = obs.reshape(X.shape[0], -1).astype(np.float64)
-        Rf = R.reshape(R.shape[0], -1).astype(np.float64)
-        # sum_obs (x - r)^2 = sum_obs x^2 - 2 <x, r> + <obs, r^2>
-        dist = -2.0 * Xo @ Rf.T + Of @ (Rf ** 2).T
-        if fixed_states is not None and self._cand_condition is not None:
-            other = fixed_states[:, None] != self._cand_condition[None, :]
-            # Trials of another condition start elsewhere; never pick them unless
-            # the condition has no kept trial at all.
-            dist = np.where(other, dist + 1e30, dist)
-        return np.argmin(dist, axis=1)
-
     def _infer(self, X, y, inputs, return_params=False):
         """Per-trial states (and factors) of new trials, shared parameters frozen."""
         n_trials, n_timepoints, _ = X.shape
         U = check_inputs(inputs, n_trials, n_timepoints, self.n_inputs_)
         fixed_states = None
         if y is not None and self.conditions_ is not None:
-            fixed_states = self._condition_index(y, n_trials)
+            fixed_states = check_known_conditions(y, self.conditions_, n_trials)
         dev = self._inference_device()
         X = (X - self._data_offset) / self._data_scale
-        nearest = self._nearest_candidates(X, fixed_states)
+        nearest = _nearest_candidates(self._cand_recon, self._cand_condition, X,
+                                      fixed_states)
         data = Data.from_numpy(X, U, dev, DTYPE)
         network = self._frozen_network(dev)
         states = self._new_trial_states(data, network, fixed_states, nearest)
@@ -535,21 +552,6 @@ class _BaseRNN(BaseLatentModel):
 
     def _trial_feature_name(self):
         return self._trial_prior().feature_name
-
-    def _condition_index(self, y, n_trials):
-        y = np.asarray(y)
-        if y.shape != (n_trials,):
-            raise ValueError(
-                f"y must hold one condition label per trial: expected shape "
-                f"({n_trials},), got {y.shape}.")
-        index = np.clip(np.searchsorted(self.conditions_, y), 0,
-                        len(self.conditions_) - 1)
-        unknown = self.conditions_[index] != y
-        if unknown.any():
-            raise ValueError(
-                f"y contains condition labels not seen in fit, e.g. {y[unknown][0]!r}; "
-                f"known: {list(self.conditions_)[:10]}.")
-        return index
 
     def _inference_device(self):
         return usable_device(self.device_, type(self).__name__)

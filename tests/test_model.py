@@ -1,0 +1,152 @@
+"""The model object: one LatentRNN for fitting and for per-trial inference."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sklearn_ltr import LowRankRNN, LowTensorRankRNN, _model
+from sklearn_ltr._model import (
+    BasisFactors,
+    Data,
+    FreeFactors,
+    FrozenNetwork,
+    GivenFactors,
+    InitialStates,
+    LatentRNN,
+    SharedFactors,
+    TrainableNetwork,
+)
+from sklearn_ltr._priors import SmoothOverTrials, TrialInvariant
+from sklearn_ltr.datasets import make_low_tensor_rank_rnn
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def _trainable_model(K=6, T=5, n=4, N=8, R=2, seed=0, factors=None):
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g)
+
+    network = TrainableNetwork(rand(N, R), 0.3 * rand(N, R), rand(n, N), rand(n))
+    states = InitialStates(rand(K, R))
+    if factors is None:
+        factors = BasisFactors(torch.ones(R), 0.3 * rand(3, R), rand(K, 3))
+    model = LatentRNN(network, states, factors, alpha=0.5, activity_penalty=1e-3)
+    X = rand(K, T, n).numpy()
+    return model, Data.from_numpy(X, None, "cpu")
+
+
+def test_mean_and_per_trial_losses_agree():
+    # Fit (fused, mean over entries) and inference (per trial) evaluate the same
+    # objective: with fully observed trials the mean of the per-trial data losses
+    # is the mean loss.
+    model, data = _trainable_model(factors=GivenFactors(torch.ones(6, 2)))
+    model.activity_penalty = 0.0
+    with torch.no_grad():
+        mean = model.loss(data)
+        per_trial = model.loss(data, per_trial=True)
+    assert per_trial.shape == (6,)
+    np.testing.assert_allclose(float(per_trial.mean()), float(mean), rtol=1e-5)
+
+
+def test_trainable_parts_are_parameters_and_frozen_parts_buffers():
+    model, _ = _trainable_model()
+    assert list(model.trainable()) == [
+        "network.A", "network.Bs", "network.Ds", "network.d", "states.Z",
+        "factors.mu", "factors.Wc"]
+    net = model.network.network()
+    frozen = LatentRNN(
+        FrozenNetwork(net.A.detach(), net.B.detach(), net.D.detach(), net.d.detach()),
+        InitialStates(torch.zeros(3, 2)), FreeFactors(torch.ones(3, 2), torch.ones(2)),
+        alpha=0.5)
+    # Inference: only the per-trial parts move.
+    assert list(frozen.trainable()) == ["states.Z", "factors.c"]
+
+
+def test_frozen_network_reproduces_the_trainable_one():
+    model, data = _trainable_model()
+    state = model.export()
+    frozen = FrozenNetwork(*(torch.as_tensor(state[k], dtype=torch.float32)
+                             for k in ("A", "B", "D", "d")))
+    C = torch.as_tensor(state["C"], dtype=torch.float32)
+    twin = LatentRNN(frozen, InitialStates(model.states.Z.detach(), trainable=False),
+                     GivenFactors(C), alpha=0.5)
+    with torch.no_grad():
+        _, eta = model.simulate(None, 5)
+        _, eta_twin = twin.simulate(None, 5)
+    # Normalising the trial factors moves their scale into B: the same network.
+    np.testing.assert_allclose(eta_twin.numpy(), eta.numpy(), atol=1e-5)
+
+
+def test_export_normalises_trial_factors():
+    model, _ = _trainable_model(factors=BasisFactors(
+        -2.0 * torch.ones(2), torch.zeros(3, 2), torch.randn(6, 3)))
+    C = model.export()["C"]
+    np.testing.assert_allclose(np.sqrt(np.mean(C ** 2, axis=0)), [1.0, 1.0])
+    assert (C.mean(0) > 0).all()
+
+
+def test_free_factors_penalty_pulls_toward_the_centre():
+    factors = FreeFactors(torch.tensor([[1.0, 1.0], [3.0, 1.0]]), torch.ones(2))
+    np.testing.assert_allclose(factors.penalty().detach().numpy(), [0.0, 1e-3 * 2.0])
+
+
+def test_shared_factors_are_one_vector_for_every_trial():
+    C = SharedFactors(torch.tensor([1.0, 2.0]), 4)()
+    assert C.shape == (4, 2) and bool((C == torch.tensor([1.0, 2.0])).all())
+
+
+def test_initialize_returns_raw_parameters_and_latents():
+    data = make_low_tensor_rank_rnn(12, 8, 6, rank=2, random_state=0)
+    d = Data.from_numpy(data.X, None, "cpu", torch.float64)
+    params, latents = _model.initialize(
+        d, rank=2, n_units=10, alpha=0.5, n_states=4,
+        state_index=torch.as_tensor(data.y), loss="mse", orthonormal_readout=False,
+        init="pca", generator=torch.Generator().manual_seed(0))
+    assert params["Z"].shape == (4, 2) and params["M"] is None
+    assert latents.shape == (8, 12, 2)
+    # Principal-component scores scaled to unit variance.
+    np.testing.assert_allclose(latents.reshape(-1, 2).std(0).numpy(), [1.0, 1.0],
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("Est, Prior", [(LowTensorRankRNN, SmoothOverTrials),
+                                        (LowRankRNN, TrialInvariant)])
+def test_each_estimator_asks_its_prior(Est, Prior):
+    data = make_low_tensor_rank_rnn(12, 8, 6, rank=2, random_state=0)
+    est = Est(rank=2, n_units=8, max_iter=10, random_state=0).fit(data.X)
+    prior = est._trial_prior()
+    assert isinstance(prior, Prior)
+    C = prior.fitted_factors(est)
+    assert C.shape == (12, 2)
+    W = est.weight_tensor()
+    np.testing.assert_allclose(
+        W[3], (est.left_factors_ * C[3]) @ est.right_factors_.T / 8, atol=1e-12)
+    assert est._trial_feature_name() == prior.feature_name
+
+
+def test_fit_and_inference_minimise_the_same_loss(monkeypatch):
+    # Per-trial inference on the training trials, started from the fitted states and
+    # factors, must not raise the loss the fit reached on them: both minimise
+    # LatentRNN.loss, the shared part frozen in inference.
+    seen = {}
+    original = LatentRNN.loss
+
+    def recording(self, data, *, per_trial=False, forcing=None):
+        value = original(self, data, per_trial=per_trial, forcing=forcing)
+        if per_trial:
+            seen.setdefault("first", value.detach().clone())
+            seen["last"] = value.detach().clone()
+        return value
+
+    data = make_low_tensor_rank_rnn(16, 8, 6, rank=2, random_state=0)
+    est = LowTensorRankRNN(rank=2, n_units=10, max_iter=40, random_state=0,
+                           activity_penalty=0.0).fit(data.X)
+    monkeypatch.setattr(LatentRNN, "loss", recording)
+    est.predict(data.X[:4])
+    assert math.isfinite(float(seen["last"].mean()))
+    assert float(seen["last"].mean()) <= float(seen["first"].mean()) + 1e-7

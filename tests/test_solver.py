@@ -1,0 +1,166 @@
+"""The parts of the optimisers: stopping rule, best-snapshot keeper, phase runner."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sklearn_ltr._solver import (
+    BestSnapshot,
+    FitDiverged,
+    Phase,
+    PlateauRule,
+    _Run,
+    optimize,
+    run_phase,
+)
+
+
+# --------------------------------------------------------------------- PlateauRule
+def test_plateau_rule_counts_since_the_last_relative_improvement():
+    rule = PlateauRule(tol=0.1, patience=3)
+    flags = [rule.update(v) for v in [10.0, 9.5, 8.0, 7.9, 7.5, 7.3, 7.1]]
+    # 9.5 is not below 10 - 1; 8.0 is; then 7.9, 7.5 and 7.3 are not below 7.2.
+    assert flags == [False, False, False, False, False, True, False]
+    assert rule.best == 7.1 and rule.since == 0
+
+
+def test_plateau_rule_ignores_non_finite_losses():
+    rule = PlateauRule(tol=0.0, patience=2)
+    assert not rule.update(math.nan)
+    assert rule.update(math.inf)  # two losses without improvement
+    rule.restart_count()
+    assert not rule.update(1.0) and rule.best == 1.0
+
+
+def test_plateau_rule_is_element_wise_on_tensors():
+    rule = PlateauRule(tol=0.0, patience=2)
+    steps = [torch.tensor([3.0, 3.0, math.nan]), torch.tensor([2.0, 3.0, 1.0]),
+             torch.tensor([1.0, 3.0, 1.0])]
+    flags = [rule.update(v).tolist() for v in steps]
+    # Row 0 improves every time; row 1 never after its first loss; row 2 starts
+    # late (its first finite loss is an improvement).
+    assert flags == [[False, False, False], [False, False, False],
+                     [False, True, False]]
+    np.testing.assert_array_equal(rule.best.numpy(), [1.0, 3.0, 1.0])
+
+
+# -------------------------------------------------------------------- BestSnapshot
+def test_best_snapshot_keeps_the_lowest_loss_point():
+    w = torch.zeros(3)
+    best = BestSnapshot([w])
+    for value in [5.0, 2.0, 4.0, math.nan]:
+        best.offer(value)
+        w.add_(1.0)
+    best.restore()
+    assert best.value == 2.0
+    np.testing.assert_array_equal(w.numpy(), [1.0, 1.0, 1.0])
+
+
+def test_best_snapshot_takes_a_given_copy_of_the_point():
+    w = torch.zeros(2)
+    best = BestSnapshot([w])
+    point = [torch.full((2,), 7.0)]
+    assert best.offer(1.0, point)
+    best.restore()
+    np.testing.assert_array_equal(w.numpy(), [7.0, 7.0])
+
+
+def test_best_snapshot_per_row_keeps_each_rows_best():
+    w = torch.zeros(3, 2)
+    best = BestSnapshot([w], per_row=True)
+    for i, losses in enumerate([[3.0, 1.0, math.nan], [2.0, 5.0, 4.0],
+                                [9.0, 9.0, math.inf]]):
+        w.fill_(float(i + 1))
+        improved = best.offer(torch.tensor(losses))
+    assert improved.tolist() == [False, False, False]
+    best.restore()
+    np.testing.assert_array_equal(w[:, 0].numpy(), [2.0, 1.0, 2.0])
+    np.testing.assert_array_equal(best.value.numpy(), [2.0, 1.0, 4.0])
+
+
+# ------------------------------------------------------------------------ run_phase
+def _quadratic_run(target=3.0, max_iter=500, tol=1e-6, patience=5, loss=None):
+    params = {"w": torch.zeros(2, requires_grad=True)}
+
+    def loss_fn(p, gamma=None):
+        if loss is not None:
+            return loss(p["w"])
+        return ((p["w"] - target) ** 2).sum()
+
+    return _Run(loss_fn, params, max_iter, PlateauRule(tol, patience)), params
+
+
+def test_run_phase_ends_at_its_length():
+    run, _ = _quadratic_run()
+    assert run_phase(run, Phase("adam", 0.1, 7, n_decays=None)) == "length"
+    assert run.n_iter == 7 and len(run.curve) == 7 and run.n_evals == 7
+
+
+def test_run_phase_decays_then_ends_at_a_plateau():
+    run, params = _quadratic_run()
+    reason = run_phase(run, Phase("adam", 0.1, 10_000, n_decays=2))
+    assert reason == "plateau" and run.n_iter < 500
+    run.snapshot.restore()
+    np.testing.assert_allclose(params["w"].detach().numpy(), [3.0, 3.0], atol=1e-3)
+
+
+def test_run_phase_lbfgs_reuses_the_last_evaluation():
+    run, params = _quadratic_run(tol=1e-9)
+    run_phase(run, Phase("lbfgs", 1.0, 20, n_decays=0))
+    # About one evaluation per iteration, not two: the line search's last point
+    # is where the next iteration starts.
+    assert run.n_evals < 1.5 * run.n_iter
+    np.testing.assert_allclose(params["w"].detach().numpy(), [3.0, 3.0], atol=1e-5)
+
+
+def test_run_phase_backs_off_on_a_non_finite_loss():
+    calls = {"n": 0}
+
+    def loss(w):
+        calls["n"] += 1
+        value = ((w - 3.0) ** 2).sum()
+        return value * math.nan if calls["n"] == 4 else value
+
+    run, _ = _quadratic_run(loss=loss)
+    run_phase(run, Phase("adam", 0.1, 10, n_decays=None))
+    assert run.backoffs == 1 and run.n_iter == 10
+    assert all(math.isfinite(v) for v in run.curve)
+
+
+def test_run_phase_raises_after_max_backoffs():
+    run, _ = _quadratic_run(loss=lambda w: w.sum() * math.inf)
+    run.max_backoffs = 3
+    with pytest.raises(FitDiverged, match="after 3 halvings"):
+        run_phase(run, Phase("adam", 0.1, 10, n_decays=None, name="the loss"))
+
+
+def test_forced_phase_passes_the_falling_weight_and_keeps_no_best():
+    seen = []
+    params = {"w": torch.zeros(1, requires_grad=True)}
+
+    def loss_fn(p, gamma=None):
+        seen.append(gamma)
+        return ((p["w"] - 1.0) ** 2).sum()
+
+    run = _Run(loss_fn, params, 100, PlateauRule(0.0, 5))
+    run_phase(run, Phase("adam", 0.05, 4, forcing=0.8, n_decays=None))
+    np.testing.assert_allclose(seen, [0.8, 0.6, 0.4, 0.2])
+    assert run.snapshot.value == math.inf  # forced losses are not comparable
+
+
+def test_optimize_runs_warm_start_lbfgs_and_adam_in_order():
+    log = []
+    params = {"w": torch.zeros(2)}
+
+    def loss_fn(p, gamma=0.0):
+        log.append("forced" if gamma else "free")
+        return ((p["w"] - 2.0) ** 2).sum()
+
+    res = optimize(loss_fn, params, forcing=0.5, forcing_iter=5, lbfgs_iter=3,
+                   learning_rate=0.1, max_iter=60, tol=1e-6, n_iter_no_change=5)
+    assert log[:5] == ["forced"] * 5 and set(log[5:]) == {"free"}
+    assert res.n_forced == 5 and res.n_iter == len(res.loss_curve) <= 60
+    assert not params["w"].requires_grad
+    np.testing.assert_allclose(params["w"].numpy(), [2.0, 2.0], atol=1e-3)
