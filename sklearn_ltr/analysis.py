@@ -19,6 +19,7 @@ from scipy.linalg import subspace_angles
 from scipy.optimize import linear_sum_assignment
 from sklearn.utils import Bunch, check_random_state
 
+from ._cp import fit_best_cp
 from ._torch_utils import limit_threads
 
 __all__ = [
@@ -187,8 +188,15 @@ def tensor_rank_curve(tensor, ranks, *, n_init=3, max_iter=300, tol=1e-7,
         the reference is the zero tensor, natural for weight changes, which start at
         zero); ``factors``: for each rank, a list ``[C, A, B]`` of factor matrices of
         shapes (n0, R), (n1, R), (n2, R) with ``T_R = sum_r C[:, r] (x) A[:, r] (x)
-        B[:, r]``; the columns of A and B have unit norm and the scale is carried by
-        C; components are sorted by decreasing norm.
+        B[:, r]``; the columns of A and B have unit norm and their largest-magnitude
+        entry is positive, the scale and sign are carried by C; components are sorted
+        by decreasing norm (the normal form of :class:`~sklearn_ltr.TCA`'s factors).
+
+    Raises
+    ------
+    ValueError
+        Invalid arguments; a rank that the tensor cannot support (alternating least
+        squares met a singular system).
 
     See Also
     --------
@@ -205,9 +213,6 @@ def tensor_rank_curve(tensor, ranks, *, n_init=3, max_iter=300, tol=1e-7,
     >>> bool(curve.variance_explained[1] > 0.999)
     True
     """
-    import tensorly as tl
-    from tensorly.decomposition import parafac
-
     T = _check_tensor3(tensor)
     if isinstance(ranks, Integral):
         ranks = [ranks]
@@ -222,25 +227,16 @@ def tensor_rank_curve(tensor, ranks, *, n_init=3, max_iter=300, tol=1e-7,
         raise ValueError(
             f"compress_tol must be in [0, 1) or None, got {compress_tol!r}.")
     variance, factors_out = [], []
-    # tensorly follows its global backend; fit in numpy whatever the user set.
-    with tl.backend_context("numpy", local_threadsafe=True), limit_threads(n_threads):
+    with limit_threads(n_threads):
         bases = _compression_bases(T, compress_tol)
-        core = np.einsum("kij,ka,ib,jc->abc", T, *bases, optimize=True)
         for R in ranks:
-            best = None
-            for _ in range(n_init):
-                weights, factors = parafac(
-                    core, R, n_iter_max=max_iter, init="random", tol=tol,
-                    random_state=rng.randint(np.iinfo(np.int32).max))
-                factors = [U @ np.asarray(f, dtype=np.float64)
-                           for U, f in zip(bases, factors)]
-                factors[0] = factors[0] * np.asarray(weights, dtype=np.float64)
-                resid = T - np.einsum("kr,ir,jr->kij", *factors)
-                sse = float(np.sum(resid ** 2))
-                if best is None or sse < best[0]:
-                    best = (sse, factors)
-            variance.append(1.0 - best[0] / total)
-            factors_out.append(_normalize_cp(best[1]))
+            # One seed per initialisation: each fit is reproducible by itself.
+            seeds = [rng.randint(np.iinfo(np.int32).max) for _ in range(n_init)]
+            fit = fit_best_cp(T, R, random_states=seeds, max_iter=max_iter, tol=tol,
+                              bases=bases, name="tensor_rank_curve",
+                              data_name="tensor")
+            variance.append(1.0 - fit.sse / total)
+            factors_out.append(fit.factors)
     return Bunch(ranks=np.array(ranks), variance_explained=np.array(variance),
                  factors=factors_out)
 
@@ -260,19 +256,6 @@ def _compression_bases(T, compress_tol):
         keep = int(np.searchsorted(-dropped, -compress_tol)) + 1
         bases.append(evecs[:, :min(keep, M.shape[0])])
     return bases
-
-
-def _normalize_cp(factors):
-    """Unit-norm columns in modes 1.., scale into mode 0, sorted by decreasing norm."""
-    C = factors[0].copy()
-    rest = []
-    for F in factors[1:]:
-        norm = np.linalg.norm(F, axis=0)
-        norm = np.where(norm > 0, norm, 1.0)
-        rest.append(F / norm)
-        C = C * norm
-    order = np.argsort(-np.linalg.norm(C, axis=0), kind="stable")
-    return [C[:, order]] + [F[:, order] for F in rest]
 
 
 # --------------------------------------------------------------------------- #
