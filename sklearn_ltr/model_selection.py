@@ -25,10 +25,10 @@ from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.exceptions import FitFailedWarning
 from sklearn.model_selection import check_cv
-from sklearn.pipeline import Pipeline
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from ._pipeline import final_step, through_pipeline
 from ._validation import MissingDataWarning, check_trials_array
 from .base import TrialsInputMixin
 from .metrics import bits_per_spike, r2_observed
@@ -214,7 +214,7 @@ def masked_score(estimator, X, train, test, *, y=None, inputs=None):
         warnings.simplefilter("ignore", MissingDataWarning)
         est = clone(estimator).fit(X_train, y, **kwargs)
     pred = est.predict(X_train, y, **kwargs)
-    final = est[-1] if isinstance(est, Pipeline) else est
+    final = final_step(est)
     if getattr(final, "_score_kind", lambda: "r2")() == "bits_per_spike":
         return bits_per_spike(X_test, pred)
     return r2_observed(X_test, pred)
@@ -224,15 +224,11 @@ def masked_score(estimator, X, train, test, *, y=None, inputs=None):
 # rank-selection summaries
 # --------------------------------------------------------------------------- #
 def _estimator_name(est):
-    if isinstance(est, Pipeline):
-        est = est[-1]
-    return type(est).__name__
+    return type(final_step(est)).__name__
 
 
 def _score_name(est):
-    if isinstance(est, Pipeline):
-        est = est[-1]
-    kind = getattr(est, "_score_kind", None)
+    kind = getattr(final_step(est), "_score_kind", None)
     if kind is None:
         return "score"
     return ("co-smoothing bits/spike" if kind() == "bits_per_spike"
@@ -674,8 +670,7 @@ class TrialFactors(TrialsInputMixin, TransformerMixin, BaseEstimator):
         self.estimator = estimator
 
     def _final(self):
-        est = self.estimator_
-        return est[-1] if isinstance(est, Pipeline) else est
+        return final_step(self.estimator_)
 
     def fit(self, X, y=None, **fit_params):
         """Fit the latent model to trials ``X`` (``y`` is ignored).
@@ -693,8 +688,7 @@ class TrialFactors(TrialsInputMixin, TransformerMixin, BaseEstimator):
         -------
         self : object
         """
-        final = self.estimator[-1] if isinstance(self.estimator, Pipeline) \
-            else self.estimator
+        final = final_step(self.estimator)
         if not hasattr(final, "_trial_features"):
             raise TypeError(
                 f"TrialFactors needs an estimator of sklearn_ltr (LowTensorRankRNN, "
@@ -719,10 +713,7 @@ class TrialFactors(TrialsInputMixin, TransformerMixin, BaseEstimator):
         factors : ndarray of shape (n_trials, rank)
         """
         check_is_fitted(self)
-        est = self.estimator_
-        if isinstance(est, Pipeline):
-            X = est[:-1].transform(X)
-        final = self._final()
+        final, X = through_pipeline(self.estimator_, X)
         X = final._check_X_new(X)
         with final._torch_context():
             return final._trial_features(X, None, inputs)

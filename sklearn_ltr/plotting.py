@@ -17,8 +17,9 @@ Markers that carry a result (best rank, one-SE rank, stability boundary) have a
 """
 
 import numpy as np
-from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
+
+from ._pipeline import final_step, through_pipeline
 
 __all__ = [
     "plot_rank_selection", "plot_trial_factors", "plot_latents", "plot_weight_spectrum",
@@ -44,10 +45,6 @@ def _new_axes(plt, ax, figsize, projection=None):
         return ax
     fig = plt.figure(figsize=figsize)
     return fig.add_subplot(projection=projection)
-
-
-def _final_step(estimator):
-    return estimator[-1] if isinstance(estimator, Pipeline) else estimator
 
 
 def _cycle_colors(plt, n):
@@ -164,7 +161,7 @@ def _get_trial_factors(estimator):
     if isinstance(estimator, np.ndarray):
         factors = estimator
     else:
-        final = _final_step(estimator)
+        final = final_step(estimator)
         check_is_fitted(final)
         if not hasattr(final, "trial_factors_"):
             raise ValueError(
@@ -183,24 +180,21 @@ def _match_components(factors, reference):
     """Pair each reference column with a fitted one and rescale it onto it.
 
     A CP component is identifiable only up to permutation and scale (and sign):
-    columns are paired by maximal total |cosine similarity| (Hungarian assignment),
-    and each paired reference column is rescaled by least squares onto its fitted
-    partner.
+    columns are paired as :func:`~sklearn_ltr.analysis.factor_similarity` pairs
+    them, and each paired reference column is rescaled by least squares onto its
+    fitted partner.
 
     Returns
     -------
     pairs : list of (fitted index, reference index, rescaled reference column)
     """
-    from scipy.optimize import linear_sum_assignment
+    from .analysis import factor_similarity
 
-    def unit(a):
-        norm = np.linalg.norm(a, axis=0)
-        return a / np.where(norm > 0, norm, 1.0)
-
-    similarity = np.abs(unit(factors).T @ unit(reference))
-    rows, cols = linear_sum_assignment(-similarity)
+    _, matched = factor_similarity(factors, reference, return_permutation=True)
     pairs = []
-    for r, q in zip(rows, cols):
+    for r, q in enumerate(matched):
+        if q < 0:
+            continue
         ref = reference[:, q]
         denom = ref @ ref
         scale = (factors[:, r] @ ref) / denom if denom > 0 else 1.0
@@ -308,9 +302,7 @@ def plot_trial_factors(estimator, epochs=None, *, ax=None, reference=None):
 # latent trajectories
 # --------------------------------------------------------------------------- #
 def _latents(estimator, X, y, inputs):
-    final = _final_step(estimator)
-    if isinstance(estimator, Pipeline):
-        X = estimator[:-1].transform(X)
+    final, X = through_pipeline(estimator, X)
     kwargs = {} if inputs is None else {"inputs": inputs}
     # Conditions select per-condition initial states only in models fitted with them.
     if y is not None and getattr(final, "conditions_", None) is not None:
@@ -372,7 +364,7 @@ def plot_latents(estimator, X, y=None, *, ax=None, dims=None, single_trials=None
     if latents.ndim != 3:
         raise ValueError(
             f"plot_latents needs latents of shape (n_trials, n_timepoints, rank) from "
-            f"{type(_final_step(estimator)).__name__}.transform, got "
+            f"{type(final_step(estimator)).__name__}.transform, got "
             f"{latents.shape}.")
     n_trials, n_timepoints, rank = latents.shape
     if dims is None:
@@ -485,7 +477,7 @@ def weight_eigenvalues(estimator, trials=None):
     >>> bool(np.allclose(np.sort_complex(eig[1]), np.sort_complex(top)))
     True
     """
-    final = _final_step(estimator)
+    final = final_step(estimator)
     check_is_fitted(final)
     if not (hasattr(final, "left_factors_") and hasattr(final, "right_factors_")):
         raise ValueError(
@@ -571,7 +563,7 @@ def plot_weight_spectrum(estimator, trials=None, *, ax=None, dynamics="continuou
         raise ValueError(f"dynamics must be 'continuous' or 'discrete', got "
                          f"{dynamics!r}.")
     eig, trials = weight_eigenvalues(estimator, trials)
-    final = _final_step(estimator)
+    final = final_step(estimator)
     if dynamics == "discrete":
         alpha = 1.0 / final.tau
         eig = 1.0 - alpha + alpha * eig
