@@ -4,8 +4,10 @@ The tools behind the paper's validation (Pellegrino, Cayco-Gajic & Chadwick, Neu
 2023): is the stack of weight matrices of a network over learning a low-rank tensor
 (:func:`tensor_rank_curve`, :func:`numerical_rank`, :func:`multilinear_rank`), does a
 fitted :class:`~sklearn_ltr.LowTensorRankRNN` recover it (:func:`factor_similarity`,
-:func:`principal_angles`, :func:`column_space`, :func:`latent_subspace`), and what rank
-does gradient-descent learning allow in the first place (:func:`gradient_rank_bounds`).
+:func:`principal_angles`, :func:`column_space`, :func:`latent_subspace`), how do the
+fitted network's dynamical modes move over learning (:func:`weight_eigenvalues`), and
+what rank does gradient-descent learning allow in the first place
+(:func:`gradient_rank_bounds`).
 
 Weight tensors have shape ``(n_trials, n_units, n_units)``: slice ``W[k]`` is the
 weight matrix in force on trial ``k``, ``W[k][i, j]`` the weight from unit ``j`` to
@@ -18,13 +20,16 @@ import numpy as np
 from scipy.linalg import subspace_angles
 from scipy.optimize import linear_sum_assignment
 from sklearn.utils import Bunch, check_random_state
+from sklearn.utils.validation import check_is_fitted
 
 from ._cp import fit_best_cp
+from ._pipeline import final_step
 from ._torch_utils import limit_threads
 
 __all__ = [
     "tensor_rank_curve", "factor_similarity", "principal_angles", "column_space",
     "latent_subspace", "numerical_rank", "multilinear_rank", "gradient_rank_bounds",
+    "weight_eigenvalues",
 ]
 
 
@@ -486,6 +491,85 @@ def latent_subspace(estimator):
                 f"LowTensorRankRNN or LowRankRNN.")
     L = np.asarray(estimator.readout_) @ np.asarray(estimator.left_factors_)
     return column_space(L, rtol=1e-10)
+
+
+# --------------------------------------------------------------------------- #
+# connectivity spectrum
+# --------------------------------------------------------------------------- #
+def weight_eigenvalues(estimator, trials=None):
+    """Non-zero eigenvalues of the weight matrix of each trial, from the factors.
+
+    ``W_k = A diag(c_k) B^T / n_units`` has rank at most R, and its non-zero
+    eigenvalues are those of the R x R matrix ``diag(c_k) B^T A / n_units`` (for
+    matrices P, Q, ``P Q`` and ``Q P`` share their non-zero eigenvalues). This costs
+    O(n_units R^2 + n_trials R^3) instead of O(n_trials n_units^3), and never builds
+    the weight tensor. The other ``n_units - R`` eigenvalues of ``W_k`` are 0.
+
+    Parameters
+    ----------
+    estimator : fitted LowTensorRankRNN or LowRankRNN, or a Pipeline ending in one
+        The network.
+    trials : array-like of int, default=None
+        Indices of the fitted trials; all of them by default. Ignored for
+        :class:`~sklearn_ltr.LowRankRNN`, whose connectivity is the same on every
+        trial.
+
+    Returns
+    -------
+    eigenvalues : ndarray of complex, shape (n_selected_trials, rank)
+        (shape (1, rank) for a LowRankRNN).
+    trials : ndarray of int, shape (n_selected_trials,)
+        The trial of each row.
+
+    See Also
+    --------
+    sklearn_ltr.plotting.plot_weight_spectrum : Draw them in the complex plane.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_ltr import LowTensorRankRNN
+    >>> from sklearn_ltr.datasets import make_low_tensor_rank_rnn
+    >>> from sklearn_ltr.analysis import weight_eigenvalues
+    >>> data = make_low_tensor_rank_rnn(10, 8, 6, rank=2, random_state=0)
+    >>> est = LowTensorRankRNN(rank=2, n_units=12, max_iter=5).fit(data.X)
+    >>> eig, trials = weight_eigenvalues(est, trials=[0, 9])
+    >>> full = np.linalg.eigvals(est.weight_tensor()[9])
+    >>> top = full[np.argsort(-np.abs(full))[:2]]
+    >>> bool(np.allclose(np.sort_complex(eig[1]), np.sort_complex(top)))
+    True
+    """
+    final = final_step(estimator)
+    check_is_fitted(final)
+    if not (hasattr(final, "left_factors_") and hasattr(final, "right_factors_")):
+        raise ValueError(
+            f"{type(final).__name__} has no recurrent connectivity (left_factors_, "
+            f"right_factors_); the weight spectrum needs a fitted LowTensorRankRNN or "
+            f"LowRankRNN.")
+    A = np.asarray(final.left_factors_, dtype=float)
+    B = np.asarray(final.right_factors_, dtype=float)
+    n_units = A.shape[0]
+    if hasattr(final, "trial_factors_"):
+        C = np.asarray(final.trial_factors_, dtype=float)
+        n_trials = C.shape[0]
+        if trials is None:
+            trials = np.arange(n_trials)
+        trials = np.asarray(trials)
+        if trials.ndim != 1 or trials.dtype.kind not in "iu":
+            raise ValueError(f"trials must be a 1D array of trial indices, got "
+                             f"{trials!r}.")
+        if trials.size and (trials.min() < -n_trials or trials.max() >= n_trials):
+            raise ValueError(
+                f"trials must be indices in [0, {n_trials - 1}] (the model was "
+                f"fitted on {n_trials} trials), got values from {trials.min()} to "
+                f"{trials.max()}.")
+        trials = trials % n_trials
+        C = C[trials]
+    else:
+        C = np.ones((1, A.shape[1]))
+        trials = np.zeros(1, dtype=int)
+    core = B.T @ A / n_units  # (R, R), shared by every trial
+    return np.linalg.eigvals(C[:, :, None] * core[None]), trials
 
 
 # --------------------------------------------------------------------------- #

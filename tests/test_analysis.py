@@ -14,6 +14,7 @@ from sklearn_ltr.analysis import (
     numerical_rank,
     principal_angles,
     tensor_rank_curve,
+    weight_eigenvalues,
 )
 
 # Relative tolerance for ranks of float64 weights trained exactly in float64: the
@@ -328,3 +329,23 @@ def test_fitted_factors_and_subspace_match_planted(planted):
     true = column_space(planted.readout @ planted.left_factors)
     angles = principal_angles(latent_subspace(est), true)
     assert angles.max() < 30, angles
+
+
+# --------------------------------------------------------------------------- #
+# weight spectrum
+# --------------------------------------------------------------------------- #
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_weight_eigenvalues_equal_those_of_the_weight_matrices(small):
+    rank, n_trials = 2, small.X.shape[0]
+    ltr = LowTensorRankRNN(rank=rank, n_units=16, max_iter=40, infer_max_iter=20,
+                           random_state=0).fit(small.X)
+    eig, trials = weight_eigenvalues(ltr)
+    np.testing.assert_array_equal(trials, np.arange(n_trials))
+    W = ltr.weight_tensor()
+    for k in range(n_trials):
+        full = np.linalg.eigvals(W[k])
+        top = np.sort_complex(full[np.argsort(-np.abs(full))[:rank]])
+        np.testing.assert_allclose(np.sort_complex(eig[k]), top, atol=1e-10)
+        # The other n_units - rank eigenvalues vanish.
+        rest = np.sort(np.abs(full))[:-rank]
+        assert np.all(rest < 1e-8)
