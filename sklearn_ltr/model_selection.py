@@ -8,8 +8,9 @@
   ``GridSearchCV(refit=...)``;
 * :func:`block_mask` and :func:`masked_score` implement the entry-wise protocol of the
   paper's reference code (held-out blocks with guard bands) for users who want it;
-* :class:`TrialFactors` turns a fitted latent model into a 2D ``(n_trials, rank)``
-  transformer, for decoding condition or learning epoch in a ``Pipeline``.
+* :class:`~sklearn_ltr.preprocessing.TrialFactors`, which turns a fitted latent model
+  into a 2D ``(n_trials, rank)`` transformer, now lives in
+  :mod:`sklearn_ltr.preprocessing` and is still importable from here.
 
 The estimators' own ``score`` (co-smoothing) is the default protocol:
 folds over trials, and within the held-out trials, folds over neurons.
@@ -22,16 +23,16 @@ from collections import OrderedDict
 
 import numpy as np
 from joblib import Parallel, delayed
-from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import FitFailedWarning
 from sklearn.model_selection import check_cv
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ._pipeline import final_step, through_pipeline
+from ._pipeline import final_step
 from ._validation import MissingDataWarning, check_trials_array
-from .base import TrialsInputMixin
 from .metrics import bits_per_spike, r2_observed
+from .preprocessing import TrialFactors  # moved there; importable from here too
 
 __all__ = [
     "block_mask", "masked_score", "rank_selection_summary", "one_se_refit",
@@ -619,117 +620,3 @@ def compare_estimators(estimators, X, y=None, *, ranks=None, param="rank", cv=5,
     for category, message in raised:
         warnings.warn(message, category, stacklevel=2)
     return _to_frame(records, as_frame)
-
-
-# --------------------------------------------------------------------------- #
-# per-trial factors as a 2D transformer
-# --------------------------------------------------------------------------- #
-class TrialFactors(TrialsInputMixin, TransformerMixin, BaseEstimator):
-    """Per-trial factors of a latent model, as ``(n_trials, rank)`` features.
-
-    Fits a clone of ``estimator`` on 3D trials and transforms trials into the
-    per-trial parameters inferred with every shared parameter frozen: trial
-    factors for :class:`~sklearn_ltr.LowTensorRankRNN` and
-    :class:`~sklearn_ltr.TCA`, latent initial states for
-    :class:`~sklearn_ltr.LowRankRNN` (its only per-trial parameter), time-averaged
-    principal-component scores for :class:`~sklearn_ltr.TrialPCA`. Training and new
-    trials go through the same inference, so a downstream classifier sees features
-    with the same distribution in both. It is the bridge from the 3D models to
-    2D scikit-learn estimators, e.g. to decode condition or learning epoch.
-
-    Parameters
-    ----------
-    estimator : estimator of this package, or Pipeline ending in one
-        The latent model. Labels given to :meth:`fit` are *not* passed to it (in a
-        decoding pipeline they are the classifier's targets, not conditions).
-
-    Attributes
-    ----------
-    estimator_ : estimator
-        The fitted clone.
-    n_features_in_ : int
-        Number of neurons.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn.linear_model import LogisticRegression
-    >>> from sklearn.pipeline import make_pipeline
-    >>> from sklearn_ltr import TCA
-    >>> from sklearn_ltr.datasets import make_low_tensor_rank_rnn
-    >>> from sklearn_ltr.model_selection import TrialFactors
-    >>> data = make_low_tensor_rank_rnn(40, 12, 10, rank=2, random_state=0)
-    >>> late = (np.arange(40) >= 20).astype(int)  # learning epoch
-    >>> decoder = make_pipeline(TrialFactors(TCA(rank=2, random_state=0)),
-    ...                         LogisticRegression())
-    >>> decoder.fit(data.X, late)[0].get_feature_names_out()
-    array(['trial_factor0', 'trial_factor1'], dtype=object)
-    """
-
-    def __init__(self, estimator):
-        self.estimator = estimator
-
-    def _final(self):
-        return final_step(self.estimator_)
-
-    def fit(self, X, y=None, **fit_params):
-        """Fit the latent model to trials ``X`` (``y`` is ignored).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_trials, n_timepoints, n_neurons)
-            Trials.
-        y : ignored
-            Accepted for Pipeline compatibility; not passed to the latent model.
-        **fit_params : dict
-            Passed to the latent model's ``fit`` (e.g. ``inputs``).
-
-        Returns
-        -------
-        self : object
-        """
-        final = final_step(self.estimator)
-        if not hasattr(final, "_trial_features"):
-            raise TypeError(
-                f"TrialFactors needs an estimator of sklearn_ltr (LowTensorRankRNN, "
-                f"LowRankRNN, TCA, TrialPCA) or a Pipeline ending in one, got "
-                f"{type(final).__name__}.")
-        self.estimator_ = clone(self.estimator).fit(X, **fit_params)
-        self.n_features_in_ = self._final().n_features_in_
-        return self
-
-    def transform(self, X, *, inputs=None):
-        """Per-trial factors of the trials ``X``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_trials, n_timepoints, n_neurons)
-            Trials, seen in ``fit`` or new.
-        inputs : array-like of shape (n_trials, n_timepoints, n_inputs), default=None
-            External inputs, for models fitted with them.
-
-        Returns
-        -------
-        factors : ndarray of shape (n_trials, rank)
-        """
-        check_is_fitted(self)
-        final, X = through_pipeline(self.estimator_, X)
-        X = final._check_X_new(X)
-        with final._torch_context():
-            return final._trial_features(X, None, inputs)
-
-    def get_feature_names_out(self, input_features=None):
-        """Names of the output features: ``trial_factor0``, ``trial_factor1``, ...
-
-        Parameters
-        ----------
-        input_features : ignored
-
-        Returns
-        -------
-        names : ndarray of str objects
-        """
-        check_is_fitted(self)
-        final = self._final()
-        prefix = final._trial_feature_name()
-        return np.asarray([f"{prefix}{i}" for i in range(final.rank)], dtype=object)
