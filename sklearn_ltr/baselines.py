@@ -50,17 +50,15 @@ def _reject_inputs(est, inputs):
 _RIDGE = 1e-8
 
 
-def _masked_least_squares(design, X_obs, mask, *, nonneg=False):
-    """Solve ``min_c ||mask_p * (X_obs_p - design @ c_p)||^2`` for every row p.
+def _masked_least_squares(design, X, *, nonneg=False):
+    """Solve ``min_c ||X_p - design @ c_p||^2`` over the observed entries of each row p.
 
     Parameters
     ----------
     design : ndarray of shape (n_entries, rank)
         Frozen regressors, shared by every problem.
-    X_obs : ndarray of shape (n_problems, n_entries)
-        Data with missing entries set to zero.
-    mask : ndarray of shape (n_problems, n_entries)
-        1.0 where observed, 0.0 where missing.
+    X : ndarray of shape (n_problems, n_entries)
+        Data; NaN marks a missing entry, which is left out of its problem.
     nonneg : bool
         Constrain the solutions to be non-negative.
 
@@ -69,6 +67,9 @@ def _masked_least_squares(design, X_obs, mask, *, nonneg=False):
     coef : ndarray of shape (n_problems, rank)
     """
     rank = design.shape[1]
+    observed = ~np.isnan(X)
+    X_obs = np.where(observed, X, 0.0)
+    mask = observed.astype(np.float64)
     # Normal equations, batched: G_p = D^T diag(m_p) D, b_p = D^T (m_p * x_p).
     G = np.einsum("pe,er,es->prs", mask, design, design, optimize=True)
     b = X_obs @ design
@@ -335,10 +336,7 @@ class TCA(BaseLatentModel):
         # Each entry of trial k is a linear function of its trial factor c_k:
         # X[k, t, n] = sum_r c_kr T[t, r] N[n, r] = design[(t, n)] @ c_k.
         design = np.einsum("tr,nr->tnr", T, N).reshape(-1, self.rank)
-        observed = ~np.isnan(X)
-        X_obs = np.where(observed, X, 0.0).reshape(n_trials, -1)
-        mask = observed.reshape(n_trials, -1).astype(np.float64)
-        C = _masked_least_squares(design, X_obs, mask, nonneg=self.nonneg)
+        C = _masked_least_squares(design, X.reshape(n_trials, -1), nonneg=self.nonneg)
         latents = C[:, None, :] * T[None, :, :]
         recon = latents @ N.T
         return latents, recon, C
@@ -506,11 +504,9 @@ class TrialPCA(BaseLatentModel):
     def _infer(self, X, y, inputs):
         _reject_inputs(self, inputs)
         n_trials, n_timepoints, n_neurons = X.shape
-        observed = ~np.isnan(X)
+        # Missing entries stay NaN after centring and drop out of their time point.
         flat = (X - self.mean_).reshape(-1, n_neurons)
-        X_obs = np.where(observed.reshape(flat.shape), flat, 0.0)
-        mask = observed.reshape(flat.shape).astype(np.float64)
-        Z = _masked_least_squares(self.components_.T, X_obs, mask)
+        Z = _masked_least_squares(self.components_.T, flat)
         latents = Z.reshape(n_trials, n_timepoints, self.rank)
         recon = self.mean_ + latents @ self.components_
         return latents, recon

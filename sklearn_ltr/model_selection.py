@@ -236,8 +236,13 @@ def _score_name(est):
             else "co-smoothing R²")
 
 
+def _param_keys(names, param):
+    """The parameter names that denote ``param``: itself or a nested ``...__param``."""
+    return [k for k in names if k == param or k.endswith("__" + param)]
+
+
 def _rank_key(params, param):
-    keys = [k for k in params if k == param or k.endswith("__" + param)]
+    keys = _param_keys(params, param)
     if len(keys) != 1:
         raise ValueError(
             f"Expected exactly one parameter named {param!r} (or ending in "
@@ -471,8 +476,7 @@ def _to_frame(records, as_frame):
 # comparing estimators on the same folds
 # --------------------------------------------------------------------------- #
 def _find_param(est, param):
-    keys = [k for k in est.get_params(deep=True) if k == param or
-            k.endswith("__" + param)]
+    keys = _param_keys(est.get_params(deep=True), param)
     if param in keys:
         return param
     if len(keys) == 1:

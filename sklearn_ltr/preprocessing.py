@@ -51,11 +51,38 @@ class _Base3DTransformer(SaveMixin, TrialsInputMixin, OneToOneFeatureMixin,
 # scalers
 # --------------------------------------------------------------------------- #
 class _PerNeuronAffine(_Base3DTransformer):
-    """Shared ``transform`` of the scalers: ``(X - mean_) / scale_`` per neuron.
+    """Shared ``fit``, ``transform`` and inverse of the scalers: ``(X - mean_) /
+    scale_`` per neuron.
 
-    Subclasses fit ``mean_`` and ``scale_`` (each an array of shape (n_neurons,), or
-    None to skip that step).
+    Both have a ``with_mean`` parameter. Subclasses implement ``_fit_scale(X)``,
+    which returns each neuron's divisor (an array of shape (n_neurons,), or None to
+    skip scaling) from the validated training trials, and may record other
+    statistics.
     """
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Compute the per-neuron statistics on training trials.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trials, n_timepoints, n_neurons)
+            Training trials; NaN marks missing entries, which are ignored.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+            Fitted transformer.
+        """
+        X, _ = check_training_trials(X, min_trials=1)
+        self.n_features_in_ = X.shape[2]
+        self.mean_ = np.nanmean(X, axis=(0, 1)) if self.with_mean else None
+        scale = self._fit_scale(X)
+        # Constant neurons (zero scale) are left unscaled instead of becoming NaN.
+        self.scale_ = None if scale is None else np.where(scale > 0, scale, 1.0)
+        return self
 
     def transform(self, X):
         """Centre and scale each neuron with the fitted statistics.
@@ -141,31 +168,8 @@ class StandardScaler3D(_PerNeuronAffine):
         self.with_mean = with_mean
         self.with_std = with_std
 
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
-        """Compute per-neuron mean and scale on training trials.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_trials, n_timepoints, n_neurons)
-            Training trials; NaN marks missing entries, which are ignored.
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        self : object
-            Fitted scaler.
-        """
-        X, _ = check_training_trials(X, min_trials=1)
-        self.n_features_in_ = X.shape[2]
-        self.mean_ = np.nanmean(X, axis=(0, 1)) if self.with_mean else None
-        if self.with_std:
-            scale = np.nanstd(X, axis=(0, 1))
-            self.scale_ = np.where(scale > 0, scale, 1.0)
-        else:
-            self.scale_ = None
-        return self
+    def _fit_scale(self, X):
+        return np.nanstd(X, axis=(0, 1)) if self.with_std else None
 
 
 class SoftNormalizer(_PerNeuronAffine):
@@ -234,30 +238,10 @@ class SoftNormalizer(_PerNeuronAffine):
         self.soft = soft
         self.with_mean = with_mean
 
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
-        """Compute each neuron's range (and mean) on training trials.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_trials, n_timepoints, n_neurons)
-            Training trials; NaN marks missing entries, which are ignored.
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        self : object
-            Fitted normaliser.
-        """
-        X, _ = check_training_trials(X, min_trials=1)
-        self.n_features_in_ = X.shape[2]
+    def _fit_scale(self, X):
         self.data_min_ = np.nanmin(X, axis=(0, 1))
         self.data_max_ = np.nanmax(X, axis=(0, 1))
-        scale = self.data_max_ - self.data_min_ + self.soft
-        self.scale_ = np.where(scale > 0, scale, 1.0)
-        self.mean_ = np.nanmean(X, axis=(0, 1)) if self.with_mean else None
-        return self
+        return self.data_max_ - self.data_min_ + self.soft
 
 
 # --------------------------------------------------------------------------- #
