@@ -6,7 +6,13 @@ implementing the method of Pellegrino, Cayco-Gajic & Chadwick (NeurIPS 2023).
 
 from ._persistence import load
 from .baselines import TCA, TrialPCA
-from .preprocessing import GaussianSmoother, SoftNormalizer, StandardScaler3D, TrialCropper
+from .preprocessing import (
+    GaussianSmoother,
+    SoftNormalizer,
+    StandardScaler3D,
+    TrialCropper,
+    TrialFactors,
+)
 from .rnn import LowRankRNN, LowTensorRankRNN
 
 __version__ = "0.1.0.dev0"
@@ -14,5 +20,6 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "LowTensorRankRNN", "LowRankRNN", "TCA", "TrialPCA",
     "StandardScaler3D", "GaussianSmoother", "SoftNormalizer", "TrialCropper",
+    "TrialFactors",
     "load", "__version__",
 ]

@@ -4,8 +4,10 @@ The tools behind the paper's validation (Pellegrino, Cayco-Gajic & Chadwick, Neu
 2023): is the stack of weight matrices of a network over learning a low-rank tensor
 (:func:`tensor_rank_curve`, :func:`numerical_rank`, :func:`multilinear_rank`), does a
 fitted :class:`~sklearn_ltr.LowTensorRankRNN` recover it (:func:`factor_similarity`,
-:func:`principal_angles`, :func:`column_space`, :func:`latent_subspace`), and what rank
-does gradient-descent learning allow in the first place (:func:`gradient_rank_bounds`).
+:func:`principal_angles`, :func:`column_space`, :func:`latent_subspace`), how do the
+fitted network's dynamical modes move over learning (:func:`weight_eigenvalues`), and
+what rank does gradient-descent learning allow in the first place
+(:func:`gradient_rank_bounds`).
 
 Weight tensors have shape ``(n_trials, n_units, n_units)``: slice ``W[k]`` is the
 weight matrix in force on trial ``k``, ``W[k][i, j]`` the weight from unit ``j`` to
@@ -18,12 +20,16 @@ import numpy as np
 from scipy.linalg import subspace_angles
 from scipy.optimize import linear_sum_assignment
 from sklearn.utils import Bunch, check_random_state
+from sklearn.utils.validation import check_is_fitted
 
+from ._cp import fit_best_cp
+from ._pipeline import final_step
 from ._torch_utils import limit_threads
 
 __all__ = [
     "tensor_rank_curve", "factor_similarity", "principal_angles", "column_space",
     "latent_subspace", "numerical_rank", "multilinear_rank", "gradient_rank_bounds",
+    "weight_eigenvalues",
 ]
 
 
@@ -187,8 +193,15 @@ def tensor_rank_curve(tensor, ranks, *, n_init=3, max_iter=300, tol=1e-7,
         the reference is the zero tensor, natural for weight changes, which start at
         zero); ``factors``: for each rank, a list ``[C, A, B]`` of factor matrices of
         shapes (n0, R), (n1, R), (n2, R) with ``T_R = sum_r C[:, r] (x) A[:, r] (x)
-        B[:, r]``; the columns of A and B have unit norm and the scale is carried by
-        C; components are sorted by decreasing norm.
+        B[:, r]``; the columns of A and B have unit norm and their largest-magnitude
+        entry is positive, the scale and sign are carried by C; components are sorted
+        by decreasing norm (the normal form of :class:`~sklearn_ltr.TCA`'s factors).
+
+    Raises
+    ------
+    ValueError
+        Invalid arguments; a rank that the tensor cannot support (alternating least
+        squares met a singular system).
 
     See Also
     --------
@@ -205,9 +218,6 @@ def tensor_rank_curve(tensor, ranks, *, n_init=3, max_iter=300, tol=1e-7,
     >>> bool(curve.variance_explained[1] > 0.999)
     True
     """
-    import tensorly as tl
-    from tensorly.decomposition import parafac
-
     T = _check_tensor3(tensor)
     if isinstance(ranks, Integral):
         ranks = [ranks]
@@ -222,25 +232,16 @@ def tensor_rank_curve(tensor, ranks, *, n_init=3, max_iter=300, tol=1e-7,
         raise ValueError(
             f"compress_tol must be in [0, 1) or None, got {compress_tol!r}.")
     variance, factors_out = [], []
-    # tensorly follows its global backend; fit in numpy whatever the user set.
-    with tl.backend_context("numpy", local_threadsafe=True), limit_threads(n_threads):
+    with limit_threads(n_threads):
         bases = _compression_bases(T, compress_tol)
-        core = np.einsum("kij,ka,ib,jc->abc", T, *bases, optimize=True)
         for R in ranks:
-            best = None
-            for _ in range(n_init):
-                weights, factors = parafac(
-                    core, R, n_iter_max=max_iter, init="random", tol=tol,
-                    random_state=rng.randint(np.iinfo(np.int32).max))
-                factors = [U @ np.asarray(f, dtype=np.float64)
-                           for U, f in zip(bases, factors)]
-                factors[0] = factors[0] * np.asarray(weights, dtype=np.float64)
-                resid = T - np.einsum("kr,ir,jr->kij", *factors)
-                sse = float(np.sum(resid ** 2))
-                if best is None or sse < best[0]:
-                    best = (sse, factors)
-            variance.append(1.0 - best[0] / total)
-            factors_out.append(_normalize_cp(best[1]))
+            # One seed per initialisation: each fit is reproducible by itself.
+            seeds = [rng.randint(np.iinfo(np.int32).max) for _ in range(n_init)]
+            fit = fit_best_cp(T, R, random_states=seeds, max_iter=max_iter, tol=tol,
+                              bases=bases, name="tensor_rank_curve",
+                              data_name="tensor")
+            variance.append(1.0 - fit.sse / total)
+            factors_out.append(fit.factors)
     return Bunch(ranks=np.array(ranks), variance_explained=np.array(variance),
                  factors=factors_out)
 
@@ -260,19 +261,6 @@ def _compression_bases(T, compress_tol):
         keep = int(np.searchsorted(-dropped, -compress_tol)) + 1
         bases.append(evecs[:, :min(keep, M.shape[0])])
     return bases
-
-
-def _normalize_cp(factors):
-    """Unit-norm columns in modes 1.., scale into mode 0, sorted by decreasing norm."""
-    C = factors[0].copy()
-    rest = []
-    for F in factors[1:]:
-        norm = np.linalg.norm(F, axis=0)
-        norm = np.where(norm > 0, norm, 1.0)
-        rest.append(F / norm)
-        C = C * norm
-    order = np.argsort(-np.linalg.norm(C, axis=0), kind="stable")
-    return [C[:, order]] + [F[:, order] for F in rest]
 
 
 # --------------------------------------------------------------------------- #
@@ -503,6 +491,85 @@ def latent_subspace(estimator):
                 f"LowTensorRankRNN or LowRankRNN.")
     L = np.asarray(estimator.readout_) @ np.asarray(estimator.left_factors_)
     return column_space(L, rtol=1e-10)
+
+
+# --------------------------------------------------------------------------- #
+# connectivity spectrum
+# --------------------------------------------------------------------------- #
+def weight_eigenvalues(estimator, trials=None):
+    """Non-zero eigenvalues of the weight matrix of each trial, from the factors.
+
+    ``W_k = A diag(c_k) B^T / n_units`` has rank at most R, and its non-zero
+    eigenvalues are those of the R x R matrix ``diag(c_k) B^T A / n_units`` (for
+    matrices P, Q, ``P Q`` and ``Q P`` share their non-zero eigenvalues). This costs
+    O(n_units R^2 + n_trials R^3) instead of O(n_trials n_units^3), and never builds
+    the weight tensor. The other ``n_units - R`` eigenvalues of ``W_k`` are 0.
+
+    Parameters
+    ----------
+    estimator : fitted LowTensorRankRNN or LowRankRNN, or a Pipeline ending in one
+        The network.
+    trials : array-like of int, default=None
+        Indices of the fitted trials; all of them by default. Ignored for
+        :class:`~sklearn_ltr.LowRankRNN`, whose connectivity is the same on every
+        trial.
+
+    Returns
+    -------
+    eigenvalues : ndarray of complex, shape (n_selected_trials, rank)
+        (shape (1, rank) for a LowRankRNN).
+    trials : ndarray of int, shape (n_selected_trials,)
+        The trial of each row.
+
+    See Also
+    --------
+    sklearn_ltr.plotting.plot_weight_spectrum : Draw them in the complex plane.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_ltr import LowTensorRankRNN
+    >>> from sklearn_ltr.datasets import make_low_tensor_rank_rnn
+    >>> from sklearn_ltr.analysis import weight_eigenvalues
+    >>> data = make_low_tensor_rank_rnn(10, 8, 6, rank=2, random_state=0)
+    >>> est = LowTensorRankRNN(rank=2, n_units=12, max_iter=5).fit(data.X)
+    >>> eig, trials = weight_eigenvalues(est, trials=[0, 9])
+    >>> full = np.linalg.eigvals(est.weight_tensor()[9])
+    >>> top = full[np.argsort(-np.abs(full))[:2]]
+    >>> bool(np.allclose(np.sort_complex(eig[1]), np.sort_complex(top)))
+    True
+    """
+    final = final_step(estimator)
+    check_is_fitted(final)
+    if not (hasattr(final, "left_factors_") and hasattr(final, "right_factors_")):
+        raise ValueError(
+            f"{type(final).__name__} has no recurrent connectivity (left_factors_, "
+            f"right_factors_); the weight spectrum needs a fitted LowTensorRankRNN or "
+            f"LowRankRNN.")
+    A = np.asarray(final.left_factors_, dtype=float)
+    B = np.asarray(final.right_factors_, dtype=float)
+    n_units = A.shape[0]
+    if hasattr(final, "trial_factors_"):
+        C = np.asarray(final.trial_factors_, dtype=float)
+        n_trials = C.shape[0]
+        if trials is None:
+            trials = np.arange(n_trials)
+        trials = np.asarray(trials)
+        if trials.ndim != 1 or trials.dtype.kind not in "iu":
+            raise ValueError(f"trials must be a 1D array of trial indices, got "
+                             f"{trials!r}.")
+        if trials.size and (trials.min() < -n_trials or trials.max() >= n_trials):
+            raise ValueError(
+                f"trials must be indices in [0, {n_trials - 1}] (the model was "
+                f"fitted on {n_trials} trials), got values from {trials.min()} to "
+                f"{trials.max()}.")
+        trials = trials % n_trials
+        C = C[trials]
+    else:
+        C = np.ones((1, A.shape[1]))
+        trials = np.zeros(1, dtype=int)
+    core = B.T @ A / n_units  # (R, R), shared by every trial
+    return np.linalg.eigvals(C[:, :, None] * core[None]), trials
 
 
 # --------------------------------------------------------------------------- #

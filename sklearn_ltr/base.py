@@ -264,13 +264,75 @@ class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimat
             return bits_per_spike(X, pred)
         return r2_observed(X, pred)
 
-    def _trial_features(self, X, y, inputs):
-        """Per-trial features, shape ``(n_trials, rank)``.
+    def trial_features(self, X, y=None, *, inputs=None):
+        """Per-trial parameters of the given trials, as ``(n_trials, rank)`` features.
 
-        Used by :class:`sklearn_ltr.model_selection.TrialFactors`. Models with
-        per-trial factors override this (and ``_trial_feature_name``); the default is
-        each trial's time-averaged latent state.
+        Inferred from the observed entries of ``X`` with every shared parameter
+        frozen, like :meth:`transform`: trial factors for models that have them
+        (:class:`~sklearn_ltr.LowTensorRankRNN`, :class:`~sklearn_ltr.TCA`), latent
+        initial states for :class:`~sklearn_ltr.LowRankRNN`, each trial's
+        time-averaged latents for :class:`~sklearn_ltr.TrialPCA`.
+        :class:`~sklearn_ltr.preprocessing.TrialFactors` wraps this method as a
+        transformer for 2D estimators (e.g. decoders) in a ``Pipeline``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trials, n_timepoints, n_neurons)
+            Trials, seen in ``fit`` or new; NaN marks missing entries.
+        y : array-like of shape (n_trials,), default=None
+            Condition labels (see :meth:`transform`).
+        inputs : array-like of shape (n_trials, n_timepoints, n_inputs), default=None
+            External inputs, required when the model was fitted with them.
+
+        Returns
+        -------
+        features : ndarray of shape (n_trials, rank)
+            Named by :meth:`get_trial_feature_names_out`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_ltr import TCA
+        >>> rng = np.random.RandomState(0)
+        >>> X = np.einsum("kr,tr,nr->ktn", rng.rand(20, 2), rng.rand(10, 2),
+        ...               rng.rand(6, 2))
+        >>> tca = TCA(rank=2, random_state=0).fit(X)
+        >>> tca.trial_features(X[:3]).shape
+        (3, 2)
+        >>> tca.get_trial_feature_names_out()
+        array(['trial_factor0', 'trial_factor1'], dtype=object)
         """
+        X = self._check_X_new(X)
+        with self._torch_context():
+            return self._trial_features(X, y, inputs)
+
+    def get_trial_feature_names_out(self):
+        """Names of the columns of :meth:`trial_features`.
+
+        A prefix that says what the features are (``trial_factor``,
+        ``initial_state``, ``mean_latent``) followed by the column index.
+
+        Returns
+        -------
+        names : ndarray of str objects, shape (rank,)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_ltr import TrialPCA
+        >>> X = np.random.RandomState(0).standard_normal((10, 5, 4))
+        >>> TrialPCA(rank=2).fit(X).get_trial_feature_names_out()
+        array(['mean_latent0', 'mean_latent1'], dtype=object)
+        """
+        check_is_fitted(self)
+        prefix = self._trial_feature_name()
+        return np.asarray([f"{prefix}{i}" for i in range(self.rank)], dtype=object)
+
+    # Subclasses with per-trial parameters override the two hooks below; X is
+    # already validated and the torch context entered by trial_features.
+    def _trial_features(self, X, y, inputs):
+        """Per-trial features, shape ``(n_trials, rank)``; by default each trial's
+        time-averaged latent state."""
         latents, _ = self._infer(X, y, inputs)
         return latents.mean(axis=1)
 

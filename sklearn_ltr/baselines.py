@@ -23,6 +23,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from ._cp import fit_best_cp
 from ._memory import check_memory
 from ._torch_utils import limit_threads
 from ._validation import check_training_trials
@@ -49,17 +50,15 @@ def _reject_inputs(est, inputs):
 _RIDGE = 1e-8
 
 
-def _masked_least_squares(design, X_obs, mask, *, nonneg=False):
-    """Solve ``min_c ||mask_p * (X_obs_p - design @ c_p)||^2`` for every row p.
+def _masked_least_squares(design, X, *, nonneg=False):
+    """Solve ``min_c ||X_p - design @ c_p||^2`` over the observed entries of each row p.
 
     Parameters
     ----------
     design : ndarray of shape (n_entries, rank)
         Frozen regressors, shared by every problem.
-    X_obs : ndarray of shape (n_problems, n_entries)
-        Data with missing entries set to zero.
-    mask : ndarray of shape (n_problems, n_entries)
-        1.0 where observed, 0.0 where missing.
+    X : ndarray of shape (n_problems, n_entries)
+        Data; NaN marks a missing entry, which is left out of its problem.
     nonneg : bool
         Constrain the solutions to be non-negative.
 
@@ -68,6 +67,9 @@ def _masked_least_squares(design, X_obs, mask, *, nonneg=False):
     coef : ndarray of shape (n_problems, rank)
     """
     rank = design.shape[1]
+    observed = ~np.isnan(X)
+    X_obs = np.where(observed, X, 0.0)
+    mask = observed.astype(np.float64)
     # Normal equations, batched: G_p = D^T diag(m_p) D, b_p = D^T (m_p * x_p).
     G = np.einsum("pe,er,es->prs", mask, design, design, optimize=True)
     b = X_obs @ design
@@ -112,24 +114,6 @@ def _tca_bytes_per_entry(nonneg, missing):
 
 # TrialPCA.fit: mean-filled unfolding, centred copy and SVD factors (measured 11-19).
 _TRIALPCA_BYTES_PER_ENTRY = 24
-
-
-class _KeepLast:
-    """tensorly callback that keeps a copy of the latest CP iterate.
-
-    tensorly updates the factor list in place, so the arrays are copied. If the fit
-    is interrupted (Ctrl-C), this iterate is what is kept.
-    """
-
-    def __init__(self):
-        self.cp = None
-        self.n_calls = 0
-
-    def __call__(self, cp, error):
-        weights, factors = cp
-        self.cp = (np.array(weights, dtype=np.float64),
-                   [np.array(f, dtype=np.float64) for f in factors])
-        self.n_calls += 1
 
 
 # --------------------------------------------------------------------------- #
@@ -310,10 +294,6 @@ class TCA(BaseLatentModel):
         missing = not observed.all()
         _check_fit_memory(self, X.shape, _tca_bytes_per_entry(self.nonneg, missing))
 
-        import tensorly as tl
-        from tensorly.decomposition import non_negative_parafac, parafac
-
-        rng = check_random_state(self.random_state)
         mask = observed.astype(np.float64)
         # tensorly multiplies the data by the mask, so missing entries must be finite;
         # their value is then replaced by the current model at every iteration.
@@ -323,62 +303,23 @@ class TCA(BaseLatentModel):
             raise ValueError(
                 "Every observed entry of X is 0: there is nothing for TCA to "
                 "decompose (its factors would be undetermined).")
-        best = interrupted = None
-        # tensorly follows its global backend; fit in numpy whatever the user set.
-        with tl.backend_context("numpy", local_threadsafe=True), \
-                limit_threads(self.n_threads):
-            for i_init in range(self.n_init):
-                init = self.init if i_init == 0 else "random"
-                kw = dict(rank=self.rank, n_iter_max=self.max_iter, init=init,
-                          tol=self.tol, random_state=rng, return_errors=True,
-                          mask=mask if missing else None)
-                last = _KeepLast()
-                try:
-                    if self.nonneg:
-                        # non_negative_parafac takes no callback: an interrupt keeps
-                        # the previous initialisations only.
-                        cp, errors = non_negative_parafac(X0, **kw)
-                    else:
-                        cp, errors = parafac(X0, callback=last, **kw)
-                    # tensorly records one error per iteration, none when tol=0.
-                    n_iter = len(errors) if self.tol > 0 else self.max_iter
-                except np.linalg.LinAlgError:
-                    raise ValueError(
-                        f"TCA's alternating least squares met a singular system at "
-                        f"rank={self.rank}: X has fewer than {self.rank} independent "
-                        f"components (e.g. constant or exactly low-rank data). Lower "
-                        f"rank.") from None
-                except KeyboardInterrupt:
-                    if last.cp is None and best is None:
-                        raise
-                    # The callback's first call is at the initialisation.
-                    interrupted = max(last.n_calls - 1, 0)
-                    if last.cp is None:
-                        break
-                    cp, n_iter = last.cp, interrupted
-                weights, factors = cp
-                factors = [np.asarray(f, dtype=np.float64) for f in factors]
-                factors[0] = factors[0] * np.asarray(weights, dtype=np.float64)
-                recon = np.einsum("kr,tr,nr->ktn", *factors)
-                err = np.sqrt(np.sum(np.where(observed, X0 - recon, 0.0) ** 2))
-                err = float(err / norm)
-                if best is None or err < best[0]:
-                    best = (err, factors, n_iter)
-                if interrupted is not None:
-                    break
-        err, (C, T, N), n_iter = best
-        if interrupted is not None:
+        rng = check_random_state(self.random_state)
+        with limit_threads(self.n_threads):
+            fit = fit_best_cp(
+                X0, self.rank, random_states=[rng] * self.n_init, init=self.init,
+                max_iter=self.max_iter, tol=self.tol, mask=mask if missing else None,
+                nonneg=self.nonneg, keep_interrupted=True, name="TCA", data_name="X")
+        if fit.interrupted is not None:
             warnings.warn(
-                f"TCA.fit was interrupted after {interrupted} iterations; the best "
+                f"TCA.fit was interrupted after {fit.interrupted} iterations; the best "
                 f"factors so far are kept.", UserWarning)
-        elif n_iter >= self.max_iter and self.tol > 0:
+        elif fit.n_iter >= self.max_iter and self.tol > 0:
             warnings.warn(
                 f"TCA reached max_iter={self.max_iter} before converging "
                 f"(tol={self.tol}); increase max_iter.", ConvergenceWarning)
-        self.trial_factors_, self.time_factors_, self.neuron_factors_ = (
-            _normalize_cp(C, T, N))
-        self.reconstruction_error_ = err
-        self.n_iter_ = n_iter
+        self.trial_factors_, self.time_factors_, self.neuron_factors_ = fit.factors
+        self.reconstruction_error_ = float(np.sqrt(fit.sse) / norm)
+        self.n_iter_ = fit.n_iter
         self.n_features_in_ = n_neurons
         return self
 
@@ -395,10 +336,7 @@ class TCA(BaseLatentModel):
         # Each entry of trial k is a linear function of its trial factor c_k:
         # X[k, t, n] = sum_r c_kr T[t, r] N[n, r] = design[(t, n)] @ c_k.
         design = np.einsum("tr,nr->tnr", T, N).reshape(-1, self.rank)
-        observed = ~np.isnan(X)
-        X_obs = np.where(observed, X, 0.0).reshape(n_trials, -1)
-        mask = observed.reshape(n_trials, -1).astype(np.float64)
-        C = _masked_least_squares(design, X_obs, mask, nonneg=self.nonneg)
+        C = _masked_least_squares(design, X.reshape(n_trials, -1), nonneg=self.nonneg)
         latents = C[:, None, :] * T[None, :, :]
         recon = latents @ N.T
         return latents, recon, C
@@ -412,25 +350,6 @@ class TCA(BaseLatentModel):
 
     def _trial_feature_name(self):
         return "trial_factor"
-
-
-def _normalize_cp(C, T, N):
-    """Unit-norm time and neuron factors, scale into C, fixed signs and order."""
-    t_norm = np.linalg.norm(T, axis=0)
-    n_norm = np.linalg.norm(N, axis=0)
-    t_norm = np.where(t_norm > 0, t_norm, 1.0)
-    n_norm = np.where(n_norm > 0, n_norm, 1.0)
-    T, N, C = T / t_norm, N / n_norm, C * (t_norm * n_norm)
-
-    def sign_of_peak(F):
-        peak = F[np.argmax(np.abs(F), axis=0), np.arange(F.shape[1])]
-        return np.where(peak < 0, -1.0, 1.0)
-
-    st, sn = sign_of_peak(T), sign_of_peak(N)
-    T, N, C = T * st, N * sn, C * (st * sn)
-    order = np.argsort(-np.linalg.norm(C, axis=0), kind="stable")
-    return (np.ascontiguousarray(C[:, order]), np.ascontiguousarray(T[:, order]),
-            np.ascontiguousarray(N[:, order]))
 
 
 # --------------------------------------------------------------------------- #
@@ -585,11 +504,9 @@ class TrialPCA(BaseLatentModel):
     def _infer(self, X, y, inputs):
         _reject_inputs(self, inputs)
         n_trials, n_timepoints, n_neurons = X.shape
-        observed = ~np.isnan(X)
+        # Missing entries stay NaN after centring and drop out of their time point.
         flat = (X - self.mean_).reshape(-1, n_neurons)
-        X_obs = np.where(observed.reshape(flat.shape), flat, 0.0)
-        mask = observed.reshape(flat.shape).astype(np.float64)
-        Z = _masked_least_squares(self.components_.T, X_obs, mask)
+        Z = _masked_least_squares(self.components_.T, flat)
         latents = Z.reshape(n_trials, n_timepoints, self.rank)
         recon = self.mean_ + latents @ self.components_
         return latents, recon

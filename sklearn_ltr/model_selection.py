@@ -8,8 +8,9 @@
   ``GridSearchCV(refit=...)``;
 * :func:`block_mask` and :func:`masked_score` implement the entry-wise protocol of the
   paper's reference code (held-out blocks with guard bands) for users who want it;
-* :class:`TrialFactors` turns a fitted latent model into a 2D ``(n_trials, rank)``
-  transformer, for decoding condition or learning epoch in a ``Pipeline``.
+* :class:`~sklearn_ltr.preprocessing.TrialFactors`, which turns a fitted latent model
+  into a 2D ``(n_trials, rank)`` transformer, now lives in
+  :mod:`sklearn_ltr.preprocessing` and is still importable from here.
 
 The estimators' own ``score`` (co-smoothing) is the default protocol:
 folds over trials, and within the held-out trials, folds over neurons.
@@ -22,16 +23,16 @@ from collections import OrderedDict
 
 import numpy as np
 from joblib import Parallel, delayed
-from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import FitFailedWarning
 from sklearn.model_selection import check_cv
-from sklearn.pipeline import Pipeline
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from ._pipeline import final_step
 from ._validation import MissingDataWarning, check_trials_array
-from .base import TrialsInputMixin
 from .metrics import bits_per_spike, r2_observed
+from .preprocessing import TrialFactors  # moved there; importable from here too
 
 __all__ = [
     "block_mask", "masked_score", "rank_selection_summary", "one_se_refit",
@@ -214,7 +215,7 @@ def masked_score(estimator, X, train, test, *, y=None, inputs=None):
         warnings.simplefilter("ignore", MissingDataWarning)
         est = clone(estimator).fit(X_train, y, **kwargs)
     pred = est.predict(X_train, y, **kwargs)
-    final = est[-1] if isinstance(est, Pipeline) else est
+    final = final_step(est)
     if getattr(final, "_score_kind", lambda: "r2")() == "bits_per_spike":
         return bits_per_spike(X_test, pred)
     return r2_observed(X_test, pred)
@@ -224,23 +225,24 @@ def masked_score(estimator, X, train, test, *, y=None, inputs=None):
 # rank-selection summaries
 # --------------------------------------------------------------------------- #
 def _estimator_name(est):
-    if isinstance(est, Pipeline):
-        est = est[-1]
-    return type(est).__name__
+    return type(final_step(est)).__name__
 
 
 def _score_name(est):
-    if isinstance(est, Pipeline):
-        est = est[-1]
-    kind = getattr(est, "_score_kind", None)
+    kind = getattr(final_step(est), "_score_kind", None)
     if kind is None:
         return "score"
     return ("co-smoothing bits/spike" if kind() == "bits_per_spike"
             else "co-smoothing R²")
 
 
+def _param_keys(names, param):
+    """The parameter names that denote ``param``: itself or a nested ``...__param``."""
+    return [k for k in names if k == param or k.endswith("__" + param)]
+
+
 def _rank_key(params, param):
-    keys = [k for k in params if k == param or k.endswith("__" + param)]
+    keys = _param_keys(params, param)
     if len(keys) != 1:
         raise ValueError(
             f"Expected exactly one parameter named {param!r} (or ending in "
@@ -474,8 +476,7 @@ def _to_frame(records, as_frame):
 # comparing estimators on the same folds
 # --------------------------------------------------------------------------- #
 def _find_param(est, param):
-    keys = [k for k in est.get_params(deep=True) if k == param or
-            k.endswith("__" + param)]
+    keys = _param_keys(est.get_params(deep=True), param)
     if param in keys:
         return param
     if len(keys) == 1:
@@ -623,122 +624,3 @@ def compare_estimators(estimators, X, y=None, *, ranks=None, param="rank", cv=5,
     for category, message in raised:
         warnings.warn(message, category, stacklevel=2)
     return _to_frame(records, as_frame)
-
-
-# --------------------------------------------------------------------------- #
-# per-trial factors as a 2D transformer
-# --------------------------------------------------------------------------- #
-class TrialFactors(TrialsInputMixin, TransformerMixin, BaseEstimator):
-    """Per-trial factors of a latent model, as ``(n_trials, rank)`` features.
-
-    Fits a clone of ``estimator`` on 3D trials and transforms trials into the
-    per-trial parameters inferred with every shared parameter frozen: trial
-    factors for :class:`~sklearn_ltr.LowTensorRankRNN` and
-    :class:`~sklearn_ltr.TCA`, latent initial states for
-    :class:`~sklearn_ltr.LowRankRNN` (its only per-trial parameter), time-averaged
-    principal-component scores for :class:`~sklearn_ltr.TrialPCA`. Training and new
-    trials go through the same inference, so a downstream classifier sees features
-    with the same distribution in both. It is the bridge from the 3D models to
-    2D scikit-learn estimators, e.g. to decode condition or learning epoch.
-
-    Parameters
-    ----------
-    estimator : estimator of this package, or Pipeline ending in one
-        The latent model. Labels given to :meth:`fit` are *not* passed to it (in a
-        decoding pipeline they are the classifier's targets, not conditions).
-
-    Attributes
-    ----------
-    estimator_ : estimator
-        The fitted clone.
-    n_features_in_ : int
-        Number of neurons.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn.linear_model import LogisticRegression
-    >>> from sklearn.pipeline import make_pipeline
-    >>> from sklearn_ltr import TCA
-    >>> from sklearn_ltr.datasets import make_low_tensor_rank_rnn
-    >>> from sklearn_ltr.model_selection import TrialFactors
-    >>> data = make_low_tensor_rank_rnn(40, 12, 10, rank=2, random_state=0)
-    >>> late = (np.arange(40) >= 20).astype(int)  # learning epoch
-    >>> decoder = make_pipeline(TrialFactors(TCA(rank=2, random_state=0)),
-    ...                         LogisticRegression())
-    >>> decoder.fit(data.X, late)[0].get_feature_names_out()
-    array(['trial_factor0', 'trial_factor1'], dtype=object)
-    """
-
-    def __init__(self, estimator):
-        self.estimator = estimator
-
-    def _final(self):
-        est = self.estimator_
-        return est[-1] if isinstance(est, Pipeline) else est
-
-    def fit(self, X, y=None, **fit_params):
-        """Fit the latent model to trials ``X`` (``y`` is ignored).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_trials, n_timepoints, n_neurons)
-            Trials.
-        y : ignored
-            Accepted for Pipeline compatibility; not passed to the latent model.
-        **fit_params : dict
-            Passed to the latent model's ``fit`` (e.g. ``inputs``).
-
-        Returns
-        -------
-        self : object
-        """
-        final = self.estimator[-1] if isinstance(self.estimator, Pipeline) \
-            else self.estimator
-        if not hasattr(final, "_trial_features"):
-            raise TypeError(
-                f"TrialFactors needs an estimator of sklearn_ltr (LowTensorRankRNN, "
-                f"LowRankRNN, TCA, TrialPCA) or a Pipeline ending in one, got "
-                f"{type(final).__name__}.")
-        self.estimator_ = clone(self.estimator).fit(X, **fit_params)
-        self.n_features_in_ = self._final().n_features_in_
-        return self
-
-    def transform(self, X, *, inputs=None):
-        """Per-trial factors of the trials ``X``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_trials, n_timepoints, n_neurons)
-            Trials, seen in ``fit`` or new.
-        inputs : array-like of shape (n_trials, n_timepoints, n_inputs), default=None
-            External inputs, for models fitted with them.
-
-        Returns
-        -------
-        factors : ndarray of shape (n_trials, rank)
-        """
-        check_is_fitted(self)
-        est = self.estimator_
-        if isinstance(est, Pipeline):
-            X = est[:-1].transform(X)
-        final = self._final()
-        X = final._check_X_new(X)
-        with final._torch_context():
-            return final._trial_features(X, None, inputs)
-
-    def get_feature_names_out(self, input_features=None):
-        """Names of the output features: ``trial_factor0``, ``trial_factor1``, ...
-
-        Parameters
-        ----------
-        input_features : ignored
-
-        Returns
-        -------
-        names : ndarray of str objects
-        """
-        check_is_fitted(self)
-        final = self._final()
-        prefix = final._trial_feature_name()
-        return np.asarray([f"{prefix}{i}" for i in range(final.rank)], dtype=object)

@@ -10,15 +10,18 @@ draws on the ``ax`` it is given (or on a new figure), returns the axes and never
 * :func:`plot_trial_factors` -- trial factors over trials, with epochs shaded;
 * :func:`plot_latents` -- latent trajectories, coloured by condition or trial;
 * :func:`plot_weight_spectrum` -- eigenvalues of the connectivity of every trial,
-  computed from the low-rank factors without building the weight matrices.
+  computed from the low-rank factors without building the weight matrices
+  (:func:`sklearn_ltr.analysis.weight_eigenvalues`, also importable from here).
 
 Markers that carry a result (best rank, one-SE rank, stability boundary) have a
 ``gid`` (``artist.get_gid()``) so that they can be found again, e.g. in tests.
 """
 
 import numpy as np
-from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
+
+from ._pipeline import final_step, through_pipeline
+from .analysis import weight_eigenvalues  # math, so in analysis; importable here too
 
 __all__ = [
     "plot_rank_selection", "plot_trial_factors", "plot_latents", "plot_weight_spectrum",
@@ -44,10 +47,6 @@ def _new_axes(plt, ax, figsize, projection=None):
         return ax
     fig = plt.figure(figsize=figsize)
     return fig.add_subplot(projection=projection)
-
-
-def _final_step(estimator):
-    return estimator[-1] if isinstance(estimator, Pipeline) else estimator
 
 
 def _cycle_colors(plt, n):
@@ -164,7 +163,7 @@ def _get_trial_factors(estimator):
     if isinstance(estimator, np.ndarray):
         factors = estimator
     else:
-        final = _final_step(estimator)
+        final = final_step(estimator)
         check_is_fitted(final)
         if not hasattr(final, "trial_factors_"):
             raise ValueError(
@@ -183,24 +182,21 @@ def _match_components(factors, reference):
     """Pair each reference column with a fitted one and rescale it onto it.
 
     A CP component is identifiable only up to permutation and scale (and sign):
-    columns are paired by maximal total |cosine similarity| (Hungarian assignment),
-    and each paired reference column is rescaled by least squares onto its fitted
-    partner.
+    columns are paired as :func:`~sklearn_ltr.analysis.factor_similarity` pairs
+    them, and each paired reference column is rescaled by least squares onto its
+    fitted partner.
 
     Returns
     -------
     pairs : list of (fitted index, reference index, rescaled reference column)
     """
-    from scipy.optimize import linear_sum_assignment
+    from .analysis import factor_similarity
 
-    def unit(a):
-        norm = np.linalg.norm(a, axis=0)
-        return a / np.where(norm > 0, norm, 1.0)
-
-    similarity = np.abs(unit(factors).T @ unit(reference))
-    rows, cols = linear_sum_assignment(-similarity)
+    _, matched = factor_similarity(factors, reference, return_permutation=True)
     pairs = []
-    for r, q in zip(rows, cols):
+    for r, q in enumerate(matched):
+        if q < 0:
+            continue
         ref = reference[:, q]
         denom = ref @ ref
         scale = (factors[:, r] @ ref) / denom if denom > 0 else 1.0
@@ -308,9 +304,7 @@ def plot_trial_factors(estimator, epochs=None, *, ax=None, reference=None):
 # latent trajectories
 # --------------------------------------------------------------------------- #
 def _latents(estimator, X, y, inputs):
-    final = _final_step(estimator)
-    if isinstance(estimator, Pipeline):
-        X = estimator[:-1].transform(X)
+    final, X = through_pipeline(estimator, X)
     kwargs = {} if inputs is None else {"inputs": inputs}
     # Conditions select per-condition initial states only in models fitted with them.
     if y is not None and getattr(final, "conditions_", None) is not None:
@@ -372,7 +366,7 @@ def plot_latents(estimator, X, y=None, *, ax=None, dims=None, single_trials=None
     if latents.ndim != 3:
         raise ValueError(
             f"plot_latents needs latents of shape (n_trials, n_timepoints, rank) from "
-            f"{type(_final_step(estimator)).__name__}.transform, got "
+            f"{type(final_step(estimator)).__name__}.transform, got "
             f"{latents.shape}.")
     n_trials, n_timepoints, rank = latents.shape
     if dims is None:
@@ -446,78 +440,6 @@ def plot_latents(estimator, X, y=None, *, ax=None, dims=None, single_trials=None
 # --------------------------------------------------------------------------- #
 # connectivity spectrum
 # --------------------------------------------------------------------------- #
-def weight_eigenvalues(estimator, trials=None):
-    """Non-zero eigenvalues of the weight matrix of each trial, from the factors.
-
-    ``W_k = A diag(c_k) B^T / n_units`` has rank at most R, and its non-zero
-    eigenvalues are those of the R x R matrix ``diag(c_k) B^T A / n_units`` (for
-    matrices P, Q, ``P Q`` and ``Q P`` share their non-zero eigenvalues). This costs
-    O(n_units R^2 + n_trials R^3) instead of O(n_trials n_units^3), and never builds
-    the weight tensor. The other ``n_units - R`` eigenvalues of ``W_k`` are 0.
-
-    Parameters
-    ----------
-    estimator : fitted LowTensorRankRNN or LowRankRNN, or a Pipeline ending in one
-        The network.
-    trials : array-like of int, default=None
-        Indices of the fitted trials; all of them by default. Ignored for
-        :class:`~sklearn_ltr.LowRankRNN`, whose connectivity is the same on every
-        trial.
-
-    Returns
-    -------
-    eigenvalues : ndarray of complex, shape (n_selected_trials, rank)
-        (shape (1, rank) for a LowRankRNN).
-    trials : ndarray of int, shape (n_selected_trials,)
-        The trial of each row.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn_ltr import LowTensorRankRNN
-    >>> from sklearn_ltr.datasets import make_low_tensor_rank_rnn
-    >>> from sklearn_ltr.plotting import weight_eigenvalues
-    >>> data = make_low_tensor_rank_rnn(10, 8, 6, rank=2, random_state=0)
-    >>> est = LowTensorRankRNN(rank=2, n_units=12, max_iter=5).fit(data.X)
-    >>> eig, trials = weight_eigenvalues(est, trials=[0, 9])
-    >>> full = np.linalg.eigvals(est.weight_tensor()[9])
-    >>> top = full[np.argsort(-np.abs(full))[:2]]
-    >>> bool(np.allclose(np.sort_complex(eig[1]), np.sort_complex(top)))
-    True
-    """
-    final = _final_step(estimator)
-    check_is_fitted(final)
-    if not (hasattr(final, "left_factors_") and hasattr(final, "right_factors_")):
-        raise ValueError(
-            f"{type(final).__name__} has no recurrent connectivity (left_factors_, "
-            f"right_factors_); the weight spectrum needs a fitted LowTensorRankRNN or "
-            f"LowRankRNN.")
-    A = np.asarray(final.left_factors_, dtype=float)
-    B = np.asarray(final.right_factors_, dtype=float)
-    n_units = A.shape[0]
-    if hasattr(final, "trial_factors_"):
-        C = np.asarray(final.trial_factors_, dtype=float)
-        n_trials = C.shape[0]
-        if trials is None:
-            trials = np.arange(n_trials)
-        trials = np.asarray(trials)
-        if trials.ndim != 1 or trials.dtype.kind not in "iu":
-            raise ValueError(f"trials must be a 1D array of trial indices, got "
-                             f"{trials!r}.")
-        if trials.size and (trials.min() < -n_trials or trials.max() >= n_trials):
-            raise ValueError(
-                f"trials must be indices in [0, {n_trials - 1}] (the model was "
-                f"fitted on {n_trials} trials), got values from {trials.min()} to "
-                f"{trials.max()}.")
-        trials = trials % n_trials
-        C = C[trials]
-    else:
-        C = np.ones((1, A.shape[1]))
-        trials = np.zeros(1, dtype=int)
-    core = B.T @ A / n_units  # (R, R), shared by every trial
-    return np.linalg.eigvals(C[:, :, None] * core[None]), trials
-
-
 def plot_weight_spectrum(estimator, trials=None, *, ax=None, dynamics="continuous",
                          cmap="viridis"):
     """Eigenvalues of each trial's connectivity in the complex plane, coloured by trial.
@@ -525,8 +447,8 @@ def plot_weight_spectrum(estimator, trials=None, *, ax=None, dynamics="continuou
     Shows how learning moves the network's dynamical modes: eigenvalues that cross
     the stability boundary give persistent or growing activity, complex pairs give
     rotations. Only the ``rank`` non-zero eigenvalues of each ``W_k`` are drawn,
-    computed from the factors (see :func:`weight_eigenvalues`); the weight tensor is
-    never built.
+    computed from the factors (see :func:`~sklearn_ltr.analysis.weight_eigenvalues`);
+    the weight tensor is never built.
 
     Parameters
     ----------
@@ -571,7 +493,7 @@ def plot_weight_spectrum(estimator, trials=None, *, ax=None, dynamics="continuou
         raise ValueError(f"dynamics must be 'continuous' or 'discrete', got "
                          f"{dynamics!r}.")
     eig, trials = weight_eigenvalues(estimator, trials)
-    final = _final_step(estimator)
+    final = final_step(estimator)
     if dynamics == "discrete":
         alpha = 1.0 / final.tau
         eig = 1.0 - alpha + alpha * eig

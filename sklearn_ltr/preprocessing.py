@@ -10,17 +10,32 @@ downstream neither fits nor scores it.
 * :class:`GaussianSmoother` -- NaN-aware Gaussian smoothing along time (spike counts to
   rates).
 * :class:`TrialCropper` -- keep a window of time bins of every trial.
+* :class:`TrialFactors` -- the per-trial parameters of a fitted latent model as
+  ``(n_trials, rank)`` features, the bridge to 2D estimators (e.g. decoders); the
+  latent model handles the missing entries.
 """
 
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin, _fit_context
+from sklearn.base import (
+    BaseEstimator,
+    OneToOneFeatureMixin,
+    TransformerMixin,
+    _fit_context,
+    clone,
+)
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
 
+from ._pipeline import final_step, through_pipeline
 from ._validation import check_training_trials, check_trials_array
 from .base import SaveMixin, TrialsInputMixin
 
+# The 3D-to-3D transformers. TrialFactors is public too (exported by the package and
+# by model_selection) but stays out of this list: the save format's allow-list and
+# the tests' catalogue of saveable 3D transformers are built from it, and
+# TrialFactors wraps a model (save it with pickle or joblib).
 __all__ = ["StandardScaler3D", "SoftNormalizer", "GaussianSmoother", "TrialCropper"]
 
 
@@ -36,11 +51,38 @@ class _Base3DTransformer(SaveMixin, TrialsInputMixin, OneToOneFeatureMixin,
 # scalers
 # --------------------------------------------------------------------------- #
 class _PerNeuronAffine(_Base3DTransformer):
-    """Shared ``transform`` of the scalers: ``(X - mean_) / scale_`` per neuron.
+    """Shared ``fit``, ``transform`` and inverse of the scalers: ``(X - mean_) /
+    scale_`` per neuron.
 
-    Subclasses fit ``mean_`` and ``scale_`` (each an array of shape (n_neurons,), or
-    None to skip that step).
+    Both have a ``with_mean`` parameter. Subclasses implement ``_fit_scale(X)``,
+    which returns each neuron's divisor (an array of shape (n_neurons,), or None to
+    skip scaling) from the validated training trials, and may record other
+    statistics.
     """
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Compute the per-neuron statistics on training trials.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trials, n_timepoints, n_neurons)
+            Training trials; NaN marks missing entries, which are ignored.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+            Fitted transformer.
+        """
+        X, _ = check_training_trials(X, min_trials=1)
+        self.n_features_in_ = X.shape[2]
+        self.mean_ = np.nanmean(X, axis=(0, 1)) if self.with_mean else None
+        scale = self._fit_scale(X)
+        # Constant neurons (zero scale) are left unscaled instead of becoming NaN.
+        self.scale_ = None if scale is None else np.where(scale > 0, scale, 1.0)
+        return self
 
     def transform(self, X):
         """Centre and scale each neuron with the fitted statistics.
@@ -126,31 +168,8 @@ class StandardScaler3D(_PerNeuronAffine):
         self.with_mean = with_mean
         self.with_std = with_std
 
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
-        """Compute per-neuron mean and scale on training trials.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_trials, n_timepoints, n_neurons)
-            Training trials; NaN marks missing entries, which are ignored.
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        self : object
-            Fitted scaler.
-        """
-        X, _ = check_training_trials(X, min_trials=1)
-        self.n_features_in_ = X.shape[2]
-        self.mean_ = np.nanmean(X, axis=(0, 1)) if self.with_mean else None
-        if self.with_std:
-            scale = np.nanstd(X, axis=(0, 1))
-            self.scale_ = np.where(scale > 0, scale, 1.0)
-        else:
-            self.scale_ = None
-        return self
+    def _fit_scale(self, X):
+        return np.nanstd(X, axis=(0, 1)) if self.with_std else None
 
 
 class SoftNormalizer(_PerNeuronAffine):
@@ -219,30 +238,10 @@ class SoftNormalizer(_PerNeuronAffine):
         self.soft = soft
         self.with_mean = with_mean
 
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
-        """Compute each neuron's range (and mean) on training trials.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_trials, n_timepoints, n_neurons)
-            Training trials; NaN marks missing entries, which are ignored.
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        self : object
-            Fitted normaliser.
-        """
-        X, _ = check_training_trials(X, min_trials=1)
-        self.n_features_in_ = X.shape[2]
+    def _fit_scale(self, X):
         self.data_min_ = np.nanmin(X, axis=(0, 1))
         self.data_max_ = np.nanmax(X, axis=(0, 1))
-        scale = self.data_max_ - self.data_min_ + self.soft
-        self.scale_ = np.where(scale > 0, scale, 1.0)
-        self.mean_ = np.nanmean(X, axis=(0, 1)) if self.with_mean else None
-        return self
+        return self.data_max_ - self.data_min_ + self.soft
 
 
 # --------------------------------------------------------------------------- #
@@ -492,3 +491,113 @@ class TrialCropper(_Base3DTransformer):
         """
         X = self._check_X_new(X)
         return X[:, self._window(X.shape[1])].copy()
+
+
+# --------------------------------------------------------------------------- #
+# per-trial parameters of a latent model, as 2D features
+# --------------------------------------------------------------------------- #
+class TrialFactors(TrialsInputMixin, TransformerMixin, BaseEstimator):
+    """Per-trial factors of a latent model, as ``(n_trials, rank)`` features.
+
+    Fits a clone of ``estimator`` on 3D trials and transforms trials into the
+    per-trial parameters inferred with every shared parameter frozen (the model's
+    :meth:`~sklearn_ltr.base.BaseLatentModel.trial_features`): trial factors for
+    :class:`~sklearn_ltr.LowTensorRankRNN` and :class:`~sklearn_ltr.TCA`, latent
+    initial states for :class:`~sklearn_ltr.LowRankRNN` (its only per-trial
+    parameter), time-averaged principal-component scores for
+    :class:`~sklearn_ltr.TrialPCA`. Training and new trials go through the same
+    inference, so a downstream classifier sees features with the same distribution
+    in both. It is the bridge from the 3D models to 2D scikit-learn estimators, e.g.
+    to decode condition or learning epoch.
+
+    Also importable from :mod:`sklearn_ltr.model_selection`, where it was first
+    defined.
+
+    Parameters
+    ----------
+    estimator : estimator of this package, or Pipeline ending in one
+        The latent model. Labels given to :meth:`fit` are *not* passed to it (in a
+        decoding pipeline they are the classifier's targets, not conditions).
+
+    Attributes
+    ----------
+    estimator_ : estimator
+        The fitted clone.
+    n_features_in_ : int
+        Number of neurons.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn_ltr import TCA, TrialFactors
+    >>> from sklearn_ltr.datasets import make_low_tensor_rank_rnn
+    >>> data = make_low_tensor_rank_rnn(40, 12, 10, rank=2, random_state=0)
+    >>> late = (np.arange(40) >= 20).astype(int)  # learning epoch
+    >>> decoder = make_pipeline(TrialFactors(TCA(rank=2, random_state=0)),
+    ...                         LogisticRegression())
+    >>> decoder.fit(data.X, late)[0].get_feature_names_out()
+    array(['trial_factor0', 'trial_factor1'], dtype=object)
+    """
+
+    def __init__(self, estimator):
+        self.estimator = estimator
+
+    def fit(self, X, y=None, **fit_params):
+        """Fit the latent model to trials ``X`` (``y`` is ignored).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trials, n_timepoints, n_neurons)
+            Trials.
+        y : ignored
+            Accepted for Pipeline compatibility; not passed to the latent model.
+        **fit_params : dict
+            Passed to the latent model's ``fit`` (e.g. ``inputs``).
+
+        Returns
+        -------
+        self : object
+        """
+        final = final_step(self.estimator)
+        if not hasattr(final, "trial_features"):
+            raise TypeError(
+                f"TrialFactors needs an estimator of sklearn_ltr (LowTensorRankRNN, "
+                f"LowRankRNN, TCA, TrialPCA) or a Pipeline ending in one, got "
+                f"{type(final).__name__}.")
+        self.estimator_ = clone(self.estimator).fit(X, **fit_params)
+        self.n_features_in_ = final_step(self.estimator_).n_features_in_
+        return self
+
+    def transform(self, X, *, inputs=None):
+        """Per-trial factors of the trials ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trials, n_timepoints, n_neurons)
+            Trials, seen in ``fit`` or new.
+        inputs : array-like of shape (n_trials, n_timepoints, n_inputs), default=None
+            External inputs, for models fitted with them.
+
+        Returns
+        -------
+        factors : ndarray of shape (n_trials, rank)
+        """
+        check_is_fitted(self)
+        final, X = through_pipeline(self.estimator_, X)
+        return final.trial_features(X, inputs=inputs)
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the output features: ``trial_factor0``, ``trial_factor1``, ...
+
+        Parameters
+        ----------
+        input_features : ignored
+
+        Returns
+        -------
+        names : ndarray of str objects
+        """
+        check_is_fitted(self)
+        return final_step(self.estimator_).get_trial_feature_names_out()

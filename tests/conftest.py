@@ -3,6 +3,11 @@ import pytest
 
 from sklearn_ltr.datasets import make_low_tensor_rank_rnn
 
+# tests/data holds model files written once by an old version, with the script that
+# wrote them. --doctest-modules would import that script, which runs it and rewrites
+# the files with the current version: they would no longer stand for users' files.
+collect_ignore_glob = ["data/*"]
+
 
 @pytest.fixture(scope="session")
 def planted():
@@ -28,3 +33,24 @@ def small():
 @pytest.fixture
 def rng():
     return np.random.RandomState(0)
+
+
+@pytest.fixture(scope="session")
+def cp_data():
+    """Planted rank-2 CP tensor (trials x time x neurons) with smoothed noise."""
+    rng = np.random.RandomState(0)
+    n_trials, n_timepoints, n_neurons = 40, 20, 12
+    trial = 1 + 0.5 * np.stack([np.linspace(0, 1, n_trials),
+                                np.cos(np.linspace(0, 3, n_trials))], 1)
+    time_f = np.stack([np.sin(np.linspace(0, np.pi, n_timepoints)),
+                       np.linspace(-1, 1, n_timepoints)], 1)
+    neuron = rng.randn(n_neurons, 2)
+    X = np.einsum("kr,tr,nr->ktn", trial, time_f, neuron)
+    noise = rng.randn(*X.shape)
+    kernel = np.exp(-0.5 * (np.arange(-4, 5) / 1.5) ** 2)
+    noise = np.apply_along_axis(lambda v: np.convolve(v, kernel, "same"), 1, noise)
+    X = X + 0.3 * noise / noise.std()
+    # Learning epoch: the first trial factor rises over trials.
+    epoch = (np.arange(n_trials) >= n_trials // 2).astype(int)
+    X.setflags(write=False)  # shared by the whole session: tests must not modify it
+    return X, epoch

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sklearn_ltr import LowTensorRankRNN
+from sklearn_ltr import TCA, LowTensorRankRNN
 from sklearn_ltr.analysis import (
     column_space,
     factor_similarity,
@@ -14,6 +14,7 @@ from sklearn_ltr.analysis import (
     numerical_rank,
     principal_angles,
     tensor_rank_curve,
+    weight_eigenvalues,
 )
 
 # Relative tolerance for ranks of float64 weights trained exactly in float64: the
@@ -228,6 +229,28 @@ def test_tensor_rank_curve_rejects_bad_input():
         tensor_rank_curve(np.zeros((3, 3, 3)), [1])
     with pytest.raises(ValueError, match="each rank must be an integer"):
         tensor_rank_curve(np.ones((3, 3, 3)), [0])
+    # A rank the tensor cannot support: a clear error, not numpy's LinAlgError.
+    rng = np.random.RandomState(0)
+    T = np.einsum("kr,ir,jr->kij", rng.randn(10, 2), rng.randn(6, 2), rng.randn(6, 2))
+    with pytest.raises(ValueError, match=r"singular system at rank=8: tensor has "
+                                         r"fewer than 8 independent components"):
+        tensor_rank_curve(T, [8], random_state=0)
+
+
+def test_tensor_rank_curve_factors_have_the_normal_form_of_tca(rng):
+    # One normal form for CP factors in the package: on an exactly low-rank tensor,
+    # where both fits reach the same optimum, tensor_rank_curve and TCA return the
+    # same factors, signs included.
+    C, A, B = rng.rand(20, 2) + 0.5, rng.randn(8, 2), rng.randn(7, 2)
+    X = np.einsum("kr,ir,jr->kij", C, A, B)
+    curve = tensor_rank_curve(X, [2], tol=1e-12, max_iter=2000, random_state=0)
+    tca = TCA(rank=2, tol=1e-12, max_iter=2000, random_state=0).fit(X)
+    for F, G in zip(curve.factors[0],
+                    [tca.trial_factors_, tca.time_factors_, tca.neuron_factors_]):
+        np.testing.assert_allclose(F, G, atol=1e-4)
+    for F in curve.factors[0][1:]:
+        peak = F[np.argmax(np.abs(F), axis=0), np.arange(2)]
+        assert np.all(peak > 0)
 
 
 # --------------------------------------------------------------------------- #
@@ -306,3 +329,23 @@ def test_fitted_factors_and_subspace_match_planted(planted):
     true = column_space(planted.readout @ planted.left_factors)
     angles = principal_angles(latent_subspace(est), true)
     assert angles.max() < 30, angles
+
+
+# --------------------------------------------------------------------------- #
+# weight spectrum
+# --------------------------------------------------------------------------- #
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_weight_eigenvalues_equal_those_of_the_weight_matrices(small):
+    rank, n_trials = 2, small.X.shape[0]
+    ltr = LowTensorRankRNN(rank=rank, n_units=16, max_iter=40, infer_max_iter=20,
+                           random_state=0).fit(small.X)
+    eig, trials = weight_eigenvalues(ltr)
+    np.testing.assert_array_equal(trials, np.arange(n_trials))
+    W = ltr.weight_tensor()
+    for k in range(n_trials):
+        full = np.linalg.eigvals(W[k])
+        top = np.sort_complex(full[np.argsort(-np.abs(full))[:rank]])
+        np.testing.assert_allclose(np.sort_complex(eig[k]), top, atol=1e-10)
+        # The other n_units - rank eigenvalues vanish.
+        rest = np.sort(np.abs(full))[:-rank]
+        assert np.all(rest < 1e-8)

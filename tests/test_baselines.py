@@ -311,7 +311,7 @@ def test_masked_least_squares_matches_direct_solution(nonneg):
     design = np.abs(rng.standard_normal((40, 3)))
     X = rng.standard_normal((4, 40)) + design @ np.array([1.0, -0.5, 2.0])
     mask = (rng.uniform(size=X.shape) > 0.3).astype(float)
-    coef = _masked_least_squares(design, X * mask, mask, nonneg=nonneg)
+    coef = _masked_least_squares(design, np.where(mask > 0, X, np.nan), nonneg=nonneg)
     for p in range(4):
         obs = mask[p] > 0
         if nonneg:

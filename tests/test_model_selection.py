@@ -1,4 +1,4 @@
-"""Tests of sklearn_ltr.model_selection: masks, summaries, comparisons, TrialFactors."""
+"""Tests of sklearn_ltr.model_selection: masks, summaries, comparisons."""
 
 import pickle
 import warnings
@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
 from sklearn.pipeline import Pipeline, make_pipeline
 
-from sklearn_ltr import TCA, LowRankRNN, LowTensorRankRNN, StandardScaler3D, TrialPCA
+from sklearn_ltr import TCA, StandardScaler3D, TrialPCA
 from sklearn_ltr.model_selection import (
     TrialFactors,
     block_mask,
@@ -29,26 +29,6 @@ def _quiet_tca():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="TCA reached max_iter")
         yield
-
-
-@pytest.fixture(scope="module")
-def cp_data():
-    """Planted rank-2 CP tensor (trials x time x neurons) with smoothed noise."""
-    rng = np.random.RandomState(0)
-    n_trials, n_timepoints, n_neurons = 40, 20, 12
-    trial = 1 + 0.5 * np.stack([np.linspace(0, 1, n_trials),
-                                np.cos(np.linspace(0, 3, n_trials))], 1)
-    time_f = np.stack([np.sin(np.linspace(0, np.pi, n_timepoints)),
-                       np.linspace(-1, 1, n_timepoints)], 1)
-    neuron = rng.randn(n_neurons, 2)
-    X = np.einsum("kr,tr,nr->ktn", trial, time_f, neuron)
-    noise = rng.randn(*X.shape)
-    kernel = np.exp(-0.5 * (np.arange(-4, 5) / 1.5) ** 2)
-    noise = np.apply_along_axis(lambda v: np.convolve(v, kernel, "same"), 1, noise)
-    X = X + 0.3 * noise / noise.std()
-    # Learning epoch: the first trial factor rises over trials.
-    epoch = (np.arange(n_trials) >= n_trials // 2).astype(int)
-    return X, epoch
 
 
 # --------------------------------------------------------------------------- #
@@ -345,81 +325,6 @@ def test_compare_estimators_bad_input(cp_data):
         compare_estimators([TrialPCA()], X, y=[0, 1, 2])
 
 
-# --------------------------------------------------------------------------- #
-# TrialFactors
-# --------------------------------------------------------------------------- #
-def test_trial_factors_decode_learning_epoch_in_a_pipeline(cp_data):
-    X, epoch = cp_data
-    decoder = make_pipeline(TrialFactors(TCA(rank=2, random_state=0, max_iter=100)),
-                            LogisticRegression())
-    cv = KFold(4, shuffle=True, random_state=0)
-    acc = cross_val_score(decoder, X, epoch, cv=cv)
-    assert acc.mean() >= 0.85
-    # GridSearchCV reaches the inner estimator's rank through the wrapper.
-    search = GridSearchCV(decoder, {"trialfactors__estimator__rank": [1, 2]}, cv=cv,
-                          error_score="raise").fit(X, epoch)
-    assert search.best_estimator_[0].transform(X).shape[1] == \
-        search.best_params_["trialfactors__estimator__rank"]
-
-
-def test_trial_factors_tca_features_are_the_trial_factors(cp_data):
-    X, _ = cp_data
-    tf = TrialFactors(TCA(rank=2, random_state=0, max_iter=100)).fit(X)
-    F = tf.transform(X)
-    assert F.shape == (X.shape[0], 2)
-    # On the training trials, re-inferred factors equal the fitted ones (the least-
-    # squares solution with the time and neuron factors frozen is the ALS update).
-    np.testing.assert_allclose(F, tf.estimator_.trial_factors_, rtol=1e-2, atol=1e-2)
-    assert list(tf.get_feature_names_out()) == ["trial_factor0", "trial_factor1"]
-    assert tf.n_features_in_ == X.shape[2]
-    # The fitted clone is independent of the given estimator.
-    assert not hasattr(tf.estimator, "trial_factors_")
-
-
-@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_trial_factors_of_rnn_models(planted):
-    X = planted.X
-    tf = TrialFactors(LowTensorRankRNN(rank=3, n_units=40, max_iter=300,
-                                       random_state=0)).fit(X)
-    F = tf.transform(X)
-    # Per-trial inference recovers the fitted trial factors of the training trials.
-    fitted = tf.estimator_.trial_factors_
-    for r in range(3):
-        assert np.corrcoef(F[:, r], fitted[:, r])[0, 1] > 0.8
-    assert list(tf.get_feature_names_out())[0] == "trial_factor0"
-    tf_lr = TrialFactors(LowRankRNN(rank=2, n_units=30, max_iter=50,
-                                    random_state=0)).fit(X[:20])
-    assert tf_lr.transform(X[20:30]).shape == (10, 2)
-    assert list(tf_lr.get_feature_names_out()) == ["initial_state0", "initial_state1"]
-    # Same output after a pickle round trip.
-    again = pickle.loads(pickle.dumps(tf_lr))
-    np.testing.assert_array_equal(again.transform(X[20:30]), tf_lr.transform(X[20:30]))
-
-
-def test_trial_factors_trialpca_and_pipeline_estimator(cp_data):
-    X, _ = cp_data
-    inner = make_pipeline(StandardScaler3D(), TrialPCA(rank=2))
-    tf = TrialFactors(inner).fit(X)
-    F = tf.transform(X[:5])
-    fitted = tf.estimator_
-    expected = fitted[-1].transform(fitted[0].transform(X[:5])).mean(axis=1)
-    np.testing.assert_allclose(F, expected)
-    assert list(tf.get_feature_names_out()) == ["mean_latent0", "mean_latent1"]
-
-
-def test_trial_factors_errors(cp_data):
-    from sklearn.exceptions import NotFittedError
-
-    X, _ = cp_data
-    with pytest.raises(TypeError, match="needs an estimator of sklearn_ltr"):
-        TrialFactors(LogisticRegression()).fit(X)
-    with pytest.raises(NotFittedError):
-        TrialFactors(TCA()).transform(X)
-    tf = TrialFactors(TrialPCA(rank=1)).fit(X)
-    with pytest.raises(ValueError, match="X has 5 neurons"):
-        tf.transform(X[:, :, :5])
-
-
 @pytest.mark.parametrize("n_jobs", [1, 2])
 def test_compare_estimators_hands_back_each_distinct_warning_once(cp_data, n_jobs):
     from sklearn.exceptions import ConvergenceWarning
@@ -433,3 +338,22 @@ def test_compare_estimators_hands_back_each_distinct_warning_once(cp_data, n_job
     # Three fits warned with the same message, in this process or in workers.
     assert len(convergence) == 1
     assert "reached max_iter=1" in str(convergence[0].message)
+
+
+# --------------------------------------------------------------------------- #
+# TrialFactors moved to preprocessing (its tests are in test_preprocessing.py)
+# --------------------------------------------------------------------------- #
+def test_trial_factors_still_importable_from_model_selection(cp_data):
+    import sklearn_ltr
+    from sklearn_ltr import preprocessing
+
+    assert TrialFactors is preprocessing.TrialFactors is sklearn_ltr.TrialFactors
+    assert "TrialFactors" in sklearn_ltr.model_selection.__all__
+    # A pickle written when the class lived in model_selection names it there.
+    X, _ = cp_data
+    tf = TrialFactors(TrialPCA(rank=2)).fit(X)
+    old = pickle.dumps(tf, protocol=0).replace(
+        b"sklearn_ltr.preprocessing\nTrialFactors",
+        b"sklearn_ltr.model_selection\nTrialFactors")
+    assert b"sklearn_ltr.model_selection\nTrialFactors" in old
+    np.testing.assert_array_equal(pickle.loads(old).transform(X), tf.transform(X))

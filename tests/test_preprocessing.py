@@ -1,5 +1,6 @@
 """3D transformers of sklearn_ltr.preprocessing: correctness against direct
-computations, missing entries, inverses, Pipeline / GridSearchCV use and bad input.
+computations, missing entries, inverses, Pipeline / GridSearchCV use and bad input;
+TrialFactors and the latent models' public trial-feature hook it wraps.
 
 The StandardScaler3D tests live in test_api.py; it appears here only where every
 transformer is checked the same way.
@@ -9,20 +10,23 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 from scipy.ndimage import gaussian_filter1d
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
-from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.utils import estimator_checks
 
-from _checks import DATA_FREE_CHECKS
-from sklearn_ltr import TrialPCA
+from _checks import DATA_FREE_CHECKS, ESTIMATORS, make_small
+from sklearn_ltr import TCA, LowRankRNN, LowTensorRankRNN, TrialPCA
 from sklearn_ltr.preprocessing import (
     GaussianSmoother,
     SoftNormalizer,
     StandardScaler3D,
     TrialCropper,
+    TrialFactors,
 )
 
 N_TRIALS, N_TIMEPOINTS, N_NEURONS = 6, 30, 5
@@ -30,6 +34,10 @@ N_TRIALS, N_TIMEPOINTS, N_NEURONS = 6, 30, 5
 NEW = [GaussianSmoother, SoftNormalizer, TrialCropper]
 ALL = [StandardScaler3D] + NEW
 INVERTIBLE = [StandardScaler3D, SoftNormalizer]
+
+# TCA's strict default tol rarely converges within max_iter on noisy data; the
+# warning is expected and not what the TrialFactors tests are about.
+_QUIET_TCA = pytest.mark.filterwarnings("ignore:TCA reached max_iter")
 
 
 def _ids(Est):
@@ -407,3 +415,107 @@ def test_grid_search_over_sigma_and_rank():
     by_sigma = {s: scores[np.asarray(search.cv_results_["param_gaussiansmoother__sigma"])
                           == s] for s in grid["gaussiansmoother__sigma"]}
     assert len({tuple(np.round(v, 12)) for v in by_sigma.values()}) == 3
+
+
+# --------------------------------------------------------------------------- #
+# TrialFactors (moved from model_selection) and the latent models' public hook
+# --------------------------------------------------------------------------- #
+@_QUIET_TCA
+def test_trial_factors_decode_learning_epoch_in_a_pipeline(cp_data):
+    X, epoch = cp_data
+    decoder = make_pipeline(TrialFactors(TCA(rank=2, random_state=0, max_iter=100)),
+                            LogisticRegression())
+    cv = KFold(4, shuffle=True, random_state=0)
+    acc = cross_val_score(decoder, X, epoch, cv=cv)
+    assert acc.mean() >= 0.85
+    # GridSearchCV reaches the inner estimator's rank through the wrapper.
+    search = GridSearchCV(decoder, {"trialfactors__estimator__rank": [1, 2]}, cv=cv,
+                          error_score="raise").fit(X, epoch)
+    assert search.best_estimator_[0].transform(X).shape[1] == \
+        search.best_params_["trialfactors__estimator__rank"]
+
+
+@_QUIET_TCA
+def test_trial_factors_tca_features_are_the_trial_factors(cp_data):
+    X, _ = cp_data
+    tf = TrialFactors(TCA(rank=2, random_state=0, max_iter=100)).fit(X)
+    F = tf.transform(X)
+    assert F.shape == (X.shape[0], 2)
+    # On the training trials, re-inferred factors equal the fitted ones (the least-
+    # squares solution with the time and neuron factors frozen is the ALS update).
+    np.testing.assert_allclose(F, tf.estimator_.trial_factors_, rtol=1e-2, atol=1e-2)
+    assert list(tf.get_feature_names_out()) == ["trial_factor0", "trial_factor1"]
+    assert tf.n_features_in_ == X.shape[2]
+    # The fitted clone is independent of the given estimator.
+    assert not hasattr(tf.estimator, "trial_factors_")
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_trial_factors_of_rnn_models(planted):
+    X = planted.X
+    tf = TrialFactors(LowTensorRankRNN(rank=3, n_units=40, max_iter=300,
+                                       random_state=0)).fit(X)
+    F = tf.transform(X)
+    # Per-trial inference recovers the fitted trial factors of the training trials.
+    fitted = tf.estimator_.trial_factors_
+    for r in range(3):
+        assert np.corrcoef(F[:, r], fitted[:, r])[0, 1] > 0.8
+    assert list(tf.get_feature_names_out())[0] == "trial_factor0"
+    tf_lr = TrialFactors(LowRankRNN(rank=2, n_units=30, max_iter=50,
+                                    random_state=0)).fit(X[:20])
+    assert tf_lr.transform(X[20:30]).shape == (10, 2)
+    assert list(tf_lr.get_feature_names_out()) == ["initial_state0", "initial_state1"]
+    # Same output after a pickle round trip.
+    again = pickle.loads(pickle.dumps(tf_lr))
+    np.testing.assert_array_equal(again.transform(X[20:30]), tf_lr.transform(X[20:30]))
+
+
+def test_trial_factors_trialpca_and_pipeline_estimator(cp_data):
+    X, _ = cp_data
+    inner = make_pipeline(StandardScaler3D(), TrialPCA(rank=2))
+    tf = TrialFactors(inner).fit(X)
+    F = tf.transform(X[:5])
+    fitted = tf.estimator_
+    expected = fitted[-1].transform(fitted[0].transform(X[:5])).mean(axis=1)
+    np.testing.assert_allclose(F, expected)
+    assert list(tf.get_feature_names_out()) == ["mean_latent0", "mean_latent1"]
+
+
+def test_trial_factors_errors(cp_data):
+    X, _ = cp_data
+    with pytest.raises(TypeError, match="needs an estimator of sklearn_ltr"):
+        TrialFactors(LogisticRegression()).fit(X)
+    with pytest.raises(NotFittedError):
+        TrialFactors(TCA()).transform(X)
+    tf = TrialFactors(TrialPCA(rank=1)).fit(X)
+    with pytest.raises(ValueError, match="X has 5 neurons"):
+        tf.transform(X[:, :, :5])
+
+
+_FEATURE_PREFIX = {"LowTensorRankRNN": "trial_factor", "LowRankRNN": "initial_state",
+                   "TCA": "trial_factor", "TrialPCA": "mean_latent"}
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("Est", ESTIMATORS, ids=_ids)
+def test_public_trial_feature_hook(Est, small):
+    X = small.X
+    est = make_small(Est).fit(X)
+    threads = torch.get_num_threads()
+    F = est.trial_features(X[:5])
+    assert F.shape == (5, est.rank) and np.isfinite(F).all()
+    assert torch.get_num_threads() == threads
+    names = est.get_trial_feature_names_out()
+    assert list(names) == [f"{_FEATURE_PREFIX[Est.__name__]}{i}"
+                           for i in range(est.rank)]
+    # TrialFactors is a thin transformer over the hook.
+    tf = TrialFactors(make_small(Est)).fit(X)
+    np.testing.assert_allclose(tf.transform(X[:5]), F, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(tf.get_feature_names_out(), names)
+    # The hook validates X like transform does.
+    with pytest.raises(ValueError, match=r"X has 4 neurons, but .* was fitted with"):
+        est.trial_features(X[:5, :, :4])
+    with pytest.raises(NotFittedError):
+        make_small(Est).trial_features(X)
+    with pytest.raises(NotFittedError):
+        make_small(Est).get_trial_feature_names_out()
