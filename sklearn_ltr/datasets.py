@@ -193,6 +193,90 @@ def _reach_loss(positions, path):
     return ((positions - path) ** 2).sum(-1).mean()
 
 
+def _check_motor_learning_args(a):
+    """Validate the arguments of :func:`make_motor_learning` (a dict of them)."""
+    for name, minimum in [("n_units", 1), ("n_timepoints", 2), ("n_targets", 1),
+                          ("n_baseline", 0), ("n_perturbation", 0), ("n_washout", 0),
+                          ("pretrain_iter", 0)]:
+        value = a[name]
+        if isinstance(value, bool) or int(value) != value or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    if a["n_baseline"] + a["n_perturbation"] + a["n_washout"] < 1:
+        raise ValueError("The session is empty: n_baseline + n_perturbation + "
+                         "n_washout must be >= 1.")
+    for name in ("dt", "tau", "arm_tau"):
+        if not a[name] > 0:
+            raise ValueError(f"{name} must be positive, got {a[name]!r}.")
+    if a["dt"] > a["tau"] or a["dt"] > a["arm_tau"]:
+        raise ValueError(
+            f"dt={a['dt']} must be <= tau={a['tau']} and <= arm_tau={a['arm_tau']}: "
+            f"larger Euler steps are unstable. Lower dt (and raise n_timepoints) or "
+            f"raise the time constants.")
+    for name in ["learning_rate", "init_scale", "input_scale", "output_scale",
+                 "pretrain_learning_rate", "noise"]:
+        if not a[name] >= 0:
+            raise ValueError(f"{name} must be non-negative, got {a[name]!r}.")
+
+
+def _pretrain(W0, W_in, W_out, inputs, path, n_iter, learning_rate, sim):
+    """Full-batch gradient descent with momentum on the task without field.
+
+    Returns the recurrent weights (a float64 tensor) and the loss curve.
+    """
+    f64 = torch.float64
+    W_in, W_out = torch.as_tensor(W_in, dtype=f64), torch.as_tensor(W_out, dtype=f64)
+    U, path = torch.as_tensor(inputs, dtype=f64), torch.as_tensor(path, dtype=f64)
+    W = torch.as_tensor(W0, dtype=f64).clone()
+    velocity = torch.zeros_like(W)
+    losses = []
+    # Heavy-ball gradient descent, written out: torch.optim costs seconds of
+    # imports on first use, and the update is two lines.
+    for _ in range(int(n_iter)):
+        W.requires_grad_(True)
+        _, pos = _simulate_reaches(W, W_in, W_out, U, field=0.0, **sim)
+        loss = _reach_loss(pos, path)
+        (grad,) = torch.autograd.grad(loss, W)
+        # Clipping rescales the gradient, so the step stays in its span (the rank
+        # bounds still apply); it only guards against rare early blow-ups.
+        grad = grad * min(1.0, 1.0 / (float(torch.linalg.norm(grad)) + 1e-12))
+        velocity = 0.9 * velocity + grad
+        W = W.detach() - learning_rate * velocity
+        losses.append(float(loss.detach()))
+    return W, losses
+
+
+def _learning_session(W, W_in, W_out, inputs, path, epoch, y, field_strength,
+                      learning_rate, sim):
+    """Trials of the session, one gradient step on W after each learning trial.
+
+    Returns the weights in force on each trial, the rates, the hand positions and
+    the root-mean-square error of each trial.
+    """
+    f64 = torch.float64
+    W_in, W_out = torch.as_tensor(W_in, dtype=f64), torch.as_tensor(W_out, dtype=f64)
+    U, path = torch.as_tensor(inputs, dtype=f64), torch.as_tensor(path, dtype=f64)
+    n_trials, (n_timepoints, N) = epoch.size, (U.shape[1], W.shape[0])
+    weights = np.empty((n_trials, N, N))
+    rates = np.empty((n_trials, n_timepoints, N))
+    hand = np.empty((n_trials, n_timepoints, 2))
+    error = np.empty(n_trials)
+    for k in range(n_trials):
+        field = field_strength if epoch[k] == "perturbation" else 0.0
+        target = int(y[k])
+        weights[k] = W.numpy()
+        Wk = W.clone().requires_grad_(epoch[k] != "baseline")
+        r, pos = _simulate_reaches(Wk, W_in, W_out, U[target:target + 1],
+                                   field=field, **sim)
+        loss = _reach_loss(pos, path[target:target + 1])
+        if epoch[k] != "baseline":
+            (grad,) = torch.autograd.grad(loss, Wk)
+            W = W - learning_rate * grad
+        rates[k] = r[0].detach().numpy()
+        hand[k] = pos[0].detach().numpy()
+        error[k] = np.sqrt(float(loss.detach()))
+    return weights, rates, hand, error
+
+
 def make_motor_learning(
     n_units=100, n_timepoints=50, *, n_targets=8, n_baseline=5, n_perturbation=20,
     n_washout=10, field_strength=8.0, learning_rate=0.01, init_scale=0.0,
@@ -316,37 +400,8 @@ def make_motor_learning(
     >>> data.epoch[[0, 4, 12]].tolist()
     ['baseline', 'perturbation', 'washout']
     """
-    for name, value, minimum in [
-            ("n_units", n_units, 1), ("n_timepoints", n_timepoints, 2),
-            ("n_targets", n_targets, 1), ("n_baseline", n_baseline, 0),
-            ("n_perturbation", n_perturbation, 0), ("n_washout", n_washout, 0),
-            ("pretrain_iter", pretrain_iter, 0)]:
-        if isinstance(value, bool) or int(value) != value or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    if n_baseline + n_perturbation + n_washout < 1:
-        raise ValueError("The session is empty: n_baseline + n_perturbation + "
-                         "n_washout must be >= 1.")
-    for name, value in [("dt", dt), ("tau", tau), ("arm_tau", arm_tau)]:
-        if not value > 0:
-            raise ValueError(f"{name} must be positive, got {value!r}.")
-    if dt > tau or dt > arm_tau:
-        raise ValueError(
-            f"dt={dt} must be <= tau={tau} and <= arm_tau={arm_tau}: larger Euler "
-            f"steps are unstable. Lower dt (and raise n_timepoints) or raise the time "
-            f"constants.")
-    for name, value in [("learning_rate", learning_rate), ("init_scale", init_scale),
-                        ("input_scale", input_scale), ("output_scale", output_scale),
-                        ("pretrain_learning_rate", pretrain_learning_rate),
-                        ("noise", noise)]:
-        if not value >= 0:
-            raise ValueError(f"{name} must be non-negative, got {value!r}.")
-    params = dict(
-        n_units=n_units, n_timepoints=n_timepoints, n_targets=n_targets,
-        n_baseline=n_baseline, n_perturbation=n_perturbation, n_washout=n_washout,
-        field_strength=field_strength, learning_rate=learning_rate,
-        init_scale=init_scale, input_scale=input_scale, output_scale=output_scale,
-        pretrain_iter=pretrain_iter, pretrain_learning_rate=pretrain_learning_rate,
-        dt=dt, tau=tau, arm_tau=arm_tau, noise=noise)
+    params = {k: v for k, v in locals().items() if k != "random_state"}
+    _check_motor_learning_args(params)
     rng = check_random_state(random_state)
     N = int(n_units)
     W_in = input_scale * rng.standard_normal((N, 3))
@@ -357,47 +412,12 @@ def make_motor_learning(
 
     counts = (n_baseline, n_perturbation, n_washout)
     epoch = np.repeat(np.array(_EPOCHS), [c * n_targets for c in counts])
-    n_trials = epoch.size
-    y = np.arange(n_trials) % n_targets
-    weights = np.empty((n_trials, N, N))
-    rates = np.empty((n_trials, n_timepoints, N))
-    hand = np.empty((n_trials, n_timepoints, 2))
-    error = np.empty(n_trials)
-    losses = []
+    y = np.arange(epoch.size) % n_targets
     with limit_threads(1):
-        f64 = torch.float64
-        W_in_t = torch.as_tensor(W_in, dtype=f64)
-        W_out_t = torch.as_tensor(W_out, dtype=f64)
-        U_t, path_t = torch.as_tensor(U, dtype=f64), torch.as_tensor(path, dtype=f64)
-        W = torch.as_tensor(W0, dtype=f64).clone()
-        velocity = torch.zeros_like(W)
-        # Heavy-ball gradient descent, written out: torch.optim costs seconds of
-        # imports on first use, and the update is two lines.
-        for _ in range(int(pretrain_iter)):
-            W.requires_grad_(True)
-            _, pos = _simulate_reaches(W, W_in_t, W_out_t, U_t, field=0.0, **sim)
-            loss = _reach_loss(pos, path_t)
-            (grad,) = torch.autograd.grad(loss, W)
-            # Clipping rescales the gradient, so the step stays in its span (the rank
-            # bounds still apply); it only guards against rare early blow-ups.
-            grad = grad * min(1.0, 1.0 / (float(torch.linalg.norm(grad)) + 1e-12))
-            velocity = 0.9 * velocity + grad
-            W = W.detach() - pretrain_learning_rate * velocity
-            losses.append(float(loss.detach()))
-        for k in range(n_trials):
-            field = field_strength if epoch[k] == "perturbation" else 0.0
-            target = int(y[k])
-            weights[k] = W.numpy()
-            Wk = W.clone().requires_grad_(epoch[k] != "baseline")
-            r, pos = _simulate_reaches(Wk, W_in_t, W_out_t, U_t[target:target + 1],
-                                       field=field, **sim)
-            loss = _reach_loss(pos, path_t[target:target + 1])
-            if epoch[k] != "baseline":
-                (grad,) = torch.autograd.grad(loss, Wk)
-                W = W - learning_rate * grad
-            rates[k] = r[0].detach().numpy()
-            hand[k] = pos[0].detach().numpy()
-            error[k] = np.sqrt(float(loss.detach()))
+        W, losses = _pretrain(W0, W_in, W_out, U, path, pretrain_iter,
+                              pretrain_learning_rate, sim)
+        weights, rates, hand, error = _learning_session(
+            W, W_in, W_out, U, path, epoch, y, field_strength, learning_rate, sim)
     # Signed distance of the hand from the straight line to the target (positive:
     # counter-clockwise of it), averaged over the trial: the curl field pushes reaches
     # clockwise, and the after-effect in washout is counter-clockwise.
