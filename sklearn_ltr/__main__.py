@@ -4,7 +4,7 @@
   (``.npz``, ``.npy`` or ``.mat``), comparing the low-tensor-rank RNN with the
   low-rank RNN, TCA and PCA on the same folds; prints a table and writes
   ``results.json`` and ``rank_selection.png``.
-* ``demo``: the same on the built-in dataset (the README's main-job command): the
+* ``demo``: the same on the built-in dataset: the
   activity of a task-trained network learning a curl field
   (:func:`sklearn_ltr.datasets.make_motor_learning`), with the CP rank of its weight
   changes printed as the ground truth.

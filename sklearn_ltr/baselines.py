@@ -93,7 +93,7 @@ def _check_fit_memory(est, shape, bytes_per_entry):
     """Refuse a fit whose estimated peak memory exceeds the available memory.
 
     ``bytes_per_entry`` times the number of entries of X: the working copies of the
-    data made by the fit, measured with ``tracemalloc`` (see ``tests/test_determinism.py``).
+    data made by the fit (checked against ``tracemalloc`` by the test suite).
     """
     check_memory(
         int(bytes_per_entry * np.prod(shape, dtype=np.float64)), "cpu",
@@ -106,13 +106,15 @@ def _tca_bytes_per_entry(nonneg, missing):
 
     The masked and zero-filled copies of X, tensorly's unfoldings and the
     reconstruction of each ALS iteration, plus the imputed tensors with missing
-    entries and the multiplicative updates of the non-negative fit. Measured peaks:
-    41-44 bytes per entry without missing entries, 65-66 with, 89 non-negative with.
+    entries and the multiplicative updates of the non-negative fit.
     """
+    # Measured with tracemalloc: 41-44 bytes per entry without missing entries,
+    # 65-66 with, 89 non-negative with; the constants leave a margin.
     return 48 + (24 if missing else 0) + (24 if nonneg else 0)
 
 
-# TrialPCA.fit: mean-filled unfolding, centred copy and SVD factors (measured 11-19).
+# TrialPCA.fit: mean-filled unfolding, centred copy and SVD factors (tracemalloc
+# measured 11-19 bytes per entry).
 _TRIALPCA_BYTES_PER_ENTRY = 24
 
 

@@ -62,8 +62,8 @@ def _fit_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank, n_inputs=0,
       per-entry losses, ``32 E`` instead of ``8 E``.
 
     The peak is the host arrays plus the data tensors plus the larger of the two
-    phases. On the CPU it was 2% to 24% above the measured increase in peak resident
-    memory of fits needing 70 MB to 320 MB (see ``tests/test_determinism.py``).
+    phases; the test suite checks it against the measured increase in
+    peak resident memory of real fits.
 
     Parameters
     ----------
@@ -603,16 +603,11 @@ _COMMON_PARAMS_DOC = """
         iterations), then Adam from the best point. All three start after the
         teacher-forced warm start (``teacher_forcing``). Without it, a recurrent fit
         starts on a plateau that Adam can take hundreds of iterations to leave and
-        L-BFGS leaves in tens (on planted data, 250 trials x 50 bins x 100
-        neurons, 1000 iterations: held-out R² 0.971, 0.970 and 0.969 with
-        'lbfgs-adam', 0.959, 0.952 and 0.928 with 'adam'). But L-BFGS can also
-        settle in a poor optimum that Adam's steps avoid: at rank 3 on
-        :func:`~sklearn_ltr.datasets.make_motor_learning` (without the warm start)
-        'lbfgs-adam' stopped at a training loss of 0.25 and 'lbfgs' at 0.13, where
-        'adam' reached 0.08. Adam is the default; try the others (or ``n_init``) when
-        fits are slow to leave their first plateau. Per-trial inference (transform,
-        predict, score) uses Adam with one stopping rule per trial, so a trial's
-        result does not depend on the other trials passed with it.
+        L-BFGS leaves in tens; but L-BFGS can also settle in a poor optimum that
+        Adam's steps avoid. Adam is the default; try the others (or ``n_init``) when
+        fits are slow to leave their first plateau. Per-trial inference (transform, predict, score) uses Adam
+        with one stopping rule per trial, so a trial's result does not depend on the
+        other trials passed with it.
     learning_rate : float or None, default=None
         Step size of Adam (default 0.05 with 'adam', 0.02 after L-BFGS with
         'lbfgs-adam'), or the initial step of each L-BFGS line search with 'lbfgs'
@@ -631,10 +626,7 @@ _COMMON_PARAMS_DOC = """
     n_iter_no_change : int, default=50
         Length of the plateau window, in iterations. Recurrent networks often stall
         for tens of iterations before the loss drops again; a short window mistakes
-        such a stall for convergence and stops in a poor fit (measured with
-        ``benchmarks/bench_fit.py`` at 250 trials x 50 bins x 100 neurons with
-        ``solver='adam'``: a window of 20 ended one of three seeds at a held-out R²
-        of 0.66, a window of 50 at 0.95, where fits of 3000 iterations reach 0.97).
+        such a stall for convergence and stops in a poor fit.
     teacher_forcing : float in [0, 1), default=0.5
         Strength of the teacher-forced warm start (used with ``init='pca'``). In the
         first ``forcing_iter`` iterations every latent state is pulled toward the
@@ -643,17 +635,10 @@ _COMMON_PARAMS_DOC = """
         linearly from ``teacher_forcing`` to 0 (Adam, learning rate 0.02). A
         free-running recurrent fit starts on a plateau that Adam takes hundreds of
         iterations to leave; the forced network learns the dynamics of the data
-        first and is released gradually. On planted data (250 trials x 50 bins x
-        100 neurons, rank 5, ``benchmarks/bench_fit.py``) 1000 default iterations
-        reached a held-out R² of 0.9730, 0.9724 and 0.9735 (three seeds) with it and
-        0.959, 0.952 and 0.928 without; 3000-iteration fits reach 0.974 to 0.976
-        either way. It can change which of several equally good solutions is
-        found: on a small :func:`~sklearn_ltr.datasets.make_motor_learning` session
-        (rank 3, 300 iterations, four seeds) the fitted trial factors matched those
-        of the true weight changes less well with it (similarity 0.53 to 0.76)
-        than without (0.66 to 0.88) at similar training losses. When the trial
-        factors themselves are the result, compare fits with ``teacher_forcing=0``
-        (and several ``random_state``). 0 disables it.
+        first and is released gradually. It can change which of several equally good
+        solutions is found: when the trial factors themselves are the result,
+        compare fits with ``teacher_forcing=0`` (and several ``random_state``).
+        0 disables it.
     forcing_iter : int, default=150
         Iterations of the teacher-forced warm start (at most a third of
         ``max_iter``); they count in ``max_iter``, ``n_iter_`` and ``loss_curve_``,
