@@ -19,7 +19,7 @@ import torch
 from ._model import DTYPE, BasisFactors, FreeFactors, GivenFactors, SharedFactors, \
     trial_basis
 
-__all__ = ["TrialInvariant", "SmoothOverTrials"]
+__all__ = ["TrialInvariant", "SmoothOverTrials", "TrialGP", "trial_kernel"]
 
 
 class TrialInvariant:
@@ -100,3 +100,154 @@ class SmoothOverTrials:
     def fitted_factors(self, estimator):
         """(n_trials_fit, R) trial factors of a fitted estimator."""
         return estimator.trial_factors_
+
+
+# --------------------------------------------------------------------------- #
+# Gaussian process over the trial number
+# --------------------------------------------------------------------------- #
+def trial_kernel(index_a, index_b, length_scale, epochs_a=None, epochs_b=None):
+    """Squared-exponential correlation of trials by number, zero across epochs.
+
+    ``k(i, j) = exp(-(t_i - t_j)^2 / (2 l^2))`` for trials ``i`` and ``j`` of the same
+    epoch (their numbers ``t`` in the session), 0 otherwise: a block-diagonal
+    covariance, so what is learned in one epoch says nothing about another.
+    ``length_scale=None``: independent trials (1 on equal numbers, else 0).
+
+    Parameters
+    ----------
+    index_a, index_b : array-like of shape (n_a,) and (n_b,)
+        Trial numbers.
+    length_scale : float or None
+        In trials.
+    epochs_a, epochs_b : array-like of shape (n_a,) and (n_b,), default=None
+        Epoch labels (both or neither).
+
+    Returns
+    -------
+    K : ndarray of shape (n_a, n_b)
+
+    Examples
+    --------
+    >>> from sklearn_ltr._priors import trial_kernel
+    >>> trial_kernel([0, 1, 2], [0, 1, 2], 1.0, ["a", "a", "b"],
+    ...              ["a", "a", "b"]).round(3)
+    array([[1.   , 0.607, 0.   ],
+           [0.607, 1.   , 0.   ],
+           [0.   , 0.   , 1.   ]])
+    """
+    ta = np.asarray(index_a, dtype=np.float64)[:, None]
+    tb = np.asarray(index_b, dtype=np.float64)[None, :]
+    if length_scale is None:
+        K = (ta == tb).astype(np.float64)
+    else:
+        K = np.exp(-0.5 * ((ta - tb) / length_scale) ** 2)
+    if epochs_a is not None:
+        K = K * (np.asarray(epochs_a)[:, None] == np.asarray(epochs_b)[None, :])
+    return K
+
+
+class TrialGP:
+    """A Gaussian process over the trials of a session, in a truncated basis.
+
+    Each column ``f`` of a (n_trials, d) array of per-trial values is a draw from a
+    Gaussian process with covariance ``amplitude^2 k(i, j) + jitter^2 [i == j]``
+    (:func:`trial_kernel`: smooth within an epoch, independent across epochs),
+    written ``f = basis @ w`` with ``w ~ N(0, I)`` (a Karhunen-Loeve expansion over
+    the fitted trials, dropping components whose variance is below ``rtol`` of the
+    largest: variation faster than the length scale). The negative log prior is
+    then ``|w|^2 / 2``. :meth:`extend` maps the same coefficients to the posterior
+    mean of the smooth part at other trials (the jitter, independent per trial,
+    predicts nothing about a trial not fitted).
+
+    Parameters
+    ----------
+    index : array-like of shape (n_trials,)
+        Numbers of the fitted trials in the session.
+    epochs : array-like of shape (n_trials,) or None
+        Epoch label of each trial.
+    length_scale : float or None
+        In trials; None: independent trials.
+    amplitude : float, default=1.0
+        Standard deviation of the smooth part.
+    jitter : float, default=0.0
+        Standard deviation of an independent per-trial part.
+    rtol : float, default=1e-4
+        Relative variance below which components are dropped.
+
+    Attributes
+    ----------
+    basis : ndarray of shape (n_trials, n_basis)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_ltr._priors import TrialGP
+    >>> gp = TrialGP(np.arange(0, 40, 2), None, 6.0)
+    >>> w = np.random.RandomState(0).standard_normal((gp.basis.shape[1], 1))
+    >>> f_odd = gp.extend(np.arange(1, 40, 2), None) @ w  # between fitted trials
+    >>> f_even = gp.basis @ w
+    >>> bool(np.abs(f_odd[:-1] - (f_even[:-1] + f_even[1:]) / 2).max() < 0.1)
+    True
+    """
+
+    def __init__(self, index, epochs, length_scale, amplitude=1.0, jitter=0.0,
+                 rtol=1e-4):
+        self.index = np.asarray(index, dtype=np.float64)
+        self.epochs = None if epochs is None else np.asarray(epochs)
+        self.length_scale = length_scale
+        self.amplitude = amplitude
+        self.jitter = jitter
+        smooth = amplitude ** 2 * trial_kernel(self.index, self.index, length_scale,
+                                               self.epochs, self.epochs)
+        evals, evecs = np.linalg.eigh(smooth + jitter ** 2 * np.eye(len(self.index)))
+        evals, evecs = evals[::-1], evecs[:, ::-1]
+        keep = evals > rtol * max(evals[0], 1e-300)
+        # Deterministic signs: the largest entry of each eigenvector positive.
+        peak = evecs[np.argmax(np.abs(evecs), axis=0), np.arange(evecs.shape[1])]
+        evecs = evecs * np.where(peak < 0, -1.0, 1.0)
+        self._evecs, self._evals = evecs[:, keep], evals[keep]
+        self.basis = self._evecs * np.sqrt(self._evals)
+
+    def extend(self, index, epochs):
+        """Map from the coefficients to the posterior mean at other trials.
+
+        Parameters
+        ----------
+        index : array-like of shape (n_new,)
+            Trial numbers.
+        epochs : array-like of shape (n_new,) or None
+            Their epochs (needed when the process was built with epochs).
+
+        Returns
+        -------
+        basis : ndarray of shape (n_new, n_basis)
+            ``f_new = basis @ w`` is ``E[f_new | f = self.basis @ w]``.
+        """
+        if (epochs is None) != (self.epochs is None):
+            raise ValueError(
+                "epochs must be given for new trials exactly when they were given "
+                "for the fitted ones.")
+        cross = self.amplitude ** 2 * trial_kernel(
+            index, self.index, self.length_scale, epochs, self.epochs)
+        return cross @ (self._evecs / np.sqrt(self._evals))
+
+    def predict(self, values, index, epochs):
+        """Posterior mean at new trials of per-trial values of the fitted trials.
+
+        Gaussian-process regression with a constant mean (the mean of ``values``),
+        the jitter acting as independent noise.
+
+        Parameters
+        ----------
+        values : array-like of shape (n_trials, d)
+            Values at the fitted trials.
+        index, epochs : see :meth:`extend`.
+
+        Returns
+        -------
+        predicted : ndarray of shape (n_new, d)
+        """
+        values = np.asarray(values, dtype=np.float64)
+        mean = values.mean(axis=0)
+        coef = (self._evecs / np.sqrt(self._evals)).T @ (values - mean)
+        return mean + self.extend(index, epochs) @ coef
