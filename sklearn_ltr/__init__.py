@@ -5,11 +5,10 @@ implementing the method of Pellegrino, Cayco-Gajic & Chadwick (NeurIPS 2023).
 """
 
 from ._persistence import load
+from ._version import __version__
 from .baselines import TCA, TrialPCA
 from .preprocessing import GaussianSmoother, SoftNormalizer, StandardScaler3D, TrialCropper
 from .rnn import LowRankRNN, LowTensorRankRNN
-
-__version__ = "0.1.0.dev0"
 
 __all__ = [
     "LowTensorRankRNN", "LowRankRNN", "TCA", "TrialPCA",

@@ -36,6 +36,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from ._torch_utils import usable_device
+from ._version import __version__
 
 __all__ = ["save", "load", "FORMAT_NAME", "FORMAT_VERSION"]
 
@@ -223,8 +224,6 @@ def save(estimator, file):
             f"Only estimators of sklearn_ltr can be saved in this format, got "
             f"{type(estimator).__module__}.{name}; use pickle or joblib instead.")
     import sklearn
-
-    from . import __version__
 
     arrays = {}
     params = estimator.get_params(deep=False)
