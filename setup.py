@@ -1,12 +1,16 @@
+import ast
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 here = Path(__file__).parent
-version = {}
-for line in (here / "sklearn_ltr" / "__init__.py").read_text().splitlines():
-    if line.startswith("__version__"):
-        exec(line, version)
+# The version lives alone in sklearn_ltr/_version.py, so that it is read here without
+# importing the package (whose dependencies may not be installed yet).
+version = {
+    node.targets[0].id: ast.literal_eval(node.value)
+    for node in ast.parse((here / "sklearn_ltr" / "_version.py").read_text()).body
+    if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+}
 
 setup(
     name="sklearn_ltr",

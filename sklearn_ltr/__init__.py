@@ -5,6 +5,7 @@ implementing the method of Pellegrino, Cayco-Gajic & Chadwick (NeurIPS 2023).
 """
 
 from ._persistence import load
+from ._version import __version__
 from .baselines import TCA, TrialPCA
 from .preprocessing import (
     GaussianSmoother,
@@ -14,8 +15,6 @@ from .preprocessing import (
     TrialFactors,
 )
 from .rnn import LowRankRNN, LowTensorRankRNN
-
-__version__ = "0.1.0.dev0"
 
 __all__ = [
     "LowTensorRankRNN", "LowRankRNN", "TCA", "TrialPCA",

@@ -16,10 +16,14 @@ an untrusted source is a program. The format here holds only data, and
   stored as ``attr.<name>``.
 
 At load the class name is looked up in an allow-list of this package's estimator
-classes, the parameters are validated by the estimator's ``_parameter_constraints``,
-and each array is checked against the header and against the shapes the estimator
-expects (e.g. ``left_factors_`` of shape ``(n_units, rank)``); a truncated, tampered
-or foreign file raises a :class:`ValueError` that says what is wrong.
+classes (those registered in :mod:`sklearn_ltr._registry` as they were defined), the
+parameters are validated by the estimator's ``_parameter_constraints``, and each
+array is checked against the header and against the fitted state the class declares
+in its ``_fitted_schema`` (e.g. ``left_factors_`` of shape ``(n_units, rank)``); a
+truncated, tampered or foreign file raises a :class:`ValueError` that says what is
+wrong. This module imports none of the estimator modules: it finds their classes in
+the registry, so that the estimators (whose ``save`` comes from here) and this module
+never import each other.
 """
 
 import json
@@ -32,10 +36,11 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from ._registry import registered_classes
 from ._torch_utils import usable_device
+from ._version import __version__
 
 __all__ = ["save", "load", "FORMAT_NAME", "FORMAT_VERSION"]
 
@@ -46,78 +51,6 @@ _ARRAY_PREFIX = "attr."
 _NAME = re.compile(r"^_?[A-Za-z][A-Za-z0-9_]*$")
 # A header describes a few dozen attributes; anything far larger is not ours.
 _MAX_HEADER_BYTES = 2 ** 24
-
-
-def _registry():
-    """The allow-list: public estimator classes of the package, by name."""
-    from . import baselines, preprocessing, rnn
-
-    classes = {}
-    for module in (rnn, baselines, preprocessing):
-        for name in module.__all__:
-            obj = getattr(module, name)
-            if isinstance(obj, type) and issubclass(obj, BaseEstimator):
-                classes[name] = obj
-    return classes
-
-
-# Fitted state each class needs, with the shapes of its arrays. A dimension is an
-# int, a parameter name ("rank"), an integer fitted attribute ("n_features_in_"), or
-# a symbol that must take the same value in every array where it appears. ``None``
-# as a shape: a scalar or list attribute that must be present; a trailing "?" on a
-# name: the attribute may be None.
-# What a file written before a parameter or attribute existed stands for: the
-# recurrent networks fitted before the teacher-forced warm start had none.
-_ADDED_LATER = {
-    "params": {"teacher_forcing": 0.0},
-    "attributes": {"n_forced_": 0},
-}
-_RNN_STATE = {
-    "n_features_in_": None, "n_inputs_": None, "device_": None, "n_iter_": None,
-    "loss_curve_": None, "best_loss_": None, "_alpha": None, "_n_trials_fit": None,
-    "_data_scale": None,
-    "left_factors_": ("n_units", "rank"),
-    "right_factors_": ("n_units", "rank"),
-    "readout_": ("n_features_in_", "n_units"),
-    "readout_bias_": ("n_features_in_",),
-    "_data_offset": ("n_features_in_",),
-    "initial_states_": ("n_states", "rank"),
-    "conditions_?": ("n_states",),
-    "input_map_?": ("rank", "n_inputs_"),
-    "_cand_states": ("n_candidates", "rank"),
-    "_cand_factors": ("n_candidates", "rank"),
-    "_cand_condition?": ("n_candidates",),
-    "_cand_recon": ("n_candidates", "n_timepoints", "n_features_in_"),
-}
-_FITTED_STATE = {
-    "LowTensorRankRNN": {**_RNN_STATE, "trial_factors_": ("_n_trials_fit", "rank")},
-    "LowRankRNN": _RNN_STATE,
-    "TCA": {
-        "n_features_in_": None, "n_iter_": None, "reconstruction_error_": None,
-        "trial_factors_": ("n_trials", "rank"),
-        "time_factors_": ("n_timepoints", "rank"),
-        "neuron_factors_": ("n_features_in_", "rank"),
-    },
-    "TrialPCA": {
-        "n_features_in_": None,
-        "components_": ("rank", "n_features_in_"),
-        "mean_": ("n_features_in_",),
-        "explained_variance_": ("rank",),
-        "explained_variance_ratio_": ("rank",),
-    },
-    "StandardScaler3D": {
-        "n_features_in_": None,
-        "mean_?": ("n_features_in_",),
-        "scale_?": ("n_features_in_",),
-    },
-    "SoftNormalizer": {
-        "n_features_in_": None,
-        "data_min_": ("n_features_in_",),
-        "data_max_": ("n_features_in_",),
-        "scale_": ("n_features_in_",),
-        "mean_?": ("n_features_in_",),
-    },
-}
 
 
 # --------------------------------------------------------------------------- #
@@ -218,13 +151,11 @@ def save(estimator, file):
     """
     check_is_fitted(estimator)
     name = type(estimator).__name__
-    if _registry().get(name) is not type(estimator):
+    if registered_classes().get(name) is not type(estimator):
         raise TypeError(
             f"Only estimators of sklearn_ltr can be saved in this format, got "
             f"{type(estimator).__module__}.{name}; use pickle or joblib instead.")
     import sklearn
-
-    from . import __version__
 
     arrays = {}
     params = estimator.get_params(deep=False)
@@ -334,7 +265,9 @@ def _decode(file, name, entry, npz, key, used):
 
 
 def _check_state(file, est, state, expected):
-    """Check that the fitted attributes are present and their shapes agree."""
+    """Check the fitted attributes against the class's schema ``expected``: all
+    present, and the arrays' shapes consistent with it, the parameters and each other.
+    """
     params = est.get_params(deep=False)
     bound = {}
     for spec_name, shape in expected.items():
@@ -360,9 +293,10 @@ def _check_state(file, est, state, expected):
             else:
                 want = bound.setdefault(dim, size)
             if not isinstance(want, (int, np.integer)) or want != size:
+                wanted = want if isinstance(dim, int) else f"{dim}={want}"
                 raise _invalid(
                     file, f"{attr} has shape {value.shape}, which does not match "
-                          f"{dim}={want} (axis {axis}).")
+                          f"{wanted} (axis {axis}).")
     n_features = state.get("n_features_in_")
     if not isinstance(n_features, int) or n_features < 1:
         raise _invalid(file, f"n_features_in_ should be a positive int, got "
@@ -448,7 +382,7 @@ def load(file):
                 f"{label!r} was written in format version {version} by sklearn_ltr "
                 f"{header.get('versions', {}).get('sklearn_ltr')}; this version of "
                 f"sklearn_ltr reads up to version {FORMAT_VERSION}. Upgrade sklearn_ltr.")
-        registry = _registry()
+        registry = registered_classes()
         class_name = header.get("class")
         if not isinstance(class_name, str) or class_name not in registry:
             raise _invalid(label, f"its class {class_name!r} is not one of the "
@@ -464,8 +398,6 @@ def load(file):
         used = set()
         params = {k: _decode(label, f"parameter {k!r}", v, npz, f"param.{k}", used)
                   for k, v in params_in.items()}
-        if class_name in ("LowTensorRankRNN", "LowRankRNN"):
-            params = {**_ADDED_LATER["params"], **params}
         est = cls(**params)
         try:
             est._validate_params()
@@ -479,14 +411,11 @@ def load(file):
                                       f"{class_name}.")
             state[key] = _decode(label, f"attribute {key!r}", entry, npz,
                                  _ARRAY_PREFIX + key, used)
-        if class_name in ("LowTensorRankRNN", "LowRankRNN"):
-            state = {**_ADDED_LATER["attributes"], **state}
         extra = sorted(set(npz.files) - used - {_HEADER_KEY})
         if extra:
             raise _invalid(label, f"it holds arrays the header does not describe: "
                                   f"{extra[:5]}.")
-    _check_state(label, est, state,
-                 _FITTED_STATE.get(class_name, {"n_features_in_": None}))
+    _check_state(label, est, state, cls._fitted_schema)
     for key, value in state.items():
         if isinstance(value, torch.device):
             value = usable_device(value, class_name)

@@ -20,6 +20,8 @@ from sklearn.utils._param_validation import InvalidParameterError, Interval
 from sklearn.utils.validation import check_is_fitted
 
 from ._memory import check_memory
+from ._persistence import save
+from ._registry import register
 from ._torch_utils import (
     flush_denormals,
     limit_threads,
@@ -74,7 +76,27 @@ class TrialsInputMixin:
 
 
 class SaveMixin:
-    """``save`` for every estimator and transformer of the package."""
+    """``save`` for every estimator and transformer of the package.
+
+    A subclass that can be saved declares ``_fitted_schema``: the fitted attributes
+    its inference needs and the shapes of their arrays, in the mini-language of
+    :mod:`sklearn_ltr._registry` (e.g. ``{"n_features_in_": None,
+    "mean_?": ("n_features_in_",)}``). A subclass defined in this package, with a
+    public name and a schema, is registered when its class statement runs, which puts
+    it on the allow-list of :func:`sklearn_ltr.load`. Private bases (and abstract
+    public ones, which declare no schema) are not; nor is any class defined outside
+    the package, so that a file can only ever build a class of sklearn_ltr.
+    """
+
+    # None: not saveable (no schema); saveable classes declare their own.
+    _fitted_schema = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        in_package = cls.__module__.partition(".")[0] == __name__.partition(".")[0]
+        if (in_package and not cls.__name__.startswith("_")
+                and cls._fitted_schema is not None):
+            register(cls)
 
     def save(self, file):
         """Save the fitted estimator in a format that loads without running code.
@@ -107,8 +129,6 @@ class SaveMixin:
         >>> np.array_equal(sklearn_ltr.load(buffer).transform(X), pca.transform(X))
         True
         """
-        from ._persistence import save
-
         save(self, file)
 
 

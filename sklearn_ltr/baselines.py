@@ -221,6 +221,13 @@ class TCA(BaseLatentModel):
     True
     """
 
+    # The fitted state a saved TCA must hold (see sklearn_ltr._registry).
+    _fitted_schema = {
+        "n_features_in_": None, "n_iter_": None, "reconstruction_error_": None,
+        "trial_factors_": ("n_trials", "rank"),
+        "time_factors_": ("n_timepoints", "rank"),
+        "neuron_factors_": ("n_features_in_", "rank"),
+    }
     _parameter_constraints = {
         "rank": [Interval(Integral, 1, None, closed="left")],
         "nonneg": ["boolean"],
@@ -431,6 +438,14 @@ class TrialPCA(BaseLatentModel):
     True
     """
 
+    # The fitted state a saved TrialPCA must hold (see sklearn_ltr._registry).
+    _fitted_schema = {
+        "n_features_in_": None,
+        "components_": ("rank", "n_features_in_"),
+        "mean_": ("n_features_in_",),
+        "explained_variance_": ("rank",),
+        "explained_variance_ratio_": ("rank",),
+    }
     _parameter_constraints = {
         "rank": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],

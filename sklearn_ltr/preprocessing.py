@@ -162,6 +162,12 @@ class StandardScaler3D(_PerNeuronAffine):
     (True, True)
     """
 
+    # The fitted state a saved scaler must hold (see sklearn_ltr._registry).
+    _fitted_schema = {
+        "n_features_in_": None,
+        "mean_?": ("n_features_in_",),
+        "scale_?": ("n_features_in_",),
+    }
     _parameter_constraints = {"with_mean": ["boolean"], "with_std": ["boolean"]}
 
     def __init__(self, *, with_mean=True, with_std=True):
@@ -229,6 +235,14 @@ class SoftNormalizer(_PerNeuronAffine):
     array([0.909, 0.167])
     """
 
+    # The fitted state a saved normaliser must hold (see sklearn_ltr._registry).
+    _fitted_schema = {
+        "n_features_in_": None,
+        "data_min_": ("n_features_in_",),
+        "data_max_": ("n_features_in_",),
+        "scale_": ("n_features_in_",),
+        "mean_?": ("n_features_in_",),
+    }
     _parameter_constraints = {
         "soft": [Interval(Real, 0, None, closed="left")],
         "with_mean": ["boolean"],
@@ -328,6 +342,8 @@ class GaussianSmoother(_Base3DTransformer):
     0.403
     """
 
+    # Nothing is learned: fit only records the number of neurons.
+    _fitted_schema = {"n_features_in_": None}
     _parameter_constraints = {
         "sigma": [Interval(Real, 0, None, closed="left")],
         "truncate": [Interval(Real, 0, None, closed="neither")],
@@ -430,6 +446,8 @@ class TrialCropper(_Base3DTransformer):
     array([6., 8.])
     """
 
+    # Nothing is learned: fit only records the number of neurons.
+    _fitted_schema = {"n_features_in_": None}
     _parameter_constraints = {
         "start": [Integral, None],
         "stop": [Integral, None],

@@ -230,6 +230,27 @@ class _BaseRNN(BaseLatentModel):
 
     _flush_denormal = True
 
+    # The fitted state a saved network must hold for inference (see
+    # sklearn_ltr._registry); LowTensorRankRNN adds its trial factors.
+    _fitted_schema = {
+        "n_features_in_": None, "n_inputs_": None, "device_": None, "n_iter_": None,
+        "n_forced_": None, "loss_curve_": None, "best_loss_": None, "_alpha": None,
+        "_n_trials_fit": None,
+        "_data_scale": None,
+        "left_factors_": ("n_units", "rank"),
+        "right_factors_": ("n_units", "rank"),
+        "readout_": ("n_features_in_", "n_units"),
+        "readout_bias_": ("n_features_in_",),
+        "_data_offset": ("n_features_in_",),
+        "initial_states_": ("n_states", "rank"),
+        "conditions_?": ("n_states",),
+        "input_map_?": ("rank", "n_inputs_"),
+        "_cand_states": ("n_candidates", "rank"),
+        "_cand_factors": ("n_candidates", "rank"),
+        "_cand_condition?": ("n_candidates",),
+        "_cand_recon": ("n_candidates", "n_timepoints", "n_features_in_"),
+    }
+
     _parameter_constraints = {
         "rank": [Interval(Integral, 1, None, closed="left")],
         "n_units": [Interval(Integral, 1, None, closed="left")],
@@ -753,6 +774,8 @@ class LowTensorRankRNN(_BaseRNN):
     (3, 15, 2)
     """
 
+    _fitted_schema = {**_BaseRNN._fitted_schema,
+                      "trial_factors_": ("_n_trials_fit", "rank")}
     _parameter_constraints = {
         **_BaseRNN._parameter_constraints,
         "trial_length_scale": [Interval(Real, 0, None, closed="neither"), None],

@@ -25,7 +25,7 @@ from sklearn_ltr import (
 )
 from sklearn_ltr.baselines import _TRIALPCA_BYTES_PER_ENTRY, _tca_bytes_per_entry
 from sklearn_ltr.datasets import make_low_tensor_rank_rnn
-from sklearn_ltr.rnn import _fit_memory
+from sklearn_ltr.rnn import _check_fit_memory, _fit_memory
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -413,12 +413,12 @@ def test_rnn_memory_check_on_cuda_counts_host_and_device(monkeypatch):
     assert device > 10 ** 6
     with pytest.raises(ValueError, match=r"on cuda, but only 976.6 KiB is available. "
                                          r".*Or use device='cpu'"):
-        est._check_fit_memory(shape, 0, torch.device("cuda"))
+        _check_fit_memory(est, shape, 0, torch.device("cuda"))
     available["cuda"] = device
-    est._check_fit_memory(shape, 0, torch.device("cuda"))
+    _check_fit_memory(est, shape, 0, torch.device("cuda"))
     available["cpu"] = host - 1
     with pytest.raises(ValueError, match="on cpu"):
-        est._check_fit_memory(shape, 0, torch.device("cuda"))
+        _check_fit_memory(est, shape, 0, torch.device("cuda"))
 
 
 def test_available_memory_sources(monkeypatch):

@@ -6,10 +6,14 @@ The safe format must give back an estimator with identical outputs, and must ref
 with, or foreign.
 """
 
+import importlib
 import io
 import json
 import os
 import pickle
+import pkgutil
+import subprocess
+import sys
 import warnings
 import zipfile
 
@@ -22,8 +26,10 @@ from sklearn.exceptions import NotFittedError
 from _checks import ALL, RNNS, TRANSFORMERS, class_id, make_small
 import sklearn_ltr
 from sklearn_ltr import LowRankRNN, LowTensorRankRNN, TCA, TrialPCA
-from sklearn_ltr import _persistence
+from sklearn_ltr import _registry
 from sklearn_ltr._persistence import FORMAT_NAME, FORMAT_VERSION, load, save
+from sklearn_ltr._registry import check_schema, registered_classes
+from sklearn_ltr.base import BaseLatentModel, SaveMixin
 from sklearn_ltr.datasets import make_low_tensor_rank_rnn
 
 pytestmark = [
@@ -481,21 +487,122 @@ def test_load_never_imports_names_from_the_file(saved, monkeypatch):
         load(path)
     monkeypatch.setattr(builtins, "__import__", real_import)
     assert "subprocess" not in imported
-    assert set(_persistence._registry()) == {Est.__name__ for Est in ALL}
 
 
-def test_file_from_before_teacher_forcing(saved, X):
-    """A model saved before the warm start existed was fitted without it."""
-    path, est = saved
-    assert est.teacher_forcing > 0 and est.n_forced_ > 0
+# --------------------------------------------------------------------------- #
+# 4. the allow-list: classes register themselves with their fitted-state schema
+# --------------------------------------------------------------------------- #
+def test_registry_holds_exactly_the_saveable_classes():
+    registry = registered_classes()
+    assert registry == {Est.__name__: Est for Est in ALL}
+    # Abstract bases declare no schema, private ones have private names.
+    assert BaseLatentModel not in registry.values()
+    assert all(not name.startswith("_") for name in registry)
+    # A copy: changing it does not change what load accepts.
+    registry.clear()
+    assert registered_classes() == {Est.__name__: Est for Est in ALL}
 
-    def strip(header):
-        for k in ("teacher_forcing", "forcing_iter"):
-            del header["params"][k]
-        del header["attributes"]["n_forced_"]
 
-    _tamper_header(path, strip)
-    old = load(path)
-    assert old.teacher_forcing == 0.0 and old.n_forced_ == 0
-    assert old.forcing_iter == est.forcing_iter  # the default; unused without forcing
-    np.testing.assert_array_equal(old.predict(X), est.predict(X))
+def test_importing_the_package_registers_every_class():
+    # load finds classes in the registry, which the modules fill as they are
+    # imported: `import sklearn_ltr` alone must import every module that defines a
+    # saveable class.
+    for module in pkgutil.iter_modules(sklearn_ltr.__path__, "sklearn_ltr."):
+        if module.name != "sklearn_ltr.__main__":
+            importlib.import_module(module.name)
+    code = ("import sklearn_ltr; from sklearn_ltr._registry import registered_classes; "
+            "print(sklearn_ltr.__file__); print(*sorted(registered_classes()))")
+    # Run from the folder holding this copy of the package, so that it is the one
+    # imported.
+    root = os.path.dirname(os.path.dirname(sklearn_ltr.__file__))
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, cwd=root).stdout.splitlines()
+    assert fresh[0] == sklearn_ltr.__file__
+    assert fresh[1].split() == sorted(registered_classes())
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """The registry, restored after the test: classes defined here do not stay."""
+    monkeypatch.setattr(_registry, "_CLASSES", dict(_registry._CLASSES))
+
+
+def test_classes_of_the_package_register_when_defined(scratch_registry):
+    schema = {"n_features_in_": None, "w_": ("n_features_in_",)}
+
+    class Saveable(SaveMixin):
+        __module__ = "sklearn_ltr.extra"
+        _fitted_schema = schema
+
+    class _PrivateBase(SaveMixin):
+        __module__ = "sklearn_ltr.extra"
+        _fitted_schema = schema
+
+    class AbstractBase(SaveMixin):
+        __module__ = "sklearn_ltr.extra"
+
+    class Outside(SaveMixin):  # defined in this test module, not in the package
+        _fitted_schema = schema
+
+    registry = registered_classes()
+    assert registry["Saveable"] is Saveable
+    assert not {"_PrivateBase", "AbstractBase", "Outside"} & set(registry)
+
+    # The same class defined again (a reloaded module) replaces the first.
+    class Saveable(SaveMixin):
+        __module__ = "sklearn_ltr.extra"
+        _fitted_schema = schema
+
+    assert registered_classes()["Saveable"] is Saveable
+
+
+def test_two_saveable_classes_cannot_share_a_name(scratch_registry):
+    with pytest.raises(TypeError, match=r"Cannot register sklearn_ltr\.extra\..*TCA: "
+                                        r"the saveable class sklearn_ltr.baselines.TCA "
+                                        r"already has the name 'TCA'"):
+        class TCA(SaveMixin):
+            __module__ = "sklearn_ltr.extra"
+            _fitted_schema = {"n_features_in_": None}
+    assert registered_classes()["TCA"] is sklearn_ltr.TCA
+
+
+@pytest.mark.parametrize("schema, match", [
+    ({}, "must be a non-empty dict"),
+    ([("n_features_in_", None)], "must be a non-empty dict"),
+    ({"n features": None}, "has the key 'n features'"),
+    ({"w_": ["rank"]}, r"\['rank'\]; a shape must be None"),
+    ({"w_": ("rank", 2.5)}, "a shape must be None"),
+    ({"w_": ("rank", True)}, "a shape must be None"),
+    ({"w_": ("rank", "")}, "a shape must be None"),
+], ids=["empty", "not-a-dict", "bad-key", "list-shape", "float-dim", "bool-dim",
+        "empty-dim"])
+def test_invalid_schema_is_refused_when_the_class_is_defined(scratch_registry, schema,
+                                                             match):
+    with pytest.raises(TypeError, match=match):
+        class Broken(SaveMixin):
+            __module__ = "sklearn_ltr.extra"
+            _fitted_schema = schema
+    assert "Broken" not in registered_classes()
+
+
+@pytest.mark.parametrize("Est", ALL, ids=_ids)
+def test_every_schema_is_valid_and_describes_fitted_attributes(Est, fitted):
+    check_schema(Est._fitted_schema, Est.__name__)
+    state = vars(fitted[Est])
+    for name in Est._fitted_schema:
+        assert name.rstrip("?") in state, name
+
+
+def test_load_checks_the_schema_of_the_class(saved, monkeypatch):
+    # The shapes checked at load are those the class declares, nothing hard-coded.
+    path, _ = saved
+    schema = LowTensorRankRNN._fitted_schema
+    load(path)
+    monkeypatch.setattr(LowTensorRankRNN, "_fitted_schema",
+                        {**schema, "readout_": ("n_features_in_", 3)})
+    with pytest.raises(ValueError, match=r"readout_ has shape \(6, 8\), which does not "
+                                         r"match 3 \(axis 1\)"):
+        load(path)
+    monkeypatch.setattr(LowTensorRankRNN, "_fitted_schema", {**schema, "extra_": None})
+    with pytest.raises(ValueError, match="the fitted attribute extra_ is missing"):
+        load(path)
