@@ -216,6 +216,28 @@ def _nearest_candidates(recon, conditions, X, fixed_states):
     return np.argmin(dist, axis=1)
 
 
+# The fitted state a saved network must hold for inference (the schema of
+# sklearn_ltr._registry, checked at load); LowTensorRankRNN adds its trial factors.
+_RNN_STATE = {
+    "n_features_in_": None, "n_inputs_": None, "device_": None, "n_iter_": None,
+    "n_forced_": None, "loss_curve_": None, "best_loss_": None, "_alpha": None,
+    "_n_trials_fit": None,
+    "_data_scale": None,
+    "left_factors_": ("n_units", "rank"),
+    "right_factors_": ("n_units", "rank"),
+    "readout_": ("n_features_in_", "n_units"),
+    "readout_bias_": ("n_features_in_",),
+    "_data_offset": ("n_features_in_",),
+    "initial_states_": ("n_states", "rank"),
+    "conditions_?": ("n_states",),
+    "input_map_?": ("rank", "n_inputs_"),
+    "_cand_states": ("n_candidates", "rank"),
+    "_cand_factors": ("n_candidates", "rank"),
+    "_cand_condition?": ("n_candidates",),
+    "_cand_recon": ("n_candidates", "n_timepoints", "n_features_in_"),
+}
+
+
 class _BaseRNN(BaseLatentModel):
     """Shared implementation of :class:`LowTensorRankRNN` and :class:`LowRankRNN`.
 
@@ -230,26 +252,7 @@ class _BaseRNN(BaseLatentModel):
 
     _flush_denormal = True
 
-    # The fitted state a saved network must hold for inference (see
-    # sklearn_ltr._registry); LowTensorRankRNN adds its trial factors.
-    _fitted_schema = {
-        "n_features_in_": None, "n_inputs_": None, "device_": None, "n_iter_": None,
-        "n_forced_": None, "loss_curve_": None, "best_loss_": None, "_alpha": None,
-        "_n_trials_fit": None,
-        "_data_scale": None,
-        "left_factors_": ("n_units", "rank"),
-        "right_factors_": ("n_units", "rank"),
-        "readout_": ("n_features_in_", "n_units"),
-        "readout_bias_": ("n_features_in_",),
-        "_data_offset": ("n_features_in_",),
-        "initial_states_": ("n_states", "rank"),
-        "conditions_?": ("n_states",),
-        "input_map_?": ("rank", "n_inputs_"),
-        "_cand_states": ("n_candidates", "rank"),
-        "_cand_factors": ("n_candidates", "rank"),
-        "_cand_condition?": ("n_candidates",),
-        "_cand_recon": ("n_candidates", "n_timepoints", "n_features_in_"),
-    }
+    _fitted_schema = _RNN_STATE
 
     _parameter_constraints = {
         "rank": [Interval(Integral, 1, None, closed="left")],

@@ -266,3 +266,68 @@ def test_checker_accepts_an_acyclic_package(tmp_path):
     graph = import_graph(package)
     assert find_cycle(graph) is None and import_cycles(graph) == []
     assert reachable(graph, "pkg.io") == {"pkg._version"}
+
+
+# --------------------------------------------------------------------------- #
+# sizes and branches
+# --------------------------------------------------------------------------- #
+MAX_FUNCTION_LINES = 80  # docstring excluded
+MAX_CLASS_LINES = 350
+
+
+def _body_lines(node):
+    """Lines of a function or class, its docstring excluded."""
+    n = node.end_lineno - node.lineno + 1
+    first = node.body[0] if node.body else None
+    if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+            and isinstance(first.value.value, str)):
+        n -= first.end_lineno - first.lineno + 1
+    return n
+
+
+def oversized(source, *, max_function=MAX_FUNCTION_LINES, max_class=MAX_CLASS_LINES):
+    """``(name, line, n_lines)`` of every function or class over its limit."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            limit = max_function
+        elif isinstance(node, ast.ClassDef):
+            limit = max_class
+        else:
+            continue
+        n = _body_lines(node)
+        if n > limit:
+            found.append((node.name, node.lineno, n))
+    return found
+
+
+def test_no_function_or_class_is_too_long():
+    found = [f"{path.name}:{line} {name} ({n} lines)"
+             for path in sorted(PACKAGE_DIR.glob("*.py"))
+             for name, line, n in oversized(path.read_text())]
+    assert not found, (
+        f"functions over {MAX_FUNCTION_LINES} lines or classes over "
+        f"{MAX_CLASS_LINES} (docstrings excluded): {found}; split them.")
+
+
+def test_size_checker_counts_without_the_docstring():
+    body = "\n".join(f"    x{i} = {i}" for i in range(79))
+    source = f'def f():\n    """Doc.\n\n    More.\n    """\n{body}\n'
+    assert oversized(source) == []  # the def line and 79 lines of code
+    assert oversized(source + "    x = 0\n") == [("f", 1, 81)]
+
+
+def test_rnn_base_class_has_no_branch_on_its_subclass():
+    # The two networks differ by their trial-factor strategy (_trial_prior), never
+    # by tests of which class they are.
+    source = (PACKAGE_DIR / "rnn.py").read_text()
+    base = next(node for node in ast.walk(ast.parse(source))
+                if isinstance(node, ast.ClassDef) and node.name == "_BaseRNN")
+    names = {"LowTensorRankRNN", "LowRankRNN", "_trial_varying"}
+    offending = sorted({
+        (node.lineno, getattr(node, "id", getattr(node, "attr", "")))
+        for node in ast.walk(base)
+        if isinstance(node, (ast.Name, ast.Attribute))
+        and getattr(node, "id", getattr(node, "attr", None)) in names})
+    assert not offending, offending
+    assert "isinstance(self" not in ast.get_source_segment(source, base)
