@@ -5,7 +5,8 @@ Low-tensor-rank RNN versus simpler models, on the same folds
 Cross-validated co-smoothing score versus rank for four models -- the low-tensor-rank
 RNN (connectivity changes over trials), the low-rank RNN (fixed connectivity), TCA
 (CP decomposition of the data tensor) and trial-unfolded PCA -- all fitted and scored
-on exactly the same folds of trials by :func:`sklearn_ltr.model_selection.compare_estimators`.
+on exactly the same folds of trials by
+:func:`sklearn_ltr.model_selection.compare_estimators`.
 
 Two datasets:
 

@@ -110,7 +110,8 @@ plot_rank_selection(search, ax=axes[0])
 planted_line = axes[0].axvline(3, color="0.5", ls=":", lw=1.2, zorder=0)
 legend = axes[0].get_legend()
 axes[0].legend(legend.legend_handles + [planted_line],
-               [t.get_text() for t in legend.get_texts()] + ["planted rank"], fontsize=8)
+               [t.get_text() for t in legend.get_texts()] + ["planted rank"],
+               fontsize=8)
 axes[0].set_title(f"{n_folds}-fold CV over trials: smoothed, standardised counts")
 if hasattr(chosen, "trial_factors_"):
     plot_trial_factors(search.best_estimator_, ax=axes[1],

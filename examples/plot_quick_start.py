@@ -36,8 +36,8 @@ from scipy.optimize import linear_sum_assignment  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 
 from sklearn_ltr import LowTensorRankRNN  # noqa: E402
-from sklearn_ltr.metrics import cosmoothing_folds  # noqa: E402
 from sklearn_ltr.datasets import make_low_tensor_rank_rnn  # noqa: E402
+from sklearn_ltr.metrics import cosmoothing_folds  # noqa: E402
 from sklearn_ltr.plotting import (  # noqa: E402
     plot_latents,
     plot_trial_factors,

@@ -55,7 +55,7 @@ def _pick(arrays, key, path):
 
 
 def load_recordings(path, *, key=None, y_key="y", axis_order=AXES):
-    """Read ``X`` (and condition labels when present) from ``.npz``, ``.npy`` or ``.mat``.
+    """Read ``X`` (and labels when present) from ``.npz``, ``.npy`` or ``.mat``.
 
     Parameters
     ----------
@@ -65,8 +65,9 @@ def load_recordings(path, *, key=None, y_key="y", axis_order=AXES):
         Name of the data array; by default ``X``, or the only 3D array of the file.
     y_key : str, default="y"
         Name of the optional condition labels (one per trial).
-    axis_order : sequence of {'trial', 'time', 'neuron'}, default=('trial', 'time', 'neuron')
-        The order of the axes in the file, e.g. ``('time', 'trial', 'neuron')``.
+    axis_order : sequence of {'trial', 'time', 'neuron'}, default=AXES
+        The order of the axes in the file, e.g. ``('time', 'trial', 'neuron')``;
+        by default ``('trial', 'time', 'neuron')``.
 
     Returns
     -------
@@ -234,6 +235,7 @@ def _plot(summary, path, title):
 # subcommands
 # --------------------------------------------------------------------------- #
 def select_rank(args):
+    """The ``select-rank`` subcommand: rank selection on a file of recordings."""
     X, y = load_recordings(args.data, key=args.key, y_key=args.y_key,
                            axis_order=args.axis_order)
     run_selection(X, y, args, Path(args.data).name,
@@ -248,6 +250,7 @@ QUICK_SESSION = {"n_units": 40, "n_timepoints": 30, "n_baseline": 2,
 
 
 def demo(args):
+    """The ``demo`` subcommand: rank selection on the built-in dataset."""
     from .analysis import tensor_rank_curve
     from .datasets import make_motor_learning
 
@@ -292,6 +295,7 @@ def _common_options(p, *, estimators, n_units):
 
 
 def main(argv=None):
+    """Run the command line; return the exit status (0, or 1 after an error line)."""
     parser = argparse.ArgumentParser(
         prog="python -m sklearn_ltr",
         description="Low-tensor-rank RNN models of neural activity over learning.")

@@ -1,4 +1,6 @@
-"""CP decompositions with tensorly, shared by :class:`~sklearn_ltr.TCA` and
+"""CP decompositions with tensorly, for TCA and the analysis of weight tensors.
+
+Shared by :class:`~sklearn_ltr.TCA` and
 :func:`~sklearn_ltr.analysis.tensor_rank_curve`.
 
 * :func:`fit_best_cp` -- ALS (or non-negative) CP fits from several initialisations,

@@ -53,7 +53,8 @@ def _available_memory(device):
         if not torch.cuda.is_available():
             return None
         free, _ = torch.cuda.mem_get_info(device)
-        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        cached = (torch.cuda.memory_reserved(device)
+                  - torch.cuda.memory_allocated(device))
         return int(free + max(cached, 0))
     if device.type != "cpu":
         return None

@@ -54,7 +54,8 @@ from ._dynamics import (
 __all__ = [
     "Data", "Network", "LatentRNN", "TrainableNetwork", "FrozenNetwork",
     "InitialStates", "SharedFactors", "BasisFactors", "FreeFactors", "GivenFactors",
-    "trial_basis", "initialize", "initial_state_guess", "evaluate", "evaluate_loss", "readout_loss",
+    "trial_basis", "initialize", "initial_state_guess", "evaluate", "evaluate_loss",
+    "readout_loss",
     "data_loss", "data_loss_per_trial", "activity_loss", "readout_matrix",
 ]
 

@@ -256,7 +256,8 @@ def _decode(file, name, entry, npz, key, used):
         except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
             if str(exc).startswith(repr(file)):
                 raise
-            raise _invalid(file, f"the array of {name} cannot be read ({exc}).") from None
+            raise _invalid(
+                file, f"the array of {name} cannot be read ({exc}).") from None
         used.add(key)
         if array.dtype.kind in "fc" and not np.isfinite(array).all():
             raise _invalid(file, f"{name} holds non-finite values.")
@@ -265,8 +266,10 @@ def _decode(file, name, entry, npz, key, used):
 
 
 def _check_state(file, est, state, expected):
-    """Check the fitted attributes against the class's schema ``expected``: all
-    present, and the arrays' shapes consistent with it, the parameters and each other.
+    """Check the fitted attributes against the class's schema ``expected``.
+
+    All must be present, and the arrays' shapes consistent with the schema, the
+    parameters and each other.
     """
     params = est.get_params(deep=False)
     bound = {}
@@ -373,7 +376,8 @@ def load(file):
                 UnicodeDecodeError) as exc:
             raise _invalid(label, f"its header cannot be read ({exc}).") from None
         if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
-            raise _invalid(label, f"its header does not name the format {FORMAT_NAME!r}.")
+            raise _invalid(
+                label, f"its header does not name the format {FORMAT_NAME!r}.")
         version = header.get("format_version")
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise _invalid(label, f"its format version {version!r} is not valid.")
@@ -381,7 +385,8 @@ def load(file):
             raise ValueError(
                 f"{label!r} was written in format version {version} by sklearn_ltr "
                 f"{header.get('versions', {}).get('sklearn_ltr')}; this version of "
-                f"sklearn_ltr reads up to version {FORMAT_VERSION}. Upgrade sklearn_ltr.")
+                f"sklearn_ltr reads up to version {FORMAT_VERSION}. Upgrade "
+                f"sklearn_ltr.")
         registry = registered_classes()
         class_name = header.get("class")
         if not isinstance(class_name, str) or class_name not in registry:

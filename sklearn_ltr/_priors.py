@@ -16,8 +16,14 @@ A new prior is a new class here with the same methods.
 import numpy as np
 import torch
 
-from ._model import DTYPE, BasisFactors, FreeFactors, GivenFactors, SharedFactors, \
-    trial_basis
+from ._model import (
+    DTYPE,
+    BasisFactors,
+    FreeFactors,
+    GivenFactors,
+    SharedFactors,
+    trial_basis,
+)
 
 __all__ = ["TrialInvariant", "SmoothOverTrials", "TrialGP", "trial_kernel"]
 

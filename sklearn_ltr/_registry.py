@@ -1,4 +1,4 @@
-"""The classes that :func:`sklearn_ltr.load` may build, and what each must hold once fitted.
+"""The classes :func:`sklearn_ltr.load` may build, and what each holds once fitted.
 
 Each saveable class of the package declares its fitted state in a class attribute,
 ``_fitted_schema``, next to the code that sets that state, and registers itself when
@@ -51,8 +51,8 @@ def check_schema(schema, owner):
     """
     if not isinstance(schema, dict) or not schema:
         raise TypeError(
-            f"{owner}._fitted_schema must be a non-empty dict of fitted attribute names "
-            f"to shapes, got {schema!r}.")
+            f"{owner}._fitted_schema must be a non-empty dict of fitted attribute "
+            f"names to shapes, got {schema!r}.")
     for name, shape in schema.items():
         if not isinstance(name, str) or not _ATTRIBUTE.match(name):
             raise TypeError(

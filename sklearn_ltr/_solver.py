@@ -453,7 +453,7 @@ def _masked_adam_step(tensors, grads, moments, t, active, *, learning_rate, beta
 
 def optimize_per_trial(loss_fn, params, *, learning_rate=0.05, max_iter=200, tol=1e-4,
                        n_iter_no_change=10, betas=(0.9, 0.999), eps=1e-8):
-    """Minimise independent per-trial problems, each with its own Adam and stopping rule.
+    """Minimise independent per-trial problems, each with its own Adam and stop.
 
     ``loss_fn(params)`` returns a (K,) tensor: the loss of each trial, which must
     depend only on that trial's rows of the tensors in ``params`` (each of shape

@@ -13,7 +13,7 @@ __all__ = [
 
 
 def resolve_device(device):
-    """Map the ``device`` parameter ('cpu', 'cuda', 'cuda:1', 'auto') to a torch device."""
+    """Map ``device`` ('cpu', 'cuda', 'cuda:1', 'auto') to a torch device."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -121,14 +121,14 @@ def flush_denormals():
 
 
 def to_tensor(a, device, dtype=torch.float32):
-    """numpy array (or None) -> tensor on ``device``."""
+    """Numpy array (or None) -> tensor on ``device``."""
     if a is None:
         return None
     return torch.as_tensor(np.asarray(a), dtype=dtype).to(device)
 
 
 def to_numpy(t):
-    """tensor (or None) -> float64 numpy array on the CPU."""
+    """Tensor (or None) -> float64 numpy array on the CPU."""
     if t is None:
         return None
     return t.detach().to("cpu", torch.float64).numpy()

@@ -147,7 +147,7 @@ MOSTLY_MISSING = 0.5
 
 
 def check_training_trials(X, *, min_trials=2, min_timepoints=1):
-    """Validate training trials: :func:`check_trials_array` plus no all-NaN trial or neuron.
+    """Validate training trials: :func:`check_trials_array`, no all-NaN trial or neuron.
 
     A :class:`MissingDataWarning` is issued when a trial or a neuron has more than
     ``MOSTLY_MISSING`` (half) of its entries missing.

@@ -16,7 +16,7 @@ from numbers import Integral
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils._param_validation import InvalidParameterError, Interval
+from sklearn.utils._param_validation import Interval, InvalidParameterError
 from sklearn.utils.validation import check_is_fitted
 
 from ._memory import check_memory
@@ -35,8 +35,8 @@ from ._validation import (
     MissingDataWarning,
     check_conditions,
     check_inputs,
-    check_trials_array,
     check_training_trials,
+    check_trials_array,
 )
 from .metrics import bits_per_spike, cosmoothing_folds, cosmoothing_predict, r2_observed
 
@@ -159,8 +159,11 @@ class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimat
     _flush_denormal = False
 
     def _torch_context(self):
-        """The context of every computation: ``limit_threads(n_threads)``, and
-        ``flush_denormals()`` for models that set ``_flush_denormal``."""
+        """The context of every computation.
+
+        ``limit_threads(n_threads)``, and ``flush_denormals()`` for models that set
+        ``_flush_denormal``.
+        """
         stack = contextlib.ExitStack()
         stack.enter_context(limit_threads(getattr(self, "n_threads", None)))
         if self._flush_denormal:
@@ -173,8 +176,10 @@ class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimat
         return tags
 
     def _clear_fitted(self):
-        """Remove the fitted attributes, e.g. after a failed fit, so that the estimator
-        reads as unfitted instead of half-fitted."""
+        """Remove the fitted attributes, e.g. after a failed fit.
+
+        The estimator then reads as unfitted instead of half-fitted.
+        """
         params = self.get_params(deep=False)
         for key in [k for k in vars(self) if k.endswith("_") and k not in params
                     and not k.startswith("__")]:
@@ -189,8 +194,10 @@ class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimat
         super()._validate_params()
         for name, constraints in self._parameter_constraints.items():
             value = getattr(self, name)
-            if isinstance(value, (bool, np.bool_)) and "boolean" not in constraints and any(
-                    isinstance(c, Interval) and c.type is Integral for c in constraints):
+            integer = any(isinstance(c, Interval) and c.type is Integral
+                          for c in constraints)
+            if (isinstance(value, (bool, np.bool_)) and "boolean" not in constraints
+                    and integer):
                 raise InvalidParameterError(
                     f"The {name!r} parameter of {type(self).__name__} must be an int, "
                     f"not a bool. Got {value!r} instead.")
@@ -243,7 +250,7 @@ class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimat
         return recon
 
     def score(self, X, y=None, *, inputs=None):
-        """Co-smoothing score of the given trials: held-out, leak-free, greater is better.
+        """Co-smoothing score of the trials: held out, leak-free, higher is better.
 
         The neurons are split into ``cosmoothing_folds`` folds (a fixed assignment
         shared by every estimator). For each fold, the per-trial parameters (initial
@@ -351,8 +358,10 @@ class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimat
     # Subclasses with per-trial parameters override the two hooks below; X is
     # already validated and the torch context entered by trial_features.
     def _trial_features(self, X, y, inputs):
-        """Per-trial features, shape ``(n_trials, rank)``; by default each trial's
-        time-averaged latent state."""
+        """Per-trial features, shape ``(n_trials, rank)``.
+
+        By default each trial's time-averaged latent state.
+        """
         latents, _ = self._infer(X, y, inputs)
         return latents.mean(axis=1)
 
@@ -360,6 +369,6 @@ class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimat
         return "mean_latent"
 
     def _cosmooth_predict(self, X, y, inputs):
-        """Predict each neuron from parameters inferred without it (all folds at once)."""
+        """Predict each neuron from parameters inferred without it (folds at once)."""
         return cosmoothing_predict(lambda Xm, ym, um: self._infer(Xm, ym, um)[1], X,
                                    self.cosmoothing_folds, y=y, inputs=inputs)

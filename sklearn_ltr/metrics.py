@@ -116,7 +116,7 @@ def r2_observed(X, P):
 
 
 def bits_per_spike(X, rate):
-    """Co-smoothing log-likelihood gain over a per-neuron mean-rate model, in bits/spike."""
+    """Log-likelihood gain over a per-neuron mean-rate model, in bits per spike."""
     from scipy.special import xlogy
 
     obs = ~np.isnan(X)

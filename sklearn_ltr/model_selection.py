@@ -142,7 +142,7 @@ def block_mask(shape, *, block_size=(1, 5), test_fraction=0.2, guard=(0, 2),
 
 
 def _dilate(mask, gk, gt):
-    """Entries within ``gk`` trials and ``gt`` time bins of a True entry (per neuron)."""
+    """Entries within ``gk`` trials and ``gt`` bins of a True entry (per neuron)."""
     out = mask.copy()
     for shift in range(1, gk + 1):
         out[shift:] |= mask[:-shift]
@@ -355,7 +355,7 @@ def _records_from_search(search, param):
 
 
 def rank_selection_summary(results, *, param="rank"):
-    """Mean and standard error of the score per estimator and rank; best and one-SE rank.
+    """Mean and standard error per estimator and rank; the best and one-SE ranks.
 
     Parameters
     ----------

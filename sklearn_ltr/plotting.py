@@ -219,7 +219,8 @@ def plot_trial_factors(estimator, epochs=None, *, ax=None, reference=None):
     ax : matplotlib Axes, default=None
         Axes to draw on; a new figure when None.
     reference : array-like of shape (n_trials, n_components), default=None
-        Ground-truth trial factors (e.g. ``make_low_tensor_rank_rnn(...).trial_factors``),
+        Ground-truth trial factors (e.g.
+        ``make_low_tensor_rank_rnn(...).trial_factors``),
         drawn dashed in the colour of the fitted component each is paired with
         (assignment by |cosine similarity|, scale fitted by least squares: CP
         components are defined only up to order and scale). Unpaired reference
@@ -500,7 +501,8 @@ def plot_weight_spectrum(estimator, trials=None, *, ax=None, dynamics="continuou
     ax = _new_axes(plt, ax, (5, 4))
     varying = hasattr(final, "trial_factors_")
     color = np.repeat(trials, eig.shape[1])
-    points = ax.scatter(eig.real.ravel(), eig.imag.ravel(), c=color if varying else None,
+    points = ax.scatter(eig.real.ravel(), eig.imag.ravel(),
+                        c=color if varying else None,
                         cmap=cmap if varying else None, s=14, zorder=3,
                         vmin=0 if varying else None,
                         vmax=(final.trial_factors_.shape[0] - 1) if varying else None)

@@ -51,8 +51,9 @@ class _Base3DTransformer(SaveMixin, TrialsInputMixin, OneToOneFeatureMixin,
 # scalers
 # --------------------------------------------------------------------------- #
 class _PerNeuronAffine(_Base3DTransformer):
-    """Shared ``fit``, ``transform`` and inverse of the scalers: ``(X - mean_) /
-    scale_`` per neuron.
+    """Shared ``fit``, ``transform`` and inverse of the scalers.
+
+    Both compute ``(X - mean_) / scale_`` per neuron.
 
     Both have a ``with_mean`` parameter. Subclasses implement ``_fit_scale(X)``,
     which returns each neuron's divisor (an array of shape (n_neurons,), or None to
@@ -262,7 +263,7 @@ class SoftNormalizer(_PerNeuronAffine):
 # time-axis transformers (stateless)
 # --------------------------------------------------------------------------- #
 def _gaussian_kernel(sigma, truncate):
-    """Normalised Gaussian kernel; the radius follows scipy.ndimage.gaussian_filter1d."""
+    """Normalised Gaussian kernel; its radius as in scipy.ndimage.gaussian_filter1d."""
     radius = int(truncate * sigma + 0.5)
     if radius == 0:
         return np.ones(1)

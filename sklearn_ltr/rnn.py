@@ -37,7 +37,7 @@ __all__ = ["LowTensorRankRNN", "LowRankRNN"]
 
 def _fit_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank, n_inputs=0,
                 loss="mse", device_type="cpu"):
-    """Estimated peak memory of a fit of :class:`LowTensorRankRNN` or :class:`LowRankRNN`.
+    """Estimated peak memory of a fit of the recurrent networks.
 
     Counts the arrays that scale with ``n_trials * n_timepoints``; everything else
     (the parameters, of size ``n_units * rank`` or ``n_trials * rank``, and the
@@ -91,7 +91,7 @@ def _fit_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank, n_inputs=0,
     127
     """
     KT = n_trials * n_timepoints
-    E, U, L, I = KT * n_neurons, KT * n_units, KT * rank, KT * n_inputs
+    E, U, L, I = KT * n_neurons, KT * n_units, KT * rank, KT * n_inputs  # noqa: E741
     poisson = loss == "poisson"
     host = 18 * E
     data = 5 * E + 4 * I
@@ -629,9 +629,9 @@ _COMMON_PARAMS_DOC = """
         starts on a plateau that Adam can take hundreds of iterations to leave and
         L-BFGS leaves in tens; but L-BFGS can also settle in a poor optimum that
         Adam's steps avoid. Adam is the default; try the others (or ``n_init``) when
-        fits are slow to leave their first plateau. Per-trial inference (transform, predict, score) uses Adam
-        with one stopping rule per trial, so a trial's result does not depend on the
-        other trials passed with it.
+        fits are slow to leave their first plateau. Per-trial inference (transform,
+        predict, score) uses Adam with one stopping rule per trial, so a trial's
+        result does not depend on the other trials passed with it.
     learning_rate : float or None, default=None
         Step size of Adam (default 0.05 with 'adam', 0.02 after L-BFGS with
         'lbfgs-adam'), or the initial step of each L-BFGS line search with 'lbfgs'
@@ -726,7 +726,7 @@ _COMMON_ATTRS_DOC = """
 
 
 class LowTensorRankRNN(_BaseRNN):
-    """Recurrent network whose connectivity changes over trials within a low-rank tensor.
+    """Recurrent network whose connectivity changes over trials in a low-rank tensor.
 
     Fits the model of Pellegrino, Cayco-Gajic & Chadwick (NeurIPS 2023) to trials of
     recorded activity: a network of ``n_units`` tanh units whose weight matrix on
@@ -748,13 +748,15 @@ class LowTensorRankRNN(_BaseRNN):
     trial_length_scale : float or None, default=10.0
         Length scale, in trials, of the squared-exponential Gaussian-process prior on
         the trial factors: larger is smoother. None gives independent trial factors.
-{common_params}
+    {common_params}
+
     Attributes
     ----------
     trial_factors_ : ndarray of shape (n_trials, rank)
         Trial factors c, each normalised to unit root-mean-square and positive mean
         (the scale is carried by ``right_factors_``).
-{common_attrs}
+    {common_attrs}
+
     See Also
     --------
     LowRankRNN : The same network with one connectivity for all trials.
@@ -830,10 +832,12 @@ class LowRankRNN(_BaseRNN):
     ----------
     rank : int, default=3
         Rank R of the connectivity.
-{common_params}
+    {common_params}
+
     Attributes
     ----------
-{common_attrs}
+    {common_attrs}
+
     See Also
     --------
     LowTensorRankRNN : Connectivity that changes over trials.
@@ -886,6 +890,7 @@ class LowRankRNN(_BaseRNN):
 # and fill them into both class docstrings (which must stay plain string literals to
 # be docstrings at all).
 for _cls in (LowTensorRankRNN, LowRankRNN):
-    _cls.__doc__ = _cls.__doc__.replace("{common_params}", _COMMON_PARAMS_DOC.strip("\n")) \
-        .replace("{common_attrs}", _COMMON_ATTRS_DOC.strip("\n"))
+    _cls.__doc__ = (_cls.__doc__
+                    .replace("{common_params}", _COMMON_PARAMS_DOC.strip("\n"))
+                    .replace("{common_attrs}", _COMMON_ATTRS_DOC.strip("\n")))
 del _cls
