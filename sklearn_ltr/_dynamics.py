@@ -211,8 +211,13 @@ def simulate_latents_autograd(kappa0, A, B, gain, drive, decay, n_timepoints):
 
 
 def readout(H, D, d):
-    """Readout ``D tanh(x) + d`` for rates ``H`` of shape (T, K, N) -> (T, K, n)."""
+    """Readout ``D tanh(x) + d`` for rates ``H`` of shape (T, K, N) -> (T, K, n).
+
+    ``d`` is (n,), or (K, n) for an offset per trial.
+    """
     T, K, N = H.shape
+    if d.dim() == 2:
+        return torch.matmul(H, D.t()) + d
     return torch.addmm(d, H.reshape(T * K, N), D.t()).reshape(T, K, -1)
 
 
@@ -233,8 +238,8 @@ class ReadoutSquaredError(torch.autograd.Function):
         Unit rates.
     D : Tensor of shape (n, N)
         Readout.
-    d : Tensor of shape (n,)
-        Readout offset.
+    d : Tensor of shape (n,) or (K, n)
+        Readout offset, shared or per trial.
     X : Tensor of shape (T, K, n)
         Data, with missing entries set to any finite value (0 by convention).
     mask : bool Tensor of shape (T, K, n) or None
@@ -249,7 +254,7 @@ class ReadoutSquaredError(torch.autograd.Function):
         n = D.shape[0]
         # Res = (d - X) + H D^T: the offset and the data in one pass, then one GEMM
         # accumulating into it (addmm(d, ...) - X would take one more pass).
-        res = torch.sub(d, X.reshape(T * K, n))
+        res = torch.sub(d, X).reshape(T * K, n)
         res.addmm_(H.reshape(T * K, N), D.t())
         if mask is not None:
             res.mul_(mask.reshape(T * K, n))
@@ -258,6 +263,7 @@ class ReadoutSquaredError(torch.autograd.Function):
         loss = (res * res).sum() / n_obs
         ctx.save_for_backward(H, D, res)
         ctx.n_obs = n_obs
+        ctx.per_trial_offset = d.dim() == 2
         return loss
 
     @staticmethod
@@ -273,7 +279,9 @@ class ReadoutSquaredError(torch.autograd.Function):
         if needs[1]:
             g_D = torch.mm(res.t(), H.reshape(T * K, N)).mul_(scale)
         if needs[2]:
-            g_d = res.sum(0).mul_(scale)
+            # Summed over what the offset is shared by: time (and trials).
+            g_d = (res.view(T, K, -1).sum(0) if ctx.per_trial_offset
+                   else res.sum(0)).mul_(scale)
         return g_H, g_D, g_d, None, None, None
 
 
@@ -351,6 +359,7 @@ class LatentSquaredError(torch.autograd.Function):
         ctx.decay = decay
         ctx.has_drive = drive is not None
         ctx.n_obs = n_obs
+        ctx.d_per_trial = d.dim() == 2
         return loss, kappa
 
     @staticmethod
@@ -360,6 +369,7 @@ class LatentSquaredError(torch.autograd.Function):
         A, B, gain, D, kappa, HB = ctx.saved_tensors
         ext = ctx.ext
         decay = ctx.decay
+        d_per_trial = ctx.d_per_trial
         T, K, R = kappa.shape
         N = A.shape[0]
         n = D.shape[0]
@@ -405,7 +415,8 @@ class LatentSquaredError(torch.autograd.Function):
         if needs[5]:
             g_D = g_W[:, :n].t().mul(scale)
         if needs[6]:
-            g_d = ext[..., :n].sum((0, 1)).mul_(scale)
+            # Summed over what the offset is shared by: time (and trials).
+            g_d = ext[..., :n].sum((0,) if d_per_trial else (0, 1)).mul_(scale)
         return (g_kappa0, g_A, g_B, g_gain, g_drive, g_D, g_d,
                 None, None, None, None, None)
 

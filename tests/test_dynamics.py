@@ -236,13 +236,14 @@ def test_backward_leaves_incoming_gradients_untouched():
         assert torch.equal(g, s)
 
 
-def _readout_problem(mask, seed=0, T=4, K=3, N=6, n=5):
+def _readout_problem(mask, seed=0, T=4, K=3, N=6, n=5, per_trial_offset=False):
     g = torch.Generator().manual_seed(seed)
 
     def mk(*shape):
         return torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
 
-    H, D, d = torch.tanh(mk(T, K, N)).detach().requires_grad_(True), mk(n, N), mk(n)
+    H, D = torch.tanh(mk(T, K, N)).detach().requires_grad_(True), mk(n, N)
+    d = mk(K, n) if per_trial_offset else mk(n)
     X = torch.randn(T, K, n, generator=g, dtype=torch.float64)
     X[0, 0, 0] = 3.0
     m = None
@@ -254,24 +255,28 @@ def _readout_problem(mask, seed=0, T=4, K=3, N=6, n=5):
     return H, D, d, _model.Data(X, m, None, n_obs)
 
 
+@pytest.mark.parametrize("per_trial_offset", [False, True])
 @pytest.mark.parametrize("mask", [False, True])
-def test_fused_readout_squared_error_passes_gradcheck(mask):
+def test_fused_readout_squared_error_passes_gradcheck(mask, per_trial_offset):
     from sklearn_ltr._dynamics import readout_squared_error
 
-    H, D, d, data = _readout_problem(mask)
+    H, D, d, data = _readout_problem(mask, per_trial_offset=per_trial_offset)
     assert torch.autograd.gradcheck(
         lambda *a: readout_squared_error(*a, data.X, data.mask, data.n_obs), (H, D, d))
 
 
+@pytest.mark.parametrize("per_trial_offset", [False, True])
 @pytest.mark.parametrize("mask", [False, True])
 @pytest.mark.parametrize("drive", [True, False])
 @pytest.mark.parametrize("T", [1, 2, 6])
-def test_fused_recurrence_and_squared_error_passes_gradcheck(T, drive, mask):
+def test_fused_recurrence_and_squared_error_passes_gradcheck(T, drive, mask,
+                                                             per_trial_offset):
     """LatentSquaredError: exact gradients of the loss and of the trajectories."""
     from sklearn_ltr._dynamics import latent_squared_error
 
     k0, A, B, gain, V = _inputs(T=T, drive=drive and T > 1)
-    _, D, d, data = _readout_problem(mask, seed=2, T=T, K=3, N=6)
+    _, D, d, data = _readout_problem(mask, seed=2, T=T, K=3, N=6,
+                                     per_trial_offset=per_trial_offset)
     w = torch.randn(T, 3, 2, dtype=torch.float64)
     args = (k0, A, B, gain, D, d) + ((V,) if V is not None else ())
 
