@@ -4,7 +4,7 @@ Measures, on one torch thread by default and in float32:
 
 1. our training iteration: forward with the same parametrisation as
    the fit's loss (``_model.LatentRNN.loss``: ``C = mu + Phi Wc`` on
-   ``_model.trial_basis(K, 10.0)``, ``B = sqrt(N) Bs``, ``D = Ds / sqrt(N)``,
+   ``TrialGP(range(K), None, 10.0).basis``, ``B = sqrt(N) Bs``, ``D = Ds / sqrt(N)``,
    ``_model.evaluate_loss`` (latent recurrence, readout and MSE fused step by step,
    ``_dynamics.LatentSquaredError``) plus
    ``_model.activity_loss``), backward, and one Adam step (the default solver);
@@ -39,10 +39,12 @@ import statistics
 import sys
 import time
 
+import numpy as np
 import torch
 
 from sklearn_ltr import _model, _solver
 from sklearn_ltr._dynamics import latent_squared_error, simulate_latents
+from sklearn_ltr._priors import TrialGP
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (  # noqa: E402
@@ -67,7 +69,8 @@ def make_problem(args, dtype):
     X = bunch.X
     alpha = 1.0 / TAU
     data = _model.Data.from_numpy(X, None, "cpu", dtype)
-    basis = _model.trial_basis(args.n_trials, LENGTH_SCALE).to(dtype=dtype)
+    basis = torch.as_tensor(
+        TrialGP(np.arange(args.n_trials), None, LENGTH_SCALE).basis, dtype=dtype)
     gen = torch.Generator().manual_seed(0)
     params, _ = _model.initialize(
         data, rank=args.rank, n_units=args.n_units, alpha=alpha,

@@ -54,7 +54,8 @@ from ._dynamics import (
 __all__ = [
     "Data", "Network", "LatentRNN", "TrainableNetwork", "FrozenNetwork",
     "InitialStates", "SharedFactors", "BasisFactors", "FreeFactors", "GivenFactors",
-    "trial_basis", "initialize", "initial_state_guess", "evaluate", "evaluate_loss",
+    "OffsetDrift", "GivenOffsets",
+    "initialize", "initial_state_guess", "evaluate", "evaluate_loss",
     "readout_loss",
     "data_loss", "data_loss_per_trial", "activity_loss", "readout_matrix",
 ]
@@ -379,8 +380,8 @@ class SharedFactors(torch.nn.Module):
 class BasisFactors(SharedFactors):
     """Trial factors ``C = mu + Phi Wc`` on a fixed basis ``Phi`` over trials.
 
-    With the basis of :func:`trial_basis`, coefficients ``Wc`` of order one make the
-    factors draws of a smooth Gaussian process over the trial order.
+    With the basis of :class:`sklearn_ltr._priors.TrialGP` and ``Wc ~ N(0, I)``, the
+    factors are draws of a Gaussian process over the trial number.
     """
 
     def __init__(self, mu, Wc, basis):
@@ -395,6 +396,49 @@ class BasisFactors(SharedFactors):
     def export(self):
         """(K, R) trial factors in float64, from their float32 parameters."""
         return super().export() + _np64(self.basis) @ _np64(self.Wc)
+
+    def prior(self):
+        """Negative log prior of the coefficients, ``|Wc|^2 / 2`` (``Wc ~ N(0, I)``)."""
+        return 0.5 * (self.Wc ** 2).sum()
+
+
+class OffsetDrift(torch.nn.Module):
+    """Readout offsets that drift smoothly over trials, per neuron: ``basis @ E``.
+
+    A nuisance term, not connectivity: slow changes of each recorded neuron's
+    baseline over the session (electrode drift, changes of arousal) that both
+    networks absorb alike, so that comparing them isolates changes of dynamics.
+    ``E ~ N(0, I)`` under the prior, as the coefficients of :class:`BasisFactors`.
+    """
+
+    def __init__(self, E, basis):
+        super().__init__()
+        _register(self, "E", E, True)
+        self.register_buffer("basis", basis)
+
+    def forward(self):
+        """(K, n) offsets of the batch."""
+        return self.basis @ self.E
+
+    def prior(self):
+        """Negative log prior of the coefficients, ``|E|^2 / 2``."""
+        return 0.5 * (self.E ** 2).sum()
+
+    def export(self):
+        """(K, n) offsets in float64."""
+        return _np64(self.basis) @ _np64(self.E)
+
+
+class GivenOffsets(torch.nn.Module):
+    """Readout offsets per trial fixed at given values (K, n)."""
+
+    def __init__(self, offsets):
+        super().__init__()
+        self.register_buffer("offsets", offsets)
+
+    def forward(self):
+        """(K, n) offsets."""
+        return self.offsets
 
 
 class FreeFactors(torch.nn.Module):
@@ -454,17 +498,31 @@ class LatentRNN(torch.nn.Module):
     loss : {'mse', 'poisson'}
     activity_penalty : float
         Weight of the mean squared unit state (:func:`activity_loss`).
+    drift : OffsetDrift, GivenOffsets or None
+        Readout offsets per trial, added to the network's (a nuisance term).
+
+    Notes
+    -----
+    Parts that define ``prior()`` (the negative log prior of their coefficients)
+    add it to the mean loss as a maximum a posteriori fit would, with the noise
+    variance of the squared error estimated by the current loss itself:
+    ``mse + 2 mse prior / n_obs`` (``nll + prior / n_obs`` for Poisson counts).
     """
 
     def __init__(self, network, states, factors, *, alpha, loss="mse",
-                 activity_penalty=0.0):
+                 activity_penalty=0.0, drift=None):
         super().__init__()
         self.network = network
         self.states = states
         self.factors = factors
+        self.drift = drift
         self.alpha = alpha
         self.loss_name = loss
         self.activity_penalty = activity_penalty
+
+    def _offset(self, net):
+        """The readout offset: the network's (n,), or per trial (K, n) with drift."""
+        return net.d if self.drift is None else net.d + self.drift()
 
     def simulate(self, inputs, n_timepoints):
         """Latent trajectories (T, K, R) and readout (T, K, n) of the batch.
@@ -472,8 +530,15 @@ class LatentRNN(torch.nn.Module):
         The readout is the rate's pre-image (before the softplus) for Poisson models.
         """
         net = self.network.network()
-        return evaluate(self.states(), self.factors(), net.A, net.B, net.D, net.d,
-                        net.M, inputs, alpha=self.alpha, n_timepoints=n_timepoints)
+        return evaluate(self.states(), self.factors(), net.A, net.B, net.D,
+                        self._offset(net), net.M, inputs, alpha=self.alpha,
+                        n_timepoints=n_timepoints)
+
+    def _prior(self):
+        """Sum of the negative log priors of the parts that have one (or None)."""
+        terms = [part.prior() for part in (self.factors, self.drift)
+                 if hasattr(part, "prior")]
+        return sum(terms) if terms else None
 
     def loss(self, data, *, per_trial=False, forcing=None):
         """The objective: data loss plus the activity and trial-factor penalties.
@@ -492,18 +557,24 @@ class LatentRNN(torch.nn.Module):
         loss : scalar Tensor, or Tensor of shape (K,) with ``per_trial``.
         """
         net = self.network.network()
-        Z0, C = self.states(), self.factors()
+        Z0, C, d = self.states(), self.factors(), self._offset(net)
         T = data.X.shape[0]
         if per_trial:
-            kappa, eta = evaluate(Z0, C, net.A, net.B, net.D, net.d, net.M,
+            kappa, eta = evaluate(Z0, C, net.A, net.B, net.D, d, net.M,
                                   data.inputs, alpha=self.alpha, n_timepoints=T)
             value = data_loss_per_trial(eta, data, self.loss_name)
             if hasattr(self.factors, "penalty"):
                 value = value + self.factors.penalty()
         else:
             kappa, value = evaluate_loss(
-                Z0, C, net.A, net.B, net.D, net.d, net.M, data, self.loss_name,
+                Z0, C, net.A, net.B, net.D, d, net.M, data, self.loss_name,
                 alpha=self.alpha, n_timepoints=T, forcing=forcing)
+            prior = self._prior()
+            if prior is not None:
+                # MAP weight: the noise variance of the squared error estimated by
+                # the loss itself (a likelihood already for Poisson counts).
+                scale = 2.0 * value.detach() if self.loss_name == "mse" else 1.0
+                value = value + scale * prior / max(data.n_obs, 1)
         if self.activity_penalty:
             value = value + self.activity_penalty * activity_loss(
                 kappa, net.A, per_trial=per_trial)
@@ -524,12 +595,14 @@ class LatentRNN(torch.nn.Module):
         -------
         state : dict
             ``A``, ``B`` (N, R); ``D`` (n, N), ``d`` (n,); ``M`` (R, m) or None;
-            ``Z`` (n_states, R); ``C`` (K, R) normalised trial factors.
+            ``Z`` (n_states, R); ``C`` (K, R) normalised trial factors; ``drift``
+            (K, n) readout offsets per trial, or None.
         """
         with torch.no_grad():
             state = self.network.export()
             C = self.factors.export()
             state["Z"] = _np64(self.states.Z)
+            state["drift"] = None if self.drift is None else self.drift.export()
         scale = np.sqrt(np.mean(C ** 2, axis=0))
         scale = np.where(scale > 0, scale, 1.0)
         sign = np.where(C.mean(0) < 0, -1.0, 1.0)
@@ -544,38 +617,8 @@ def _np64(t):
 
 
 # --------------------------------------------------------------------------- #
-# prior and initialisation
+# initialisation
 # --------------------------------------------------------------------------- #
-def trial_basis(n_trials, length_scale, dtype=torch.float64):
-    """Smooth basis over trial order: a truncated Gaussian-process prior.
-
-    Eigenvectors of the squared-exponential kernel ``exp(-(i - j)^2 / (2 l^2))`` over
-    trial indices, scaled by the square root of their eigenvalue relative to the
-    largest (a Karhunen-Loeve expansion). Trial factors ``C = mu + Phi Wc`` with
-    coefficients of order one are then draws from (a truncation of) that Gaussian
-    process; components with eigenvalue below 1e-4 of the largest, i.e. variation
-    faster than the length scale, are dropped. ``length_scale=None`` gives the identity:
-    independent trial factors.
-
-    Returns
-    -------
-    Phi : Tensor of shape (n_trials, n_basis)
-    """
-    if length_scale is None:
-        return torch.eye(n_trials, dtype=dtype)
-    idx = torch.arange(n_trials, dtype=torch.float64)
-    Kmat = torch.exp(-0.5 * ((idx[:, None] - idx[None, :]) / length_scale) ** 2)
-    evals, evecs = torch.linalg.eigh(Kmat)
-    evals = evals.flip(0).clamp_min(0.0)
-    evecs = evecs.flip(1)
-    keep = evals >= 1e-4 * evals[0]
-    # Deterministic sign: first nonzero entry of each eigenvector positive.
-    signs = torch.sign(evecs[0, keep])
-    signs[signs == 0] = 1.0
-    Phi = evecs[:, keep] * signs * torch.sqrt(evals[keep] / evals[0])
-    return Phi.to(dtype)
-
-
 def _inverse_softplus(x):
     return x + torch.log(-torch.expm1(-x))
 

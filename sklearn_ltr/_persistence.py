@@ -420,6 +420,7 @@ def load(file):
         if extra:
             raise _invalid(label, f"it holds arrays the header does not describe: "
                                   f"{extra[:5]}.")
+    state = cls._complete_fitted_state(state)
     _check_state(label, est, state, cls._fitted_schema)
     for key, value in state.items():
         if isinstance(value, torch.device):

@@ -1,14 +1,17 @@
 """How trial factors vary over trials: one strategy object per estimator.
 
 A strategy turns an estimator's hyperparameters into the trial-factor module of a
-:class:`~sklearn_ltr._model.LatentRNN` -- for fitting, and for trials not seen in
-fit -- and names the fitted attributes that hold the result. The estimators hold no
-branch on which of them they are: they ask their strategy.
+:class:`~sklearn_ltr._model.LatentRNN` -- for fitting, for trials not seen in fit
+whose factors are inferred from their data, and for trials predicted from their
+place in the session -- and names the fitted attributes that hold the result. The
+estimators hold no branch on which of them they are: they ask their strategy.
 
 * :class:`TrialInvariant` -- one connectivity for every trial
   (:class:`~sklearn_ltr.LowRankRNN`);
-* :class:`SmoothOverTrials` -- trial factors smooth over the trial order, a
-  truncated Gaussian-process prior (:class:`~sklearn_ltr.LowTensorRankRNN`).
+* :class:`GaussianProcessPrior` -- trial factors drawn from a Gaussian process over
+  the trial number, smooth within an epoch and independent across epochs
+  (:class:`~sklearn_ltr.LowTensorRankRNN`), written in the basis of
+  :class:`TrialGP`.
 
 A new prior is a new class here with the same methods.
 """
@@ -16,16 +19,9 @@ A new prior is a new class here with the same methods.
 import numpy as np
 import torch
 
-from ._model import (
-    DTYPE,
-    BasisFactors,
-    FreeFactors,
-    GivenFactors,
-    SharedFactors,
-    trial_basis,
-)
+from ._model import DTYPE, BasisFactors, FreeFactors, GivenFactors, SharedFactors
 
-__all__ = ["TrialInvariant", "SmoothOverTrials", "TrialGP", "trial_kernel"]
+__all__ = ["TrialInvariant", "GaussianProcessPrior", "TrialGP", "trial_kernel"]
 
 
 class TrialInvariant:
@@ -38,9 +34,10 @@ class TrialInvariant:
     feature = "initial_states"
     feature_name = "initial_state"
 
-    def fit_factors(self, n_trials, rank, device):
+    def fit_factors(self, rank, device, trial_index, epochs):
         """Trial-factor module of a fit: one trainable vector shared by all trials."""
-        return SharedFactors(torch.ones(rank, dtype=DTYPE, device=device), n_trials)
+        return SharedFactors(torch.ones(rank, dtype=DTYPE, device=device),
+                             len(trial_index))
 
     def new_trial_factors(self, center, start):
         """Trial-factor module of new trials: the fitted (unit) factors, fixed.
@@ -54,6 +51,10 @@ class TrialInvariant:
         """
         return GivenFactors(center.expand(start.shape[0], -1))
 
+    def predict_factors(self, estimator, trial_index, epochs):
+        """Trial factors of trials at given places in the session: ones."""
+        return np.ones((len(trial_index), estimator.rank))
+
     def attributes(self, C):
         """Fitted attributes set from the normalised trial factors: none."""
         return {}
@@ -63,25 +64,43 @@ class TrialInvariant:
         return np.ones((estimator._n_trials_fit, estimator.rank))
 
 
-class SmoothOverTrials:
-    """Trial factors that vary smoothly over the trial order.
+class GaussianProcessPrior:
+    """Trial factors drawn from a Gaussian process over the trial number.
+
+    Each trial factor ``c[:, r]`` is ``mu_r + f_r`` with ``f_r`` a Gaussian process
+    over the trials' numbers in the session: covariance ``amplitude^2
+    exp(-(t_i - t_j)^2 / (2 length_scale^2))`` within an epoch, 0 across epochs,
+    plus ``jitter^2`` on the diagonal (:class:`TrialGP`). The fit adds the negative
+    log prior of ``f`` to its loss; a trial not fitted is predicted by the posterior
+    mean at its number (and epoch).
 
     Parameters
     ----------
     length_scale : float or None
-        Length scale in trials of the squared-exponential Gaussian-process prior
-        (:func:`~sklearn_ltr._model.trial_basis`); None: independent trial factors.
+        In trials; None: independent trial factors.
+    amplitude : float
+        Standard deviation of the smooth part.
+    jitter : float
+        Standard deviation of an independent per-trial part.
     """
 
     feature = "trial_factors"
     feature_name = "trial_factor"
 
-    def __init__(self, length_scale):
+    def __init__(self, length_scale, amplitude=1.0, jitter=0.0):
         self.length_scale = length_scale
+        self.amplitude = amplitude
+        self.jitter = jitter
 
-    def fit_factors(self, n_trials, rank, device):
-        """Trial-factor module of a fit: ``mu + Phi Wc`` on the prior's basis."""
-        basis = trial_basis(n_trials, self.length_scale).to(device=device, dtype=DTYPE)
+    def process(self, trial_index, epochs):
+        """The :class:`TrialGP` of trials at these places in the session."""
+        return TrialGP(trial_index, epochs, self.length_scale, self.amplitude,
+                       self.jitter)
+
+    def fit_factors(self, rank, device, trial_index, epochs):
+        """Trial-factor module of a fit: ``mu + basis @ Wc``, ``Wc ~ N(0, I)``."""
+        basis = torch.as_tensor(self.process(trial_index, epochs).basis, dtype=DTYPE,
+                                device=device)
         mu = torch.ones(rank, dtype=DTYPE, device=device)
         Wc = torch.zeros(basis.shape[1], rank, dtype=DTYPE, device=device)
         return BasisFactors(mu, Wc, basis)
@@ -98,6 +117,11 @@ class SmoothOverTrials:
             Starting values.
         """
         return FreeFactors(start, center)
+
+    def predict_factors(self, estimator, trial_index, epochs):
+        """Posterior mean of the trial factors at given places in the session."""
+        gp = self.process(estimator.trial_index_, estimator.epochs_)
+        return gp.predict(estimator.trial_factors_, trial_index, epochs)
 
     def attributes(self, C):
         """Fitted attributes set from the normalised trial factors."""

@@ -11,7 +11,7 @@ import torch
 __all__ = [
     "MissingDataWarning", "MOSTLY_MISSING", "check_trials_array",
     "check_training_trials", "check_conditions", "check_known_conditions",
-    "check_inputs",
+    "check_inputs", "check_session",
 ]
 
 
@@ -259,3 +259,70 @@ def check_inputs(inputs, n_trials, n_timepoints, n_inputs=None):
             f"inputs has {U.shape[2]} channels, but the model was fitted with "
             f"{n_inputs}.")
     return U
+
+
+def check_session(trial_index, epochs, n_trials, *, required=False):
+    """Validate each trial's place in the session: its number and its epoch.
+
+    Parameters
+    ----------
+    trial_index : array-like of shape (n_trials,) or None
+        Each trial's number in the session (any unit of trials, e.g. 0, 1, 2, ...,
+        with gaps where trials were dropped or held out). None: the trials are
+        numbered ``0 .. n_trials - 1`` in the order given, unless ``required``.
+    epochs : array-like of shape (n_trials,) or None
+        A label per trial for blocks of the session (baseline / perturbation /
+        washout, decoder blocks); None: one epoch.
+    n_trials : int
+        Number of trials of X.
+    required : bool, default=False
+        Return ``(None, None)`` when ``trial_index`` is None instead of numbering
+        the trials.
+
+    Returns
+    -------
+    trial_index : ndarray of float64, shape (n_trials,), or None
+    epochs : ndarray of shape (n_trials,) or None
+
+    Raises
+    ------
+    ValueError
+        Wrong length, non-finite or repeated trial numbers, missing epoch labels.
+    """
+    if trial_index is None:
+        if epochs is not None and required:
+            raise ValueError(
+                "epochs were given without trial_index; pass each trial's number in "
+                "the session as trial_index as well.")
+        if required:
+            return None, None
+        index = np.arange(n_trials, dtype=np.float64)
+    else:
+        index = np.asarray(trial_index)
+        if index.shape != (n_trials,):
+            raise ValueError(
+                f"trial_index must hold one number per trial: expected shape "
+                f"({n_trials},), got {index.shape}.")
+        if index.dtype.kind not in "iuf":
+            raise TypeError(
+                f"trial_index must hold numbers (each trial's place in the session), "
+                f"got dtype {index.dtype}.")
+        index = index.astype(np.float64)
+        if not np.isfinite(index).all():
+            raise ValueError("trial_index contains NaN or infinite values.")
+        if np.unique(index).size != n_trials:
+            raise ValueError(
+                "trial_index contains repeated trial numbers; every trial must have "
+                "its own place in the session.")
+    if epochs is None:
+        return index, None
+    labels = np.asarray(epochs)
+    if labels.shape != (n_trials,):
+        raise ValueError(
+            f"epochs must hold one label per trial: expected shape ({n_trials},), "
+            f"got {labels.shape}.")
+    if labels.dtype.kind == "f" and not np.isfinite(labels).all():
+        raise ValueError("epochs contains NaN or infinite labels.")
+    if labels.dtype == object:
+        labels = labels.astype(str)
+    return index, labels

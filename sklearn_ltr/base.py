@@ -16,6 +16,7 @@ from numbers import Integral
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils import Bunch
 from sklearn.utils._param_validation import Interval, InvalidParameterError
 from sklearn.utils.validation import check_is_fitted
 
@@ -35,6 +36,7 @@ from ._validation import (
     MissingDataWarning,
     check_conditions,
     check_inputs,
+    check_session,
     check_training_trials,
     check_trials_array,
 )
@@ -97,6 +99,25 @@ class SaveMixin:
         if (in_package and not cls.__name__.startswith("_")
                 and cls._fitted_schema is not None):
             register(cls)
+
+    @classmethod
+    def _complete_fitted_state(cls, state):
+        """Fill in fitted attributes that files of an earlier version lack.
+
+        :func:`sklearn_ltr.load` calls it with the attributes read from a file,
+        before checking them against ``_fitted_schema``. A class that adds a fitted
+        attribute overrides it to say what a file without it stands for.
+
+        Parameters
+        ----------
+        state : dict
+            Fitted attributes by name.
+
+        Returns
+        -------
+        state : dict
+        """
+        return state
 
     def save(self, file):
         """Save the fitted estimator in a format that loads without running code.
@@ -203,12 +224,24 @@ class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimat
                     f"not a bool. Got {value!r} instead.")
 
     # -- public API ------------------------------------------------------------
-    def transform(self, X, y=None, *, inputs=None):
+    # scikit-learn's metadata routing (``sklearn.set_config(enable_metadata_routing=
+    # True)``): a GridSearchCV, cross_validate or Pipeline given these per-trial
+    # arrays passes each fold's part of them on, without a set_*_request call.
+    __metadata_request__fit = {"trial_index": True, "epochs": True, "inputs": True}
+    __metadata_request__transform = {"trial_index": True, "epochs": True,
+                                     "inputs": True}
+    __metadata_request__predict = {"trial_index": True, "epochs": True,
+                                   "inputs": True}
+    __metadata_request__score = {"trial_index": True, "epochs": True, "inputs": True}
+
+    def transform(self, X, y=None, *, trial_index=None, epochs=None, inputs=None):
         """Latent trajectories of the given trials.
 
         Per-trial parameters are inferred from the observed entries of ``X`` with
         every shared parameter frozen (the pattern of ``NMF.transform``), so trials
-        never seen in ``fit`` are handled.
+        never seen in ``fit`` are handled. Given their places in the session
+        (``trial_index``), models with trial factors predict them there instead of
+        inferring them (see :meth:`score`).
 
         Parameters
         ----------
@@ -216,6 +249,10 @@ class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimat
             Trials; NaN marks missing entries.
         y : array-like of shape (n_trials,), default=None
             Condition labels, for models fitted with per-condition initial states.
+        trial_index : array-like of shape (n_trials,), default=None
+            Each trial's number in the session (as given to ``fit``).
+        epochs : array-like of shape (n_trials,), default=None
+            Each trial's epoch label, for models fitted with epochs.
         inputs : array-like of shape (n_trials, n_timepoints, n_inputs), default=None
             External inputs, required when the model was fitted with them.
 
@@ -224,11 +261,12 @@ class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimat
         latents : ndarray of shape (n_trials, n_timepoints, rank)
         """
         X = self._check_X_new(X)
+        session = self._check_new_session(X.shape[0], trial_index, epochs)
         with self._torch_context():
-            latents, _ = self._infer(X, y, inputs)
+            latents, _ = self._infer(X, y, inputs, session)
         return latents
 
-    def predict(self, X, y=None, *, inputs=None):
+    def predict(self, X, y=None, *, trial_index=None, epochs=None, inputs=None):
         """Reconstruction of the given trials (rates for ``loss='poisson'``).
 
         Parameters
@@ -237,6 +275,8 @@ class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimat
             Trials; NaN marks missing entries, which are predicted too.
         y : array-like of shape (n_trials,), default=None
             Condition labels (see :meth:`transform`).
+        trial_index, epochs : array-like of shape (n_trials,), default=None
+            Places in the session (see :meth:`transform`).
         inputs : array-like of shape (n_trials, n_timepoints, n_inputs), default=None
             External inputs, required when the model was fitted with them.
 
@@ -245,27 +285,38 @@ class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimat
         X_hat : ndarray of shape (n_trials, n_timepoints, n_neurons)
         """
         X = self._check_X_new(X)
+        session = self._check_new_session(X.shape[0], trial_index, epochs)
         with self._torch_context():
-            _, recon = self._infer(X, y, inputs)
+            _, recon = self._infer(X, y, inputs, session)
         return recon
 
-    def score(self, X, y=None, *, inputs=None):
-        """Co-smoothing score of the trials: held out, leak-free, higher is better.
+    def score(self, X, y=None, *, trial_index=None, epochs=None, inputs=None,
+              sample_weight=None):
+        """Score of held-out trials, leak-free: higher is better.
 
-        The neurons are split into ``cosmoothing_folds`` folds (a fixed assignment
-        shared by every estimator). For each fold, the per-trial parameters (initial
-        state, trial factor, ...) are inferred from the *other* neurons only, with all
-        shared parameters frozen, and the fold's neurons are predicted. No entry that
-        is scored is used to infer the parameters that predict it. The score is the
-        variance-weighted R^2 over all observed entries (NaN entries are neither used
-        nor scored); with ``loss='poisson'`` it is the co-smoothing log-likelihood in
-        bits per spike relative to each neuron's mean rate, as in the Neural Latents
-        Benchmark.
+        **Without** ``trial_index``: the co-smoothing score. The neurons are split
+        into ``cosmoothing_folds`` folds (a fixed assignment shared by every
+        estimator). For each fold, the per-trial parameters (initial state, trial
+        factor, ...) are inferred from the *other* neurons only, with all shared
+        parameters frozen, and the fold's neurons are predicted. No entry that is
+        scored is used to infer the parameters that predict it. It measures how well
+        the family of dynamics describes each trial.
 
-        Within ``GridSearchCV`` the trials scored are the held-out trials of the fold,
-        so shared parameters are fitted on other trials and per-trial parameters on
-        other neurons: a bi-cross-validated score that does not grow with rank for
-        free.
+        **With** ``trial_index`` (each trial's number in the session; and ``epochs``
+        when the model was fitted with them): the predicting score. Per-trial
+        parameters that a model can predict from the trial's place in the session
+        are predicted, not inferred: the trial factors of
+        :class:`~sklearn_ltr.LowTensorRankRNN` from its Gaussian-process prior over
+        the fitted trials, the initial state from the condition ``y``, the nuisance
+        offsets from their drift. What cannot be predicted (an initial state without
+        ``y``) is inferred as above, fold by fold. This is the score that tests
+        whether connectivity changed over a session (see
+        :func:`~sklearn_ltr.model_selection.learning_test`).
+
+        Either way the score is the variance-weighted R^2 over all observed entries
+        (NaN entries are neither used nor scored), or with ``loss='poisson'`` the
+        log-likelihood in bits per spike relative to each neuron's mean rate, as in
+        the Neural Latents Benchmark.
 
         Parameters
         ----------
@@ -273,8 +324,13 @@ class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimat
             Trials to score.
         y : array-like of shape (n_trials,), default=None
             Condition labels (see :meth:`transform`).
+        trial_index, epochs : array-like of shape (n_trials,), default=None
+            Places in the session: with them, the predicting score.
         inputs : array-like of shape (n_trials, n_timepoints, n_inputs), default=None
             External inputs, required when the model was fitted with them.
+        sample_weight : array-like of shape (n_trials,), default=None
+            A weight per trial in the score (as scikit-learn's ``sample_weight``;
+            a ``Pipeline`` passes it, None, to every final estimator's ``score``).
 
         Returns
         -------
@@ -285,11 +341,28 @@ class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimat
             raise ValueError(
                 "X has no observed (non-NaN) entry, so there is nothing to score; pass "
                 "trials with observed entries.")
+        session = self._check_new_session(X.shape[0], trial_index, epochs)
         with self._torch_context():
-            pred = self._cosmooth_predict(X, y, inputs)
+            if session is not None and self._predicts_from_session(y):
+                pred = self._infer(X, y, inputs, session)[1]
+            else:
+                pred = self._cosmooth_predict(X, y, inputs, session)
         if self._score_kind() == "bits_per_spike":
-            return bits_per_spike(X, pred)
-        return r2_observed(X, pred)
+            return bits_per_spike(X, pred, sample_weight)
+        return r2_observed(X, pred, sample_weight)
+
+    def _check_new_session(self, n_trials, trial_index, epochs):
+        """Places in the session of trials after fit, or None without them."""
+        index, labels = check_session(trial_index, epochs, n_trials, required=True)
+        return None if index is None else Bunch(trial_index=index, epochs=labels)
+
+    def _predicts_from_session(self, y):
+        """Whether trials at known places are predicted without any of their data.
+
+        Then the predicting score needs no co-smoothing folds. Models that infer
+        some per-trial parameter from the trial's own data in any case say False.
+        """
+        return False
 
     def trial_features(self, X, y=None, *, inputs=None):
         """Per-trial parameters of the given trials, as ``(n_trials, rank)`` features.
@@ -368,7 +441,15 @@ class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimat
     def _trial_feature_name(self):
         return "mean_latent"
 
-    def _cosmooth_predict(self, X, y, inputs):
+    def _cosmooth_predict(self, X, y, inputs, session=None):
         """Predict each neuron from parameters inferred without it (folds at once)."""
-        return cosmoothing_predict(lambda Xm, ym, um: self._infer(Xm, ym, um)[1], X,
-                                   self.cosmoothing_folds, y=y, inputs=inputs)
+        n_folds = min(self.cosmoothing_folds, X.shape[2])
+        if session is not None:
+            # The folds are stacked along the trial axis: so are the places.
+            session = Bunch(
+                trial_index=np.tile(session.trial_index, n_folds),
+                epochs=None if session.epochs is None else np.tile(session.epochs,
+                                                                   n_folds))
+        return cosmoothing_predict(
+            lambda Xm, ym, um: self._infer(Xm, ym, um, session)[1], X,
+            self.cosmoothing_folds, y=y, inputs=inputs)

@@ -26,7 +26,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from ._cp import fit_best_cp
 from ._memory import check_memory
 from ._torch_utils import limit_threads
-from ._validation import check_training_trials
+from ._validation import check_session, check_training_trials
 from .base import BaseLatentModel
 
 __all__ = ["TCA", "TrialPCA"]
@@ -253,7 +253,7 @@ class TCA(BaseLatentModel):
         self.n_threads = n_threads
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, *, inputs=None):
+    def fit(self, X, y=None, *, trial_index=None, epochs=None, inputs=None):
         """Fit the CP decomposition to trials.
 
         Parameters
@@ -263,6 +263,10 @@ class TCA(BaseLatentModel):
             scored.
         y : None
             Ignored; accepted for API symmetry with the recurrent network models.
+        trial_index, epochs : array-like of shape (n_trials,), default=None
+            Places in the session; validated, then ignored: TCA's trial factors
+            have no prior over the session, so ``score`` always infers them
+            (co-smoothing).
         inputs : None
             Not supported (TCA has no inputs); must be None.
 
@@ -292,6 +296,7 @@ class TCA(BaseLatentModel):
         """
         _reject_inputs(self, inputs)
         X, observed = check_training_trials(X)
+        check_session(trial_index, epochs, X.shape[0])
         n_trials, n_timepoints, n_neurons = X.shape
         n_free = self.rank * (n_trials + n_timepoints + n_neurons - 2)
         n_observed = int(observed.sum())
@@ -350,7 +355,7 @@ class TCA(BaseLatentModel):
         recon = latents @ N.T
         return latents, recon, C
 
-    def _infer(self, X, y, inputs):
+    def _infer(self, X, y, inputs, session=None):
         latents, recon, _ = self._infer_trial_factors(X, y, inputs)
         return latents, recon
 
@@ -461,7 +466,7 @@ class TrialPCA(BaseLatentModel):
         self.n_threads = n_threads
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, *, inputs=None):
+    def fit(self, X, y=None, *, trial_index=None, epochs=None, inputs=None):
         """Fit PCA to the trial-unfolded data.
 
         Parameters
@@ -471,6 +476,10 @@ class TrialPCA(BaseLatentModel):
             the fit.
         y : None
             Ignored; accepted for API symmetry with the recurrent network models.
+        trial_index, epochs : array-like of shape (n_trials,), default=None
+            Places in the session; validated, then ignored: TrialPCA has no
+            per-trial parameter to predict, so ``score`` always infers its latents
+            (co-smoothing).
         inputs : None
             Not supported (TrialPCA has no inputs); must be None.
 
@@ -495,6 +504,7 @@ class TrialPCA(BaseLatentModel):
 
         _reject_inputs(self, inputs)
         X, observed = check_training_trials(X)
+        check_session(trial_index, epochs, X.shape[0])
         n_trials, n_timepoints, n_neurons = X.shape
         n_samples = n_trials * n_timepoints
         if self.rank > min(n_samples, n_neurons):
@@ -518,7 +528,7 @@ class TrialPCA(BaseLatentModel):
         self.n_features_in_ = n_neurons
         return self
 
-    def _infer(self, X, y, inputs):
+    def _infer(self, X, y, inputs, session=None):
         _reject_inputs(self, inputs)
         n_trials, n_timepoints, n_neurons = X.shape
         # Missing entries stay NaN after centring and drop out of their time point.

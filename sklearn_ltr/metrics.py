@@ -1,7 +1,5 @@
 """Scores of held-out predictions, and the neuron folds of the co-smoothing score."""
 
-import warnings
-
 import numpy as np
 
 __all__ = ["cosmoothing_folds", "cosmoothing_predict", "r2_observed", "bits_per_spike"]
@@ -93,7 +91,21 @@ def cosmoothing_predict(infer, X, n_folds, *, y=None, inputs=None):
     return pred
 
 
-def r2_observed(X, P):
+def _trial_weights(sample_weight, X):
+    """Per-trial weights broadcast over time and neurons (1 without weights)."""
+    if sample_weight is None:
+        return np.ones((X.shape[0], 1, 1))
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.shape != (X.shape[0],):
+        raise ValueError(
+            f"sample_weight must hold one weight per trial: expected shape "
+            f"({X.shape[0]},), got {w.shape}.")
+    if not (np.isfinite(w).all() and (w >= 0).all()):
+        raise ValueError("sample_weight must be finite and non-negative.")
+    return w[:, None, None]
+
+
+def r2_observed(X, P, sample_weight=None):
     """Variance-weighted R^2 of predictions ``P`` over the non-NaN entries of ``X``.
 
     Missing entries of ``X`` are never scored, whatever ``P`` holds there. When the
@@ -101,32 +113,70 @@ def r2_observed(X, P):
     as scikit-learn's ``r2_score`` (``force_finite=True``) the score is then 1.0 for
     a perfect prediction and 0.0 otherwise, so that a cross-validation fold of
     constant data neither wins nor returns -inf.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_trials, n_timepoints, n_neurons)
+        Data; NaN entries are not scored.
+    P : ndarray of the same shape
+        Predictions.
+    sample_weight : array-like of shape (n_trials,), default=None
+        A weight per trial, on its squared errors and on its deviations from the
+        (weighted) neuron means.
+
+    Returns
+    -------
+    score : float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_ltr.metrics import r2_observed
+    >>> X = np.arange(8.0).reshape(2, 2, 2)
+    >>> r2_observed(X, X + 1.0), r2_observed(X, X)
+    (0.8, 1.0)
     """
     obs = ~np.isnan(X)
-    with warnings.catch_warnings():
-        # A neuron with no observed entry has no mean; it is not scored either.
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(X, axis=(0, 1), keepdims=True)
-    mean = np.where(np.isnan(mean), 0.0, mean)
-    sse = np.sum(np.where(obs, (X - P) ** 2, 0.0))
-    sst = np.sum(np.where(obs, (X - mean) ** 2, 0.0))
+    w = _trial_weights(sample_weight, X) * obs
+    Xo = np.where(obs, X, 0.0)
+    total = w.sum(axis=(0, 1), keepdims=True)
+    # A neuron with no observed entry has no mean; it is not scored either.
+    mean = np.divide((w * Xo).sum(axis=(0, 1), keepdims=True), total,
+                     out=np.zeros_like(total), where=total > 0)
+    sse = np.sum(w * np.where(obs, X - P, 0.0) ** 2)
+    sst = np.sum(w * (Xo - mean) ** 2)
     if sst <= 0:
         return 1.0 if sse <= 0 else 0.0
     return float(1.0 - sse / sst)
 
 
-def bits_per_spike(X, rate):
-    """Log-likelihood gain over a per-neuron mean-rate model, in bits per spike."""
+def bits_per_spike(X, rate, sample_weight=None):
+    """Log-likelihood gain over a per-neuron mean-rate model, in bits per spike.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_trials, n_timepoints, n_neurons)
+        Spike counts; NaN entries are not scored.
+    rate : ndarray of the same shape
+        Predicted rates.
+    sample_weight : array-like of shape (n_trials,), default=None
+        A weight per trial, on its log-likelihoods and spikes.
+
+    Returns
+    -------
+    score : float
+    """
     from scipy.special import xlogy
 
     obs = ~np.isnan(X)
+    w = _trial_weights(sample_weight, X) * obs
     Xo = np.where(obs, X, 0.0)
-    mean = Xo.sum((0, 1)) / np.maximum(obs.sum((0, 1)), 1)
+    mean = (w * Xo).sum((0, 1)) / np.maximum(w.sum((0, 1)), 1e-300)
     rate = np.maximum(rate, 1e-9)
     null = np.broadcast_to(np.maximum(mean, 1e-9), X.shape)
-    ll_model = np.sum(np.where(obs, xlogy(Xo, rate) - rate, 0.0))
-    ll_null = np.sum(np.where(obs, xlogy(Xo, null) - null, 0.0))
-    n_spikes = Xo.sum()
+    ll_model = np.sum(w * (xlogy(Xo, rate) - rate))
+    ll_null = np.sum(w * (xlogy(Xo, null) - null))
+    n_spikes = (w * Xo).sum()
     if n_spikes <= 0:
         return 0.0
     return float((ll_model - ll_null) / (n_spikes * np.log(2)))

@@ -17,16 +17,19 @@ from ._model import (
     Data,
     FrozenNetwork,
     GivenFactors,
+    GivenOffsets,
     InitialStates,
     LatentRNN,
+    OffsetDrift,
     TrainableNetwork,
 )
-from ._priors import SmoothOverTrials, TrialInvariant
+from ._priors import GaussianProcessPrior, TrialGP, TrialInvariant
 from ._torch_utils import resolve_device, seed_from, to_numpy, to_tensor, usable_device
 from ._validation import (
     check_conditions,
     check_inputs,
     check_known_conditions,
+    check_session,
     check_training_trials,
 )
 from .base import BaseLatentModel
@@ -216,6 +219,94 @@ def _nearest_candidates(recon, conditions, X, fixed_states):
     return np.argmin(dist, axis=1)
 
 
+def _new_trial_states(est, data, network, fixed_states, nearest):
+    """Initial states of new trials: their condition's, or inferred per trial."""
+    dev = data.X.device
+    if fixed_states is not None:
+        return InitialStates(to_tensor(est.initial_states_, dev),
+                             torch.as_tensor(fixed_states, device=dev),
+                             trainable=False)
+    if nearest is not None:
+        z = to_tensor(est._cand_states[nearest], dev)
+    else:
+        z = _model.initial_state_guess(data, network.network())
+    return InitialStates(z)
+
+
+def _new_trial_factors(est, n_trials, nearest, session, dev):
+    """Trial factors of new trials: predicted at their places, or inferred."""
+    prior = est._trial_prior()
+    if session is not None:
+        return GivenFactors(to_tensor(prior.predict_factors(
+            est, session.trial_index, session.epochs), dev))
+    center = to_tensor(prior.fitted_factors(est).mean(0), dev)
+    start = (center.expand(n_trials, -1).clone() if nearest is None
+             else to_tensor(est._cand_factors[nearest], dev))
+    return prior.new_trial_factors(center, start)
+
+
+def _new_trial_offsets(est, n_trials, session, dev):
+    """Readout offsets of new trials: the drift predicted at their places.
+
+    Without places, the mean of the fitted trials' offsets.
+    """
+    if est.readout_drift_ is None:
+        return None
+    drift = est.readout_drift_ / est._data_scale
+    if session is None:
+        offsets = np.broadcast_to(drift.mean(0), (n_trials, drift.shape[1]))
+    else:
+        offsets = est._drift_process().predict(drift, session.trial_index, None)
+    return GivenOffsets(to_tensor(offsets, dev))
+
+
+def _fit_schedule(est):
+    """Solver, L-BFGS start, and the teacher forcing of the warm start."""
+    # 'lbfgs-adam': L-BFGS for the first fifth of max_iter (at most 150
+    # iterations), then Adam.
+    solver, lbfgs_iter = est.solver, 0
+    if solver == "lbfgs-adam":
+        solver, lbfgs_iter = "adam", min(150, max(1, est.max_iter // 5))
+    # The warm start pulls the states toward the latent trajectories the
+    # initialisation was regressed on: data-derived with init='pca' only.
+    forcing = est.teacher_forcing if est.init == "pca" else 0.0
+    n_forced = min(est.forcing_iter, est.max_iter // 3) if forcing else 0
+    return dict(solver=solver, lbfgs_iter=lbfgs_iter, forcing=forcing,
+                forcing_iter=n_forced)
+
+
+# At most this many fitted trials are kept as starting points for inference.
+_N_CANDIDATES = 48
+
+def _store_candidates(est, C, state_index, U, n_timepoints):
+    """Keep the per-trial parameters and reconstructions of some fitted trials.
+
+    Inference on a new trial starts from the parameters of the kept trial whose
+    reconstruction is closest on the new trial's observed entries; the
+    per-trial problem is non-convex and this start avoids poor local minima.
+    """
+    n_trials = C.shape[0]
+    keep = np.unique(np.linspace(0, n_trials - 1, min(n_trials, _N_CANDIDATES))
+                     .round().astype(int))
+    Z = est.initial_states_
+    est._cand_states = Z[keep] if state_index is None else Z[state_index[keep]]
+    est._cand_factors = C[keep]
+    est._cand_condition = None if state_index is None else state_index[keep]
+    dev = est._inference_device()
+    Uk = None if U is None else to_tensor(np.swapaxes(U[keep], 0, 1), dev)
+    drift = None
+    if est.readout_drift_ is not None:
+        drift = GivenOffsets(to_tensor(est.readout_drift_[keep] / est._data_scale,
+                                       dev))
+    model = est._frozen_model(
+        est._frozen_network(dev),
+        InitialStates(to_tensor(est._cand_states, dev), trainable=False),
+        GivenFactors(to_tensor(est._cand_factors, dev)), drift)
+    with torch.no_grad():
+        _, eta = model.simulate(Uk, n_timepoints)
+    est._cand_recon = np.swapaxes(to_numpy(eta), 0, 1).astype(np.float32)
+
+
 # The fitted state a saved network must hold for inference (the schema of
 # sklearn_ltr._registry, checked at load); LowTensorRankRNN adds its trial factors.
 _RNN_STATE = {
@@ -235,6 +326,9 @@ _RNN_STATE = {
     "_cand_factors": ("n_candidates", "rank"),
     "_cand_condition?": ("n_candidates",),
     "_cand_recon": ("n_candidates", "n_timepoints", "n_features_in_"),
+    "trial_index_": ("_n_trials_fit",),
+    "epochs_?": ("_n_trials_fit",),
+    "readout_drift_?": ("_n_trials_fit", "n_features_in_"),
 }
 
 
@@ -257,6 +351,7 @@ class _BaseRNN(BaseLatentModel):
     _parameter_constraints = {
         "rank": [Interval(Integral, 1, None, closed="left")],
         "n_units": [Interval(Integral, 1, None, closed="left")],
+        "drift_length_scale": [Interval(Real, 0, None, closed="neither"), None],
         "tau": [Interval(Real, 1, None, closed="left")],
         "loss": [StrOptions({"mse", "poisson"})],
         "orthonormal_readout": ["boolean"],
@@ -282,12 +377,23 @@ class _BaseRNN(BaseLatentModel):
         """The trial-factor strategy of this model (see :mod:`sklearn_ltr._priors`)."""
         raise NotImplementedError
 
+    @classmethod
+    def _complete_fitted_state(cls, state):
+        # Files written before trials had places in the session: numbered in the
+        # order fitted, one epoch, no drift of the readout offsets.
+        state = dict(state)
+        if "trial_index_" not in state and isinstance(state.get("_n_trials_fit"), int):
+            state["trial_index_"] = np.arange(state["_n_trials_fit"], dtype=np.float64)
+        state.setdefault("epochs_", None)
+        state.setdefault("readout_drift_", None)
+        return state
+
     def _score_kind(self):
         return "bits_per_spike" if self.loss == "poisson" else "r2"
 
     # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, *, inputs=None):
+    def fit(self, X, y=None, *, trial_index=None, epochs=None, inputs=None):
         """Fit the network to trials.
 
         Parameters
@@ -298,6 +404,15 @@ class _BaseRNN(BaseLatentModel):
         y : array-like of shape (n_trials,), default=None
             Condition labels. When given, trials of one condition share their latent
             initial state; otherwise each trial has its own.
+        trial_index : array-like of shape (n_trials,), default=None
+            Each trial's number in the session (with gaps where trials are missing
+            or held out); the trial factors' prior and the drift of the readout
+            offsets are smooth in it. Default: ``0 .. n_trials - 1`` in the order
+            given.
+        epochs : array-like of shape (n_trials,), default=None
+            A label per trial for blocks of the session (e.g. baseline /
+            perturbation / washout); the trial factors' prior is independent across
+            epochs. Default: one epoch.
         inputs : array-like of shape (n_trials, n_timepoints, n_inputs), default=None
             External inputs (e.g. task cues). They enter through a map constrained to
             the column space of the connectivity.
@@ -327,6 +442,7 @@ class _BaseRNN(BaseLatentModel):
         X, _ = check_training_trials(X, min_trials=2, min_timepoints=2)
         self._check_fit_arguments(X)
         labels, state_index = check_conditions(y, X.shape[0])
+        index, epoch_labels = check_session(trial_index, epochs, X.shape[0])
         U = check_inputs(inputs, X.shape[0], X.shape[1])
         device = resolve_device(self.device)
         _check_fit_memory(self, X.shape, 0 if U is None else U.shape[2], device)
@@ -339,6 +455,7 @@ class _BaseRNN(BaseLatentModel):
             self.n_features_in_ = X.shape[2]
             self.n_inputs_ = 0 if U is None else U.shape[2]
             self.conditions_ = labels
+            self.trial_index_, self.epochs_ = index, epoch_labels
             self._alpha = 1.0 / self.tau
             self._data_offset, self._data_scale = offset, scale
             with self._torch_context():
@@ -407,26 +524,25 @@ class _BaseRNN(BaseLatentModel):
         network = TrainableNetwork(p["A"], p["Bs"], p["Ds"], p["d"], p["M"],
                                    orthonormal_readout=self.orthonormal_readout,
                                    readout_gain=gain)
-        factors = self._trial_prior().fit_factors(data.X.shape[1], self.rank,
-                                                  data.X.device)
+        factors = self._trial_prior().fit_factors(
+            self.rank, data.X.device, self.trial_index_, self.epochs_)
+        drift = None
+        if self.drift_length_scale is not None:
+            basis = torch.as_tensor(self._drift_process().basis, dtype=DTYPE,
+                                    device=data.X.device)
+            drift = OffsetDrift(basis.new_zeros(basis.shape[1], data.X.shape[2]),
+                                basis)
         model = LatentRNN(network, InitialStates(p["Z"], state_index), factors,
                           alpha=self._alpha, loss=self.loss,
-                          activity_penalty=self.activity_penalty)
+                          activity_penalty=self.activity_penalty, drift=drift)
         return model, targets.to(DTYPE)
 
-    def _fit_schedule(self):
-        """Solver, L-BFGS start, and the teacher forcing of the warm start."""
-        # 'lbfgs-adam': L-BFGS for the first fifth of max_iter (at most 150
-        # iterations), then Adam.
-        solver, lbfgs_iter = self.solver, 0
-        if solver == "lbfgs-adam":
-            solver, lbfgs_iter = "adam", min(150, max(1, self.max_iter // 5))
-        # The warm start pulls the states toward the latent trajectories the
-        # initialisation was regressed on: data-derived with init='pca' only.
-        forcing = self.teacher_forcing if self.init == "pca" else 0.0
-        n_forced = min(self.forcing_iter, self.max_iter // 3) if forcing else 0
-        return dict(solver=solver, lbfgs_iter=lbfgs_iter, forcing=forcing,
-                    forcing_iter=n_forced)
+    def _drift_process(self):
+        """The Gaussian process of the readout offsets' drift over the fitted trials.
+
+        Over the whole session (epochs do not interrupt a recording's drift).
+        """
+        return TrialGP(self.trial_index_, None, self.drift_length_scale)
 
     def _optimize(self, model, data, targets, i_init):
         def loss_fn(params, gamma=0.0):
@@ -443,7 +559,7 @@ class _BaseRNN(BaseLatentModel):
                 loss_fn, model.trainable(), learning_rate=self._learning_rate(),
                 max_iter=self.max_iter, tol=self.tol,
                 n_iter_no_change=self.n_iter_no_change, progress=progress,
-                **self._fit_schedule())
+                **_fit_schedule(self))
         except _solver.FitDiverged as exc:
             raise ValueError(
                 f"{type(self).__name__}.fit diverged: {exc}. Remedies: lower "
@@ -469,6 +585,8 @@ class _BaseRNN(BaseLatentModel):
         # Back from the fitted (standardised) units to those of X.
         self.readout_ = state["D"] * self._data_scale
         self.readout_bias_ = state["d"] * self._data_scale + self._data_offset
+        self.readout_drift_ = (None if state["drift"] is None
+                               else state["drift"] * self._data_scale)
         self.initial_states_ = state["Z"]
         self.input_map_ = state["M"]
         self.loss_curve_ = list(result.loss_curve)
@@ -476,34 +594,7 @@ class _BaseRNN(BaseLatentModel):
         self.n_forced_ = result.n_forced
         self.best_loss_ = float(result.loss)
         self._n_trials_fit = state["C"].shape[0]
-        self._store_candidates(state["C"], state_index, U, n_timepoints)
-
-    # At most this many fitted trials are kept as starting points for inference.
-    _n_candidates = 48
-
-    def _store_candidates(self, C, state_index, U, n_timepoints):
-        """Keep the per-trial parameters and reconstructions of some fitted trials.
-
-        Inference on a new trial starts from the parameters of the kept trial whose
-        reconstruction is closest on the new trial's observed entries; the
-        per-trial problem is non-convex and this start avoids poor local minima.
-        """
-        n_trials = C.shape[0]
-        keep = np.unique(np.linspace(0, n_trials - 1, min(n_trials, self._n_candidates))
-                         .round().astype(int))
-        Z = self.initial_states_
-        self._cand_states = Z[keep] if state_index is None else Z[state_index[keep]]
-        self._cand_factors = C[keep]
-        self._cand_condition = None if state_index is None else state_index[keep]
-        dev = self._inference_device()
-        Uk = None if U is None else to_tensor(np.swapaxes(U[keep], 0, 1), dev)
-        model = self._frozen_model(
-            self._frozen_network(dev),
-            InitialStates(to_tensor(self._cand_states, dev), trainable=False),
-            GivenFactors(to_tensor(self._cand_factors, dev)))
-        with torch.no_grad():
-            _, eta = model.simulate(Uk, n_timepoints)
-        self._cand_recon = np.swapaxes(to_numpy(eta), 0, 1).astype(np.float32)
+        _store_candidates(self, state["C"], state_index, U, n_timepoints)
 
     # ------------------------------------------------------------ inference
     def _frozen_network(self, dev):
@@ -515,12 +606,23 @@ class _BaseRNN(BaseLatentModel):
             to_tensor((self.readout_bias_ - offset) / scale, dev),
             to_tensor(self.input_map_, dev))
 
-    def _frozen_model(self, network, states, factors):
+    def _frozen_model(self, network, states, factors, drift=None):
         return LatentRNN(network, states, factors, alpha=1.0 / self.tau,
-                         loss=self.loss, activity_penalty=self.activity_penalty)
+                         loss=self.loss, activity_penalty=self.activity_penalty,
+                         drift=drift)
 
-    def _infer(self, X, y, inputs, return_params=False):
-        """Per-trial states (and factors) of new trials, shared parameters frozen."""
+    def _predicts_from_session(self, y):
+        # Trial factors and offsets follow from the place in the session; the
+        # initial state needs the condition.
+        return y is not None and self.conditions_ is not None
+
+    def _infer(self, X, y, inputs, session=None, return_params=False):
+        """Per-trial parameters of new trials, shared parameters frozen.
+
+        Initial states come from the condition ``y`` or are inferred; trial factors
+        are predicted at the trials' places in the session (``session``) or
+        inferred; readout offsets are predicted there, or their fitted mean.
+        """
         n_trials, n_timepoints, _ = X.shape
         U = check_inputs(inputs, n_trials, n_timepoints, self.n_inputs_)
         fixed_states = None
@@ -532,12 +634,10 @@ class _BaseRNN(BaseLatentModel):
                                       fixed_states)
         data = Data.from_numpy(X, U, dev, DTYPE)
         network = self._frozen_network(dev)
-        states = self._new_trial_states(data, network, fixed_states, nearest)
-        center = to_tensor(self._trial_prior().fitted_factors(self).mean(0), dev)
-        start = (center.expand(n_trials, -1).clone() if nearest is None
-                 else to_tensor(self._cand_factors[nearest], dev))
         model = self._frozen_model(
-            network, states, self._trial_prior().new_trial_factors(center, start))
+            network, _new_trial_states(self, data, network, fixed_states, nearest),
+            _new_trial_factors(self, n_trials, nearest, session, dev),
+            _new_trial_offsets(self, n_trials, session, dev))
         params = model.trainable()
         if params:
             _solver.optimize_per_trial(lambda p: model.loss(data, per_trial=True),
@@ -553,19 +653,6 @@ class _BaseRNN(BaseLatentModel):
             return latents, recon
         return latents, recon, {"initial_states": to_numpy(model.states()),
                                 "trial_factors": to_numpy(model.factors())}
-
-    def _new_trial_states(self, data, network, fixed_states, nearest):
-        """Initial states of new trials: their condition's, or inferred per trial."""
-        dev = data.X.device
-        if fixed_states is not None:
-            return InitialStates(to_tensor(self.initial_states_, dev),
-                                 torch.as_tensor(fixed_states, device=dev),
-                                 trainable=False)
-        if nearest is not None:
-            z = to_tensor(self._cand_states[nearest], dev)
-        else:
-            z = _model.initial_state_guess(data, network.network())
-        return InitialStates(z)
 
     def _trial_features(self, X, y, inputs):
         # The per-trial parameters inferred with the shared ones frozen: the trial
@@ -599,6 +686,13 @@ class _BaseRNN(BaseLatentModel):
 _COMMON_PARAMS_DOC = """
     n_units : int, default=100
         Number of units N of the network. Must be >= rank.
+    drift_length_scale : float or None, default=50.0
+        Length scale, in trials, of a nuisance term that both networks share: each
+        recorded neuron's readout offset may drift smoothly over the session
+        (electrode drift, slow changes of excitability), as a Gaussian process over
+        the trial number with this length scale. Drift that is not connectivity
+        then does not pass for learning when the two networks are compared. None:
+        one offset per neuron for the whole session.
     tau : float, default=2.0
         Time constant of the units, in time bins (>= 1). The Euler step of the
         dynamics is alpha = 1 / tau.
@@ -698,6 +792,14 @@ _COMMON_ATTRS_DOC = """
         Readout D from unit rates tanh(x) to recorded neurons, in the units of X.
     readout_bias_ : ndarray of shape (n_neurons,)
         Readout offset d, in the units of X.
+    readout_drift_ : ndarray of shape (n_trials, n_neurons) or None
+        Drift of each fitted trial's readout offsets around ``readout_bias_`` (the
+        nuisance term of ``drift_length_scale``), in the units of X; None without
+        it.
+    trial_index_ : ndarray of shape (n_trials,)
+        The fitted trials' numbers in the session (``trial_index`` of fit).
+    epochs_ : ndarray of shape (n_trials,) or None
+        Their epochs (``epochs`` of fit).
     initial_states_ : ndarray of shape (n_trials or n_conditions, rank)
         Latent initial states z (x(0) = A z), per trial, or per condition when ``y``
         was given to fit.
@@ -734,8 +836,10 @@ class LowTensorRankRNN(_BaseRNN):
     matrices is a CP tensor of rank ``rank``. The recorded neurons are a readout
     ``D tanh(x) + d`` of the units. The trial factors ``c[:, r]`` describe how each
     connectivity component waxes and wanes over learning; a Gaussian-process prior
-    with length scale ``trial_length_scale`` (in trials) keeps them smooth in trial
-    order.
+    over the trial number (``trial_length_scale``, ``trial_amplitude``,
+    ``trial_jitter``; independent across ``epochs``) keeps them smooth over the
+    session and predicts them for trials not fitted (``score`` with
+    ``trial_index``).
 
     The network is simulated in its rank-dimensional latent space (states, initial
     states and inputs live in the column space of A), at O(n_units * rank) per time
@@ -747,7 +851,19 @@ class LowTensorRankRNN(_BaseRNN):
         Tensor rank R of the connectivity (number of components).
     trial_length_scale : float or None, default=10.0
         Length scale, in trials, of the squared-exponential Gaussian-process prior on
-        the trial factors: larger is smoother. None gives independent trial factors.
+        the trial factors: larger is smoother. None gives independent trial factors
+        (a trial not fitted is then predicted at their mean). Selectable by
+        cross-validation with the predicting score (``score`` with
+        ``trial_index``).
+    trial_amplitude : float, default=1.0
+        Standard deviation, under the prior, of the smooth deviation of each trial
+        factor from its mean (which starts at 1): the size of the changes of
+        connectivity the prior expects.
+    trial_jitter : float, default=0.0
+        Standard deviation of an independent per-trial part of the trial factors
+        (the Gaussian process's nugget): trial-to-trial fluctuations of the
+        connectivity that are not learning. A trial not fitted is predicted without
+        it.
     {common_params}
 
     Attributes
@@ -784,13 +900,17 @@ class LowTensorRankRNN(_BaseRNN):
     _parameter_constraints = {
         **_BaseRNN._parameter_constraints,
         "trial_length_scale": [Interval(Real, 0, None, closed="neither"), None],
+        "trial_amplitude": [Interval(Real, 0, None, closed="neither")],
+        "trial_jitter": [Interval(Real, 0, None, closed="left")],
     }
 
     def _trial_prior(self):
-        return SmoothOverTrials(self.trial_length_scale)
+        return GaussianProcessPrior(self.trial_length_scale, self.trial_amplitude,
+                                    self.trial_jitter)
 
     def __init__(
-        self, rank=3, *, n_units=100, trial_length_scale=10.0, tau=2.0, loss="mse",
+        self, rank=3, *, n_units=100, trial_length_scale=10.0, trial_amplitude=1.0,
+        trial_jitter=0.0, drift_length_scale=50.0, tau=2.0, loss="mse",
         orthonormal_readout=False, activity_penalty=1e-4, init="pca", solver="adam",
         learning_rate=None, max_iter=1000, tol=5e-3, n_iter_no_change=50,
         teacher_forcing=0.5, forcing_iter=150, n_init=1, infer_max_iter=200,
@@ -799,6 +919,9 @@ class LowTensorRankRNN(_BaseRNN):
         self.rank = rank
         self.n_units = n_units
         self.trial_length_scale = trial_length_scale
+        self.trial_amplitude = trial_amplitude
+        self.trial_jitter = trial_jitter
+        self.drift_length_scale = drift_length_scale
         self.tau = tau
         self.loss = loss
         self.orthonormal_readout = orthonormal_readout
@@ -857,14 +980,15 @@ class LowRankRNN(_BaseRNN):
         return TrialInvariant()
 
     def __init__(
-        self, rank=3, *, n_units=100, tau=2.0, loss="mse", orthonormal_readout=False,
-        activity_penalty=1e-4, init="pca", solver="adam", learning_rate=None,
-        max_iter=1000, tol=5e-3, n_iter_no_change=50, teacher_forcing=0.5,
-        forcing_iter=150, n_init=1, infer_max_iter=200, cosmoothing_folds=5,
-        random_state=None, n_threads=1, device="cpu", verbose=0,
+        self, rank=3, *, n_units=100, drift_length_scale=50.0, tau=2.0, loss="mse",
+        orthonormal_readout=False, activity_penalty=1e-4, init="pca", solver="adam",
+        learning_rate=None, max_iter=1000, tol=5e-3, n_iter_no_change=50,
+        teacher_forcing=0.5, forcing_iter=150, n_init=1, infer_max_iter=200,
+        cosmoothing_folds=5, random_state=None, n_threads=1, device="cpu", verbose=0,
     ):
         self.rank = rank
         self.n_units = n_units
+        self.drift_length_scale = drift_length_scale
         self.tau = tau
         self.loss = loss
         self.orthonormal_readout = orthonormal_readout

@@ -65,18 +65,6 @@ def test_latent_recurrence_equals_full_network():
         x = (1 - alpha) * x + alpha * torch.einsum("kij,kj->ki", W, torch.tanh(x))
 
 
-def test_trial_basis_is_smooth_and_nested():
-    Phi = _model.trial_basis(100, 10.0)
-    assert Phi.shape[0] == 100 and 5 < Phi.shape[1] < 60
-    # Columns are orthogonal, scaled by sqrt of the relative eigenvalue.
-    G = Phi.t() @ Phi
-    torch.testing.assert_close(G, torch.diag(torch.diagonal(G)), atol=1e-8, rtol=0)
-    assert torch.diagonal(G)[0] == pytest.approx(1.0)
-    # A longer length scale keeps fewer (smoother) components.
-    assert _model.trial_basis(100, 30.0).shape[1] < Phi.shape[1]
-    assert torch.equal(_model.trial_basis(5, None), torch.eye(5, dtype=torch.float64))
-
-
 def test_optimize_reaches_minimum_and_keeps_best():
     target = torch.tensor([1.0, -2.0, 3.0])
     params = {"w": torch.zeros(3)}

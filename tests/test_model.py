@@ -18,7 +18,7 @@ from sklearn_ltr._model import (
     SharedFactors,
     TrainableNetwork,
 )
-from sklearn_ltr._priors import SmoothOverTrials, TrialInvariant
+from sklearn_ltr._priors import GaussianProcessPrior, TrialInvariant
 from sklearn_ltr.datasets import make_low_tensor_rank_rnn
 
 pytestmark = pytest.mark.filterwarnings(
@@ -114,7 +114,7 @@ def test_initialize_returns_raw_parameters_and_latents():
                                rtol=1e-6)
 
 
-@pytest.mark.parametrize("Est, Prior", [(LowTensorRankRNN, SmoothOverTrials),
+@pytest.mark.parametrize("Est, Prior", [(LowTensorRankRNN, GaussianProcessPrior),
                                         (LowRankRNN, TrialInvariant)])
 def test_each_estimator_asks_its_prior(Est, Prior):
     data = make_low_tensor_rank_rnn(12, 8, 6, rank=2, random_state=0)
