@@ -6,7 +6,7 @@ implementing the method of Pellegrino, Cayco-Gajic & Chadwick (NeurIPS 2023).
 
 from ._persistence import load
 from ._version import __version__
-from .baselines import TCA, TrialPCA
+from .baselines import TCA, ConditionAverage, TrialPCA
 from .preprocessing import (
     GaussianSmoother,
     SoftNormalizer,
@@ -17,7 +17,7 @@ from .preprocessing import (
 from .rnn import LowRankRNN, LowTensorRankRNN
 
 __all__ = [
-    "LowTensorRankRNN", "LowRankRNN", "TCA", "TrialPCA",
+    "LowTensorRankRNN", "LowRankRNN", "TCA", "TrialPCA", "ConditionAverage",
     "StandardScaler3D", "GaussianSmoother", "SoftNormalizer", "TrialCropper",
     "TrialFactors",
     "load", "__version__",

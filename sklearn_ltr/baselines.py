@@ -12,13 +12,15 @@ set of folds compare all of them fairly.
 * :class:`TrialPCA` -- PCA of the ``(n_trials * n_timepoints, n_neurons)`` unfolding
   with :class:`sklearn.decomposition.PCA`. New trials get their latents, time point by
   time point, by least squares on the observed neurons with the components frozen.
+* :class:`ConditionAverage` -- no model: the mean trajectory of each condition,
+  optionally weighted over the session; the reference every model must beat.
 """
 
 import warnings
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import _fit_context
+from sklearn.base import BaseEstimator, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -26,10 +28,16 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from ._cp import fit_best_cp
 from ._memory import check_memory
 from ._torch_utils import limit_threads
-from ._validation import check_session, check_training_trials
-from .base import BaseLatentModel
+from ._validation import (
+    check_conditions,
+    check_known_conditions,
+    check_session,
+    check_training_trials,
+)
+from .base import BaseLatentModel, SaveMixin, TrialsInputMixin
+from .metrics import bits_per_spike, r2_observed
 
-__all__ = ["TCA", "TrialPCA"]
+__all__ = ["TCA", "TrialPCA", "ConditionAverage"]
 
 
 # --------------------------------------------------------------------------- #
@@ -537,3 +545,209 @@ class TrialPCA(BaseLatentModel):
         latents = Z.reshape(n_trials, n_timepoints, self.rank)
         recon = self.mean_ + latents @ self.components_
         return latents, recon
+
+
+# --------------------------------------------------------------------------- #
+# ConditionAverage
+# --------------------------------------------------------------------------- #
+class ConditionAverage(SaveMixin, TrialsInputMixin, BaseEstimator):
+    """Model-free reference: the mean trajectory of each condition.
+
+    Predicts a trial by the average of the training trials of its condition ``y``
+    (of all training trials without conditions), entry by entry over their observed
+    values. With ``trial_smoothing``, the average is weighted by closeness in the
+    session, ``exp(-(t - t_j)^2 / (2 trial_smoothing^2))`` for a trial at number
+    ``t`` and a training trial at ``t_j`` of the same condition (and epoch, when
+    epochs are given): a model-free description of how the activity itself changes
+    over learning. A trial is predicted from its condition and place alone, never
+    from its own data, so its score is the same under co-smoothing and under the
+    predicting score of the networks: a network that does not beat it explains
+    nothing the trial average does not.
+
+    Parameters
+    ----------
+    trial_smoothing : float or None, default=None
+        Length scale, in trials, of the weights over the session; None: the plain
+        condition average. Used only when ``predict`` and ``score`` get
+        ``trial_index``.
+    loss : {'mse', 'poisson'}, default='mse'
+        Which score ``score`` reports, as the networks' ``loss``: R^2, or bits per
+        spike for spike counts.
+
+    Attributes
+    ----------
+    conditions_ : ndarray of shape (n_conditions,) or None
+        Condition labels seen in fit.
+    condition_means_ : ndarray of shape (n_conditions, n_timepoints, n_neurons)
+        Mean trajectory of each condition (one row without conditions).
+    trials_ : ndarray of shape (n_trials, n_timepoints, n_neurons)
+        The training trials, for the weighted averages (missing entries as 0).
+    observed_ : ndarray of bool, shape (n_trials, n_timepoints, n_neurons)
+        Where they were observed.
+    trial_conditions_ : ndarray of int, shape (n_trials,)
+        Index of each training trial's condition in ``conditions_`` (0 without).
+    trial_index_ : ndarray of shape (n_trials,)
+    epochs_ : ndarray of shape (n_trials,) or None
+    n_features_in_ : int
+
+    See Also
+    --------
+    sklearn_ltr.model_selection.learning_test : Networks on held-out trials.
+
+    Examples
+    --------
+    >>> from sklearn_ltr import ConditionAverage
+    >>> from sklearn_ltr.datasets import make_low_tensor_rank_rnn
+    >>> data = make_low_tensor_rank_rnn(40, 10, 6, rank=2, random_state=0)
+    >>> avg = ConditionAverage().fit(data.X[:30], data.y[:30])
+    >>> avg.predict(data.X[30:], data.y[30:]).shape
+    (10, 10, 6)
+    >>> bool(avg.score(data.X[30:], data.y[30:]) > 0.5)
+    True
+    """
+
+    _fitted_schema = {
+        "n_features_in_": None,
+        "conditions_?": ("n_conditions",),
+        "condition_means_": ("n_means", "n_timepoints", "n_features_in_"),
+        "trials_": ("n_trials", "n_timepoints", "n_features_in_"),
+        "observed_": ("n_trials", "n_timepoints", "n_features_in_"),
+        "trial_conditions_": ("n_trials",),
+        "trial_index_": ("n_trials",),
+        "epochs_?": ("n_trials",),
+    }
+    _parameter_constraints = {
+        "trial_smoothing": [Interval(Real, 0, None, closed="neither"), None],
+        "loss": [StrOptions({"mse", "poisson"})],
+    }
+    __metadata_request__fit = {"trial_index": True, "epochs": True, "inputs": True}
+    __metadata_request__predict = {"trial_index": True, "epochs": True,
+                                   "inputs": True}
+    __metadata_request__score = {"trial_index": True, "epochs": True, "inputs": True}
+
+    def __init__(self, trial_smoothing=None, *, loss="mse"):
+        self.trial_smoothing = trial_smoothing
+        self.loss = loss
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, *, trial_index=None, epochs=None, inputs=None):
+        """Store the training trials and the mean trajectory of each condition.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trials, n_timepoints, n_neurons)
+            Training trials; NaN entries are left out of the averages.
+        y : array-like of shape (n_trials,), default=None
+            Condition labels.
+        trial_index, epochs : array-like of shape (n_trials,), default=None
+            Places in the session (for ``trial_smoothing``).
+        inputs : ignored
+            Accepted for API symmetry with the networks (the average does not
+            depend on them).
+
+        Returns
+        -------
+        self : object
+        """
+        X, observed = check_training_trials(X)
+        labels, index = check_conditions(y, X.shape[0])
+        self.trial_index_, self.epochs_ = check_session(trial_index, epochs,
+                                                        X.shape[0])
+        self.conditions_ = labels
+        self.trial_conditions_ = (np.zeros(X.shape[0], dtype=int) if index is None
+                                  else index)
+        n_means = 1 if labels is None else len(labels)
+        self.trials_, self.observed_ = np.where(observed, X, 0.0), observed
+        self.condition_means_ = np.stack([
+            _weighted_mean(self.trials_[sel], self.observed_[sel])
+            for sel in (self.trial_conditions_ == c for c in range(n_means))])
+        self.n_features_in_ = X.shape[2]
+        return self
+
+    def predict(self, X, y=None, *, trial_index=None, epochs=None, inputs=None):
+        """The condition average of each trial (weighted over the session).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trials, n_timepoints, n_neurons)
+            Trials; only their number and shape are used.
+        y : array-like of shape (n_trials,), default=None
+            Their conditions (required when fitted with conditions).
+        trial_index, epochs : array-like of shape (n_trials,), default=None
+            Their places in the session, for ``trial_smoothing``.
+        inputs : ignored
+
+        Returns
+        -------
+        X_hat : ndarray of shape (n_trials, n_timepoints, n_neurons)
+        """
+        X = self._check_X_new(X)
+        if X.shape[1] != self.condition_means_.shape[1]:
+            raise ValueError(
+                f"X has {X.shape[1]} time points per trial, but ConditionAverage "
+                f"was fitted on trials of {self.condition_means_.shape[1]}.")
+        cond = np.zeros(X.shape[0], dtype=int)
+        if self.conditions_ is not None:
+            if y is None:
+                raise ValueError(
+                    "ConditionAverage was fitted with conditions: pass each trial's "
+                    "condition as y.")
+            cond = check_known_conditions(y, self.conditions_, X.shape[0])
+        index, labels = check_session(trial_index, epochs, X.shape[0], required=True)
+        if index is None or self.trial_smoothing is None:
+            return self.condition_means_[cond].copy()
+        if (labels is None) != (self.epochs_ is None):
+            raise ValueError("epochs must be given exactly when they were given to "
+                             "fit.")
+        return np.stack([self._smoothed(c, t, None if labels is None else e)
+                         for c, t, e in zip(cond, index,
+                                            labels if labels is not None
+                                            else [None] * len(cond))])
+
+    def _smoothed(self, condition, t, epoch):
+        """Session-weighted average of the training trials of one condition."""
+        same = self.trial_conditions_ == condition
+        if epoch is not None and np.any(same & (self.epochs_ == epoch)):
+            same &= self.epochs_ == epoch
+        weights = np.exp(-0.5 * ((self.trial_index_[same] - t)
+                                 / self.trial_smoothing) ** 2)
+        return _weighted_mean(self.trials_[same], self.observed_[same], weights)
+
+    def score(self, X, y=None, *, trial_index=None, epochs=None, inputs=None,
+              sample_weight=None):
+        """R^2 (bits per spike with ``loss='poisson'``) of :meth:`predict` on X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trials, n_timepoints, n_neurons)
+            Trials to score.
+        y, trial_index, epochs, inputs : see :meth:`predict`.
+        sample_weight : array-like of shape (n_trials,), default=None
+            A weight per trial.
+
+        Returns
+        -------
+        score : float
+        """
+        X = self._check_X_new(X)
+        pred = self.predict(X, y, trial_index=trial_index, epochs=epochs)
+        if self.loss == "poisson":
+            return bits_per_spike(X, pred, sample_weight)
+        return r2_observed(X, pred, sample_weight)
+
+
+def _weighted_mean(trials, observed, weights=None):
+    """Mean over trials of each (time, neuron) entry, over its observed values.
+
+    ``trials`` holds 0 where ``observed`` is False. An entry that no trial observed
+    gets its neuron's mean over everything observed (0 for a neuron never seen).
+    """
+    w = np.ones(len(trials)) if weights is None else weights
+    w = w[:, None, None] * observed
+    total = w.sum(0)
+    mean = np.divide((w * trials).sum(0), total, out=np.zeros(trials.shape[1:]),
+                     where=total > 0)
+    count = observed.sum((0, 1))
+    fill = np.divide(trials.sum((0, 1)), count, out=np.zeros(count.shape),
+                     where=count > 0)
+    return np.where(total > 0, mean, fill[None, :])

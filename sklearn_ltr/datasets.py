@@ -9,6 +9,7 @@ import torch
 from sklearn.utils import Bunch, check_random_state
 
 from ._dynamics import simulate_latents
+from ._priors import TrialGP
 from ._torch_utils import limit_threads
 
 __all__ = ["make_low_tensor_rank_rnn", "make_motor_learning"]
@@ -25,7 +26,9 @@ def _learning_curves(rng, n_trials, rank):
 
 def make_low_tensor_rank_rnn(
     n_trials=100, n_timepoints=30, n_neurons=40, rank=3, *, n_units=100,
-    n_conditions=4, tau=2.0, trial_factors="learning", noise=0.1, random_state=None,
+    n_conditions=4, tau=2.0, trial_factors="learning", trial_length_scale=20.0,
+    noise=0.1, recurrent_gain_jitter=0.0, readout_gain_jitter=0.0, offset_drift=0.0,
+    drift_length_scale=30.0, random_state=None,
 ):
     """Planted data from a low-tensor-rank RNN, with its ground truth.
 
@@ -36,6 +39,11 @@ def make_low_tensor_rank_rnn(
     ``D tanh(x) + d`` plus Gaussian noise. The row factors are aligned with the column
     factors through a latent coupling (self-excitation plus rotation), so each trial
     shows rich, condition-dependent transients.
+
+    Three nuisances that are *not* learning can be added, to measure how often a
+    test of learning is fooled by them (all 0 by default): trial-to-trial jitter of
+    the whole recurrence's gain, trial-to-trial jitter of the recorded activity's
+    gain, and slow drift of each neuron's offset.
 
     Parameters
     ----------
@@ -50,13 +58,31 @@ def make_low_tensor_rank_rnn(
         ``k % n_conditions``.
     tau : float, default=2.0
         Time constant in bins (Euler step 1 / tau).
-    trial_factors : {'learning', 'constant'}, default='learning'
+    trial_factors : {'learning', 'constant', 'smooth'}, default='learning'
         'learning': each component changes along a sigmoidal learning curve at its
-        own time, size and sign. 'constant': all trial factors equal 1 (no learning;
-        the data are then exactly a low-rank RNN).
+        own time, size (50-90%) and sign. 'constant': all trial factors equal 1 (no
+        learning; the data are then exactly a low-rank RNN). 'smooth': ``1 +
+        0.4 f`` with ``f`` a draw of a Gaussian process over the trial number with
+        length scale ``trial_length_scale`` (the prior of
+        :class:`~sklearn_ltr.LowTensorRankRNN`), independently per component.
+    trial_length_scale : float, default=20.0
+        Length scale in trials of the 'smooth' trial factors.
     noise : float, default=0.1
         Standard deviation of the Gaussian observation noise relative to the standard
         deviation of the noiseless activity.
+    recurrent_gain_jitter : float, default=0.0
+        Standard deviation of an independent per-trial gain ``1 + e_k`` multiplying
+        every trial factor of trial k (the whole recurrence): fluctuation, not
+        learning.
+    readout_gain_jitter : float, default=0.0
+        Standard deviation of an independent per-trial gain ``1 + g_k`` of the
+        recorded activity around its offsets: ``g_k D tanh(x) + d``.
+    offset_drift : float, default=0.0
+        Standard deviation, relative to that of the noiseless activity, of a slow
+        drift of each neuron's offset over the session (a Gaussian process over the
+        trial number with length scale ``drift_length_scale``, per neuron).
+    drift_length_scale : float, default=30.0
+        In trials.
     random_state : int, RandomState instance or None, default=None
         Seed.
 
@@ -68,7 +94,9 @@ def make_low_tensor_rank_rnn(
         ``left_factors`` and ``right_factors`` (n_units, rank), ``readout``
         (n_neurons, n_units), ``readout_bias`` (n_neurons,), ``initial_states``
         (n_conditions, rank), ``latents`` (n_trials, n_timepoints, rank),
-        ``noise_std`` (absolute), ``tau``.
+        ``recurrent_gain`` and ``readout_gain`` (n_trials,), ``offsets``
+        (n_trials, n_neurons) drift of the offsets, ``noise_std`` (absolute),
+        ``tau``.
 
     Examples
     --------
@@ -78,14 +106,21 @@ def make_low_tensor_rank_rnn(
     >>> data.X.shape, data.trial_factors.shape
     ((8, 5, 3), (8, 2))
     """
-    if trial_factors not in ("learning", "constant"):
+    if trial_factors not in ("learning", "constant", "smooth"):
         raise ValueError(
-            f"trial_factors must be 'learning' or 'constant', got {trial_factors!r}.")
+            f"trial_factors must be 'learning', 'constant' or 'smooth', got "
+            f"{trial_factors!r}.")
     for name, value in [("n_trials", n_trials), ("n_timepoints", n_timepoints),
                         ("n_neurons", n_neurons), ("rank", rank), ("n_units", n_units),
                         ("n_conditions", n_conditions)]:
         if int(value) != value or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    for name, value in [("noise", noise), ("recurrent_gain_jitter",
+                                           recurrent_gain_jitter),
+                        ("readout_gain_jitter", readout_gain_jitter),
+                        ("offset_drift", offset_drift)]:
+        if not value >= 0:
+            raise ValueError(f"{name} must be non-negative, got {value!r}.")
     if rank > n_units:
         raise ValueError(f"rank={rank} must be <= n_units={n_units}.")
     rng = check_random_state(random_state)
@@ -97,26 +132,39 @@ def make_low_tensor_rank_rnn(
     B = A @ J.T + 0.3 * rng.standard_normal((N, R))
     if trial_factors == "learning":
         C = _learning_curves(rng, n_trials, R)
+    elif trial_factors == "smooth":
+        gp = TrialGP(np.arange(n_trials), None, trial_length_scale)
+        C = 1.0 + 0.4 * gp.basis @ rng.standard_normal((gp.basis.shape[1], R))
     else:
         C = np.ones((n_trials, R))
     Z = rng.standard_normal((n_conditions, R))
     Z *= 1.5 / np.linalg.norm(Z, axis=1, keepdims=True) * np.sqrt(min(R, 2) / 2)
     y = np.arange(n_trials) % n_conditions
+    D = 2.0 * rng.standard_normal((n_neurons, N)) / np.sqrt(N)
+    d = 0.5 * rng.standard_normal(n_neurons)
+    eps = rng.standard_normal((n_trials, n_timepoints, n_neurons))
+    # The nuisances come last, so that without them the data are what they were.
+    recurrent_gain = 1.0 + recurrent_gain_jitter * rng.standard_normal(n_trials)
+    readout_gain = 1.0 + readout_gain_jitter * rng.standard_normal(n_trials)
+    drift = TrialGP(np.arange(n_trials), None, drift_length_scale)
+    drift = drift.basis @ rng.standard_normal((drift.basis.shape[1], n_neurons))
     alpha = 1.0 / tau
     with torch.no_grad():
         kappa, H = simulate_latents(
             torch.as_tensor(Z[y]), torch.as_tensor(A), torch.as_tensor(B),
-            torch.as_tensor(C * alpha / N), None, 1.0 - alpha, n_timepoints)
+            torch.as_tensor(C * recurrent_gain[:, None] * alpha / N), None,
+            1.0 - alpha, n_timepoints)
     kappa = np.swapaxes(kappa.numpy(), 0, 1)
     H = np.swapaxes(H.numpy(), 0, 1)
-    D = 2.0 * rng.standard_normal((n_neurons, N)) / np.sqrt(N)
-    d = 0.5 * rng.standard_normal(n_neurons)
-    X_clean = H @ D.T + d
+    X_clean = readout_gain[:, None, None] * (H @ D.T) + d
+    offsets = offset_drift * float(X_clean.std()) * drift
+    X_clean = X_clean + offsets[:, None, :]
     noise_std = noise * float(X_clean.std())
-    X = X_clean + noise_std * rng.standard_normal(X_clean.shape)
+    X = X_clean + noise_std * eps
     return Bunch(
         X=X, X_clean=X_clean, y=y, trial_factors=C, left_factors=A, right_factors=B,
         readout=D, readout_bias=d, initial_states=Z, latents=kappa,
+        recurrent_gain=recurrent_gain, readout_gain=readout_gain, offsets=offsets,
         noise_std=noise_std, tau=tau)
 
 

@@ -30,13 +30,13 @@ from sklearn.utils import Bunch, check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ._pipeline import final_step
-from ._validation import MissingDataWarning, check_trials_array
+from ._validation import MissingDataWarning, check_session, check_trials_array
 from .metrics import bits_per_spike, r2_observed
 from .preprocessing import TrialFactors  # moved there; importable from here too
 
 __all__ = [
     "block_mask", "masked_score", "rank_selection_summary", "one_se_refit",
-    "compare_estimators", "TrialFactors",
+    "compare_estimators", "TrialBlockKFold", "learning_test", "TrialFactors",
 ]
 
 
@@ -624,3 +624,269 @@ def compare_estimators(estimators, X, y=None, *, ranks=None, param="rank", cv=5,
     for category, message in raised:
         warnings.warn(message, category, stacklevel=2)
     return _to_frame(records, as_frame)
+
+
+# --------------------------------------------------------------------------- #
+# held-out blocks of trials, and the test of learning
+# --------------------------------------------------------------------------- #
+class TrialBlockKFold:
+    """K-fold over contiguous blocks of trials, with guard trials left out.
+
+    The trials (in session order: the order of the rows of X) are cut into
+    contiguous blocks of ``block_size``; block ``b`` is held out in fold
+    ``b % n_splits``, so each fold tests several blocks spread over the session.
+    The ``guard`` trials on each side of every test block are dropped from that
+    fold's training set: a trial right next to a held-out block would otherwise
+    carry its slow fluctuations into training. This is the split that tests
+    whether a model predicts a trial from its place in the session (the predicting
+    score of the estimators, with ``trial_index``).
+
+    Parameters
+    ----------
+    n_splits : int, default=5
+        Number of folds (at least 2).
+    block_size : int, default=10
+        Trials per held-out block.
+    guard : int, default=2
+        Trials dropped from training on each side of a test block.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_ltr.model_selection import TrialBlockKFold
+    >>> cv = TrialBlockKFold(n_splits=2, block_size=3, guard=1)
+    >>> train, test = next(cv.split(np.zeros((12, 4, 2))))
+    >>> test.tolist(), train.tolist()  # trials 3, 5 and 9 are guards
+    ([0, 1, 2, 6, 7, 8], [4, 10, 11])
+    """
+
+    def __init__(self, n_splits=5, block_size=10, guard=2):
+        self.n_splits = n_splits
+        self.block_size = block_size
+        self.guard = guard
+
+    def _check(self, n_trials):
+        for name, value, minimum in [("n_splits", self.n_splits, 2),
+                                     ("block_size", self.block_size, 1),
+                                     ("guard", self.guard, 0)]:
+            if (not isinstance(value, numbers.Integral) or isinstance(value, bool)
+                    or value < minimum):
+                raise ValueError(f"{name} must be an integer >= {minimum}, got "
+                                 f"{value!r}.")
+        n_blocks = -(-n_trials // self.block_size)
+        if n_blocks < self.n_splits:
+            raise ValueError(
+                f"{n_trials} trials make {n_blocks} block(s) of block_size="
+                f"{self.block_size}, fewer than n_splits={self.n_splits}; use smaller "
+                f"blocks or fewer splits.")
+
+    def split(self, X, y=None, groups=None):
+        """Yield ``(train, test)`` trial indices of each fold.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trials, ...)
+            Trials, in session order.
+        y, groups : ignored
+            For compatibility with scikit-learn's splitters.
+
+        Yields
+        ------
+        train, test : ndarray of int
+        """
+        n_trials = len(X)
+        self._check(n_trials)
+        block = np.arange(n_trials) // self.block_size
+        for fold in range(self.n_splits):
+            test = block % self.n_splits == fold
+            near = test.copy()
+            for shift in range(1, self.guard + 1):
+                near[shift:] |= test[:-shift]
+                near[:-shift] |= test[shift:]
+            yield np.flatnonzero(~near), np.flatnonzero(test)
+
+    def get_n_splits(self, X=None, y=None, groups=None):
+        """Number of folds.
+
+        Parameters
+        ----------
+        X, y, groups : ignored
+
+        Returns
+        -------
+        n_splits : int
+        """
+        return self.n_splits
+
+    def __repr__(self):
+        return (f"TrialBlockKFold(n_splits={self.n_splits}, block_size="
+                f"{self.block_size}, guard={self.guard})")
+
+
+def _default_blocks(n_trials, n_splits=5):
+    """Blocks of about 5% of the session, a fifth of a block of guard on each side."""
+    block = max(2, n_trials // (4 * n_splits))
+    return TrialBlockKFold(n_splits=n_splits, block_size=block,
+                           guard=max(1, block // 5))
+
+
+def _session_cv(cv, n_trials):
+    if cv is None:
+        return _default_blocks(n_trials)
+    if isinstance(cv, numbers.Integral) and not isinstance(cv, bool):
+        return _default_blocks(n_trials, int(cv))
+    return check_cv(cv)
+
+
+def _fit_and_score_session(est, X, y, meta, train, test):
+    """Fit on the training trials and score the test trials with their places."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est.fit(X[train], _index(y, train),
+                **{k: _index(v, train) for k, v in meta.items()})
+        score = float(est.score(X[test], _index(y, test),
+                                **{k: _index(v, test) for k, v in meta.items()}))
+    return score, [(w.category, str(w.message)) for w in caught]
+
+
+def _corrected_t_test(differences, n_train, n_test):
+    """One-sided paired t-test over folds, corrected for overlapping training sets.
+
+    Cross-validation folds share most of their training trials, so their scores are
+    not independent, and the plain paired t-test over folds rejects too often. The
+    corrected resampled t-test of Nadeau & Bengio (Machine Learning 52, 2003)
+    inflates the variance of the mean difference from ``s^2 / k`` to
+    ``(1 / k + n_test / n_train) s^2``.
+
+    Returns
+    -------
+    mean, se, statistic, pvalue : float
+    """
+    from scipy.stats import t as student
+
+    d = np.asarray(differences, dtype=float)
+    k = d.size
+    mean = float(d.mean())
+    var = float(d.var(ddof=1)) if k > 1 else 0.0
+    se = float(np.sqrt((1.0 / k + n_test / n_train) * var))
+    if se == 0.0:
+        statistic = np.inf if mean > 0 else (-np.inf if mean < 0 else 0.0)
+    else:
+        statistic = mean / se
+    pvalue = float(student.sf(statistic, df=max(k - 1, 1)))
+    return mean, se, float(statistic), pvalue
+
+
+def learning_test(X, y=None, *, rank, trial_index=None, epochs=None, inputs=None,
+                  cv=None, estimator_params=None, n_jobs=None, random_state=None):
+    """Test whether connectivity changed over a session, on held-out trials.
+
+    Fits :class:`~sklearn_ltr.LowTensorRankRNN` (connectivity that changes over
+    trials) and :class:`~sklearn_ltr.LowRankRNN` (the same network with fixed
+    connectivity) of the same ``rank`` on the same folds, and scores each held-out
+    trial by the *predicting* score: its trial factors from the fitted model's prior
+    at its place in the session, its initial state from its condition ``y``, its
+    readout offsets from their drift -- nothing re-fitted on the trial's own data
+    (the initial state is inferred from held-in neurons only when ``y`` is not
+    given). Both networks share the same nuisance terms, so the low-tensor-rank
+    model can beat its twin only by predicting how the dynamics change over the
+    session. Holding out contiguous blocks of trials (``TrialBlockKFold``) keeps
+    trial-to-trial fluctuations that are not learning from helping it.
+
+    The p-value is one-sided (the low-tensor-rank model scores higher), from the
+    corrected resampled t-test over folds (Nadeau & Bengio, 2003), which accounts
+    for the folds' shared training trials.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_trials, n_timepoints, n_neurons)
+        Trials in session order.
+    y : array-like of shape (n_trials,), default=None
+        Condition labels (strongly recommended: then held-out trials are predicted
+        from their condition and place alone). Every condition must appear in every
+        training fold.
+    rank : int
+        Rank of both networks.
+    trial_index : array-like of shape (n_trials,), default=None
+        Each trial's number in the session (default ``0 .. n_trials - 1``).
+    epochs : array-like of shape (n_trials,), default=None
+        Epoch label of each trial (the trial-factor prior is independent across
+        epochs).
+    inputs : array-like of shape (n_trials, n_timepoints, n_inputs), default=None
+        External inputs of both networks.
+    cv : int, cross-validation splitter or iterable, default=None
+        Folds over trials. None: ``TrialBlockKFold`` with 5 folds, blocks of about
+        5% of the session and guards of a fifth of a block; an int sets the number
+        of folds of that default.
+    estimator_params : dict, default=None
+        Further parameters of both networks (e.g. ``n_units``, ``tau``,
+        ``max_iter``); ``trial_length_scale`` and the other parameters of the
+        low-tensor-rank model's prior are given to it alone.
+    n_jobs : int, default=None
+        Parallel fits (joblib).
+    random_state : int, RandomState instance or None, default=None
+        ``random_state`` of both networks (the same for both).
+
+    Returns
+    -------
+    result : Bunch
+        ``difference``: mean over folds of the low-tensor-rank minus the low-rank
+        score; ``se``: its corrected standard error; ``statistic``: their ratio;
+        ``pvalue``; ``per_fold``: the differences, shape (n_splits,); ``scores``:
+        dict of the per-fold scores of ``"LowTensorRankRNN"`` and
+        ``"LowRankRNN"``; ``score_name``; ``n_train``, ``n_test``: mean sizes of
+        the folds; ``cv``: the splitter; ``method``: how the p-value was computed.
+
+    See Also
+    --------
+    TrialBlockKFold : The default folds.
+
+    Examples
+    --------
+    >>> from sklearn_ltr.datasets import make_low_tensor_rank_rnn
+    >>> from sklearn_ltr.model_selection import learning_test
+    >>> data = make_low_tensor_rank_rnn(40, 10, 8, rank=2, random_state=0)
+    >>> result = learning_test(data.X, data.y, rank=2, cv=2, random_state=0,
+    ...                        estimator_params={"n_units": 12, "max_iter": 40})
+    >>> sorted(result.scores), result.per_fold.shape
+    (['LowRankRNN', 'LowTensorRankRNN'], (2,))
+    """
+    from .rnn import LowRankRNN, LowTensorRankRNN
+
+    X = check_trials_array(X)
+    n_trials = X.shape[0]
+    index, labels = check_session(trial_index, epochs, n_trials)
+    if y is not None and len(y) != n_trials:
+        raise ValueError(f"y has {len(y)} labels but X has {n_trials} trials.")
+    meta = {"trial_index": index, "epochs": labels, "inputs": inputs}
+    meta = {k: v for k, v in meta.items() if v is not None}
+    cv = _session_cv(cv, n_trials)
+    splits = [(np.asarray(tr), np.asarray(te)) for tr, te in cv.split(X, y)]
+    params = dict(estimator_params or {}, rank=rank, random_state=random_state)
+    shared = set(LowRankRNN().get_params())
+    models = {"LowTensorRankRNN": LowTensorRankRNN(**params),
+              "LowRankRNN": LowRankRNN(**{k: v for k, v in params.items()
+                                           if k in shared})}
+    tasks = [(name, fold, clone(est)) for fold in range(len(splits))
+             for name, est in models.items()]
+    outputs = Parallel(n_jobs=n_jobs)(
+        delayed(_fit_and_score_session)(est, X, y, meta, *splits[fold])
+        for name, fold, est in tasks)
+    scores = {name: np.full(len(splits), np.nan) for name in models}
+    raised = OrderedDict()
+    for (name, fold, _), (score, caught) in zip(tasks, outputs):
+        scores[name][fold] = score
+        for category, message in caught:
+            raised.setdefault((category, message), None)
+    for category, message in raised:
+        warnings.warn(message, category, stacklevel=2)
+    per_fold = scores["LowTensorRankRNN"] - scores["LowRankRNN"]
+    n_train = float(np.mean([len(tr) for tr, _ in splits]))
+    n_test = float(np.mean([len(te) for _, te in splits]))
+    mean, se, statistic, pvalue = _corrected_t_test(per_fold, n_train, n_test)
+    return Bunch(difference=mean, se=se, statistic=statistic, pvalue=pvalue,
+                 per_fold=per_fold, scores=scores,
+                 score_name=_score_name(models["LowTensorRankRNN"]),
+                 n_train=n_train, n_test=n_test, cv=cv,
+                 method="one-sided corrected resampled t-test over folds "
+                        "(Nadeau & Bengio, 2003)")

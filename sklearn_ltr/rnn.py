@@ -254,7 +254,7 @@ def _new_trial_offsets(est, n_trials, session, dev):
         return None
     drift = est.readout_drift_ / est._data_scale
     if session is None:
-        offsets = np.broadcast_to(drift.mean(0), (n_trials, drift.shape[1]))
+        offsets = np.tile(drift.mean(0), (n_trials, 1))
     else:
         offsets = est._drift_process().predict(drift, session.trial_index, None)
     return GivenOffsets(to_tensor(offsets, dev))

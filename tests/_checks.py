@@ -18,7 +18,14 @@ DATA_FREE_CHECKS = [
     "check_estimator_tags_renamed",
 ]
 
-from sklearn_ltr import TCA, LowRankRNN, LowTensorRankRNN, TrialPCA, preprocessing  # noqa: E402
+from sklearn_ltr import (  # noqa: E402
+    TCA,
+    ConditionAverage,
+    LowRankRNN,
+    LowTensorRankRNN,
+    TrialPCA,
+    preprocessing,
+)
 
 RNNS = [LowTensorRankRNN, LowRankRNN]
 BASELINES = [TCA, TrialPCA]
@@ -26,7 +33,9 @@ ESTIMATORS = RNNS + BASELINES
 # Every transformer of the package, so a new one is covered without editing tests.
 TRANSFORMERS = [getattr(preprocessing, name) for name in preprocessing.__all__
                 if isinstance(getattr(preprocessing, name), type)]
-ALL = ESTIMATORS + TRANSFORMERS
+# Model-free references: fit, predict and score, no latents.
+REFERENCES = [ConditionAverage]
+ALL = ESTIMATORS + TRANSFORMERS + REFERENCES
 
 
 def class_id(cls):
