@@ -148,3 +148,16 @@ def test_bench_fit_command_line_is_validated(capsys):
             bench_fit.parse_args(bad)
         assert exc.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_bench_learning_test_quick(tmp_path):
+    path = tmp_path / "learning.json"
+    stdout = run_script("bench_learning_test.py", "--quick", "--json", str(path))
+    res = json.loads(path.read_text())
+    assert "wins every fold" in stdout
+    conditions = [row[0] for row in res["summary"]]
+    assert conditions == ["learning", "constant", "recurrent gain", "readout gain",
+                          "offset drift"]
+    for rec in res["records"]:
+        assert 0.0 <= rec["pvalue"] <= 1.0 and len(rec["per_fold"]) == 5
+        assert rec["ceiling"] <= 1.0

@@ -1,0 +1,160 @@
+"""Power and false-positive rate of ``model_selection.learning_test``, measured.
+
+Planted sessions (``make_low_tensor_rank_rnn``, condition labels given) in five
+conditions, each over many seeds:
+
+* ``learning``: trial factors change along learning curves (by 50-90 %);
+* ``constant``: fixed connectivity, no nuisance;
+* ``recurrent gain``: fixed connectivity, the recurrence's gain jitters from trial
+  to trial (independent, standard deviation ``--jitter``);
+* ``readout gain``: fixed connectivity, the recorded activity's gain jitters from
+  trial to trial (independent, ``--jitter``);
+* ``offset drift``: fixed connectivity, each neuron's offset drifts slowly over the
+  session (``--drift`` times the activity's standard deviation).
+
+For each session ``learning_test`` fits both networks on the same trial-block folds
+and scores the held-out blocks with the predicting score. The table gives, per
+condition, the fraction of seeds with p < alpha (power for ``learning``, the
+false-positive rate for the others), the fraction where the low-tensor-rank network
+beat the low-rank one on every fold, and the median difference of scores; the
+ConditionAverage reference (smoothed over the session) and the noise ceiling on the
+same folds are printed beside them.
+
+Usage::
+
+    python benchmarks/bench_learning_test.py                    # 20 seeds each
+    python benchmarks/bench_learning_test.py --seeds 30 --json out.json
+    python benchmarks/bench_learning_test.py --quick            # a smoke test
+"""
+
+import argparse
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from sklearn_ltr import ConditionAverage
+from sklearn_ltr.datasets import make_low_tensor_rank_rnn
+from sklearn_ltr.metrics import r2_observed
+from sklearn_ltr.model_selection import learning_test
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import machine_info, print_table, save_json  # noqa: E402
+
+
+def conditions(jitter, drift):
+    """Name -> keyword arguments of ``make_low_tensor_rank_rnn``."""
+    return {
+        "learning": {"trial_factors": "learning"},
+        "constant": {"trial_factors": "constant"},
+        "recurrent gain": {"trial_factors": "constant",
+                           "recurrent_gain_jitter": jitter},
+        "readout gain": {"trial_factors": "constant", "readout_gain_jitter": jitter},
+        "offset drift": {"trial_factors": "constant", "offset_drift": drift},
+    }
+
+
+def references(data, result):
+    """Smoothed condition average and noise ceiling on the test's folds."""
+    avg, ceiling = [], []
+    index = np.arange(len(data.X), dtype=float)
+    for train, test in result.cv.split(data.X):
+        ref = ConditionAverage(trial_smoothing=5.0).fit(
+            data.X[train], data.y[train], trial_index=index[train])
+        avg.append(ref.score(data.X[test], data.y[test], trial_index=index[test]))
+        ceiling.append(r2_observed(data.X[test], data.X_clean[test]))
+    return float(np.mean(avg)), float(np.mean(ceiling))
+
+
+def run(args):
+    size = dict(n_trials=args.n_trials, n_timepoints=args.n_timepoints,
+                n_neurons=args.n_neurons)
+    params = {"n_units": args.n_units, "max_iter": args.max_iter}
+    records = []
+    for name, kwargs in conditions(args.jitter, args.drift).items():
+        for seed in range(args.seeds):
+            data = make_low_tensor_rank_rnn(
+                **size, rank=args.rank, n_units=60, noise=args.noise,
+                random_state=seed, **kwargs)
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = learning_test(data.X, data.y, rank=args.rank, random_state=0,
+                                    estimator_params=params, n_jobs=args.n_jobs)
+            seconds = time.perf_counter() - t0
+            avg, ceiling = references(data, res)
+            records.append({
+                "condition": name, "seed": seed, "pvalue": res.pvalue,
+                "difference": res.difference, "se": res.se,
+                "per_fold": res.per_fold, "ltr": float(res.scores[
+                    "LowTensorRankRNN"].mean()),
+                "lr": float(res.scores["LowRankRNN"].mean()),
+                "condition_average": avg, "ceiling": ceiling, "seconds": seconds})
+            if args.verbose:
+                print(f"{name:>15} seed {seed:2d}: p={res.pvalue:.4f} "
+                      f"diff={res.difference:+.4f} ({seconds:.0f} s)", flush=True)
+    return records
+
+
+def summarise(records, alpha):
+    rows = []
+    for name in dict.fromkeys(r["condition"] for r in records):
+        sel = [r for r in records if r["condition"] == name]
+        p = np.array([r["pvalue"] for r in sel])
+        rows.append([
+            name, len(sel), float(np.mean(p < alpha)),
+            float(np.mean([np.all(np.asarray(r["per_fold"]) > 0) for r in sel])),
+            float(np.median(p)),
+            float(np.median([r["difference"] for r in sel])),
+            float(np.median([r["ltr"] for r in sel])),
+            float(np.median([r["lr"] for r in sel])),
+            float(np.median([r["condition_average"] for r in sel])),
+            float(np.median([r["ceiling"] for r in sel]))])
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=20)
+    p.add_argument("--n-trials", type=int, default=80)
+    p.add_argument("--n-timepoints", type=int, default=20)
+    p.add_argument("--n-neurons", type=int, default=20)
+    p.add_argument("--rank", type=int, default=2)
+    p.add_argument("--n-units", type=int, default=30,
+                   help="units of the fitted networks (the planted one has 60)")
+    p.add_argument("--max-iter", type=int, default=400)
+    p.add_argument("--noise", type=float, default=0.3)
+    p.add_argument("--jitter", type=float, default=0.15,
+                   help="standard deviation of the gain jitters")
+    p.add_argument("--drift", type=float, default=0.3,
+                   help="size of the offset drift, relative to the activity")
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--n-jobs", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="2 seeds, small sessions")
+    p.add_argument("--verbose", action="store_true")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seeds, args.n_trials, args.n_timepoints = 2, 40, 10
+        args.n_neurons, args.n_units, args.max_iter = 8, 12, 60
+    t0 = time.perf_counter()
+    machine = machine_info()
+    records = run(args)
+    rows = summarise(records, args.alpha)
+    print_table(
+        f"learning_test on planted sessions ({args.n_trials} trials x "
+        f"{args.n_timepoints} bins x {args.n_neurons} neurons, rank {args.rank}, "
+        f"{args.seeds} seeds each; held-out blocks, predicting score)",
+        ["condition", "seeds", f"p<{args.alpha}", "wins every fold", "median p",
+         "median diff", "LTR R²", "LR R²", "cond. avg R²", "ceiling"], rows,
+        note=f"{time.perf_counter() - t0:.0f} s on {machine['cpu_model']}, "
+             f"load {machine['loadavg'][0]:.2f}")
+    if args.json:
+        save_json(args.json, {"config": vars(args), "machine": machine,
+                              "records": records, "summary": rows})
+
+
+if __name__ == "__main__":
+    main()
