@@ -327,9 +327,9 @@ def _learning_session(W, W_in, W_out, inputs, path, epoch, y, field_strength,
 
 def make_motor_learning(
     n_units=100, n_timepoints=50, *, n_targets=8, n_baseline=5, n_perturbation=20,
-    n_washout=10, field_strength=8.0, learning_rate=0.01, init_scale=0.0,
+    n_washout=10, field_strength=16.0, learning_rate=0.005, init_scale=0.0,
     input_scale=0.3, output_scale=4.0, pretrain_iter=1500, pretrain_learning_rate=0.1,
-    dt=0.02, tau=0.06, arm_tau=0.04, noise=0.05, random_state=None,
+    dt=0.02, tau=0.06, arm_tau=0.04, noise=0.02, random_state=None,
 ):
     """A task-trained recurrent network adapting its reaches to a curl force field.
 
@@ -384,11 +384,13 @@ def make_motor_learning(
     n_baseline, n_perturbation, n_washout : int, default=5, 20, 10
         Number of blocks (one trial per target each) of every epoch.
         ``n_trials = n_targets * (n_baseline + n_perturbation + n_washout)``.
-    field_strength : float, default=8.0
+    field_strength : float, default=16.0
         Curl field gain b, in 1/s (force per unit mass per unit velocity); positive
         pushes clockwise.
-    learning_rate : float, default=0.01
-        Step size of the single gradient step per trial during the session.
+    learning_rate : float, default=0.005
+        Step size of the single gradient step per trial during the session. With
+        the default field, the error adapts over about five blocks of the
+        perturbation, and the after-effect fades over as many in washout.
     init_scale : float, default=0.0
         Scale of the random recurrent weights before pretraining (in units of
         ``1 / sqrt(n_units)``); 0 starts from zero weights, as in the rank bounds.
@@ -406,9 +408,12 @@ def make_motor_learning(
         Time constant of the units, in seconds (>= dt).
     arm_tau : float, default=0.04
         Time constant of the arm's velocity response, in seconds (>= dt).
-    noise : float, default=0.05
+    noise : float, default=0.02
         Standard deviation of the Gaussian observation noise added to the rates, in
-        units of the standard deviation of the noiseless rates.
+        units of the standard deviation of the noiseless rates. With the defaults,
+        the variance of the activity that learning changes (each trial's deviation
+        from the baseline mean trajectory of its target) is about ten times the
+        noise variance: the learning is visible in the recordings.
     random_state : int, RandomState instance or None, default=None
         Seeds the random weights and the noise (a local generator). The computation
         is in float64 on the CPU with one torch thread, so a seed gives the same data

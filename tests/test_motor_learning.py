@@ -22,9 +22,13 @@ TINY = dict(n_units=12, n_timepoints=15, n_targets=4, n_baseline=1, n_perturbati
 
 @pytest.fixture(scope="module")
 def session():
-    """A small session: 40 units, 30 bins, 2 + 8 + 4 blocks of 8 targets."""
+    """A small session: 40 units, 30 bins, 2 + 8 + 4 blocks of 8 targets.
+
+    A weaker field learned faster than by default, so that eight blocks adapt.
+    """
     return make_motor_learning(n_units=40, n_timepoints=30, n_baseline=2,
                                n_perturbation=8, n_washout=4, pretrain_iter=1500,
+                               field_strength=8.0, learning_rate=0.01, noise=0.05,
                                random_state=0)
 
 
@@ -52,6 +56,29 @@ def test_shapes_and_contents(session):
     resid = session.X - session.X_clean
     assert 0.04 < resid.std() / session.X_clean.std() < 0.06
     assert session.params["n_perturbation"] == 8
+
+
+def learning_variance(data):
+    """Variance of the clean activity that learning changes.
+
+    Each trial's deviation from the mean baseline trajectory of its target.
+    """
+    Xc, y, epoch = data.X_clean, data.y, data.epoch
+    base = np.stack([Xc[(epoch == "baseline") & (y == c)].mean(0)
+                     for c in range(y.max() + 1)])
+    return float((Xc - base[y]).var())
+
+
+@pytest.mark.slow
+def test_default_session_shows_its_learning_above_the_noise():
+    # The built-in session of the demo: what learning changes in the activity is
+    # well above the recording noise (measured: about 11 times its variance).
+    data = make_motor_learning(random_state=0)
+    ratio = learning_variance(data) / data.noise_std ** 2
+    assert ratio > 5, ratio
+    err = _blocks(data.error)  # 5 baseline, 20 perturbation, 10 washout blocks
+    assert err[5] > 5 * err[:5].mean() and err[24] < 0.5 * err[5], err
+    assert err[25] > 2 * err[24] and err[-1] < 0.2 * err[25], err
 
 
 def test_weights_change_only_through_learning(session):
