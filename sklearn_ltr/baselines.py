@@ -629,6 +629,9 @@ class ConditionAverage(SaveMixin, TrialsInputMixin, BaseEstimator):
         self.trial_smoothing = trial_smoothing
         self.loss = loss
 
+    def _score_kind(self):
+        return "bits_per_spike" if self.loss == "poisson" else "r2"
+
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, *, trial_index=None, epochs=None, inputs=None):
         """Store the training trials and the mean trajectory of each condition.
@@ -731,7 +734,7 @@ class ConditionAverage(SaveMixin, TrialsInputMixin, BaseEstimator):
         """
         X = self._check_X_new(X)
         pred = self.predict(X, y, trial_index=trial_index, epochs=epochs)
-        if self.loss == "poisson":
+        if self._score_kind() == "bits_per_spike":
             return bits_per_spike(X, pred, sample_weight)
         return r2_observed(X, pred, sample_weight)
 

@@ -228,12 +228,14 @@ def _estimator_name(est):
     return type(final_step(est)).__name__
 
 
-def _score_name(est):
+def _score_name(est, predicting=False):
+    """What ``est.score`` reports: the protocol and the unit."""
     kind = getattr(final_step(est), "_score_kind", None)
     if kind is None:
         return "score"
-    return ("co-smoothing bits/spike" if kind() == "bits_per_spike"
-            else "co-smoothing R²")
+    protocol = "predicting" if predicting else "co-smoothing"
+    unit = "bits/spike" if kind() == "bits_per_spike" else "R²"
+    return f"{protocol} {unit}"
 
 
 def _param_keys(names, param):
@@ -375,8 +377,11 @@ def rank_selection_summary(results, *, param="rank"):
         over the folds, failed folds ignored); ``best_rank`` and ``one_se_rank``:
         dicts from estimator name to rank (the highest mean, and the smallest rank
         within one standard error of it); ``score_name``: what was scored;
-        ``text``: the table formatted for printing; ``frame``: the table as a pandas
-        DataFrame, or None without pandas.
+        ``references``: dict from the name of each estimator evaluated without a
+        rank (a model-free reference such as
+        :class:`~sklearn_ltr.ConditionAverage`) to its ``mean``, ``se`` and
+        ``n_splits``; ``text``: the table formatted for printing; ``frame``: the
+        table as a pandas DataFrame, or None without pandas.
 
     See Also
     --------
@@ -410,10 +415,19 @@ def rank_selection_summary(results, *, param="rank"):
             f"compare_estimators.")
     if "score_name" in records[0]:
         score_name = records[0]["score_name"]
-    groups = OrderedDict()
+    groups, reference_scores = OrderedDict(), OrderedDict()
     for rec in records:
+        if _no_rank(rec["rank"]):
+            reference_scores.setdefault(rec["estimator"], []).append(
+                float(rec["score"]))
+            continue
         groups.setdefault(rec["estimator"], OrderedDict()).setdefault(
             int(rec["rank"]), []).append(float(rec["score"]))
+    references = OrderedDict()
+    for name, scores in reference_scores.items():
+        mean, se, n = _mean_se(scores)
+        references[name] = {"mean": float(mean[0]), "se": float(se[0]),
+                            "n_splits": int(n[0])}
     table, best_rank, one_se_rank = [], {}, {}
     for name, by_rank in groups.items():
         ranks = sorted(by_rank)
@@ -430,11 +444,16 @@ def rank_selection_summary(results, *, param="rank"):
             best_rank[name] = ranks[best]
             one_se_rank[name] = ranks[one_se]
     summary = Bunch(table=table, best_rank=best_rank, one_se_rank=one_se_rank,
-                    score_name=score_name)
+                    references=references, score_name=score_name)
     summary.text = _format_table(summary)
     frame = _to_frame(table, "auto")
     summary.frame = frame if frame is not table else None
     return summary
+
+
+def _no_rank(rank):
+    """Whether a record's rank says "evaluated without a rank" (None, or NaN)."""
+    return rank is None or (isinstance(rank, float) and rank != rank)
 
 
 def _format_table(summary):
@@ -456,6 +475,9 @@ def _format_table(summary):
     lines.append(row("best rank", [str(summary.best_rank.get(n, "-")) for n in names]))
     lines.append(row("one-SE rank",
                      [str(summary.one_se_rank.get(n, "-")) for n in names]))
+    for name, ref in summary.get("references", {}).items():
+        lines.append(f"{'reference':>11}  {name}: {ref['mean']:.4f} +/- "
+                     f"{ref['se']:.4f} (no rank)")
     return "\n".join(lines)
 
 
@@ -475,12 +497,22 @@ def _to_frame(records, as_frame):
 # --------------------------------------------------------------------------- #
 # comparing estimators on the same folds
 # --------------------------------------------------------------------------- #
+def _takes_trials(est):
+    """Whether the (last step of the) estimator takes 3D arrays of trials."""
+    try:
+        return bool(final_step(est).__sklearn_tags__().input_tags.three_d_array)
+    except AttributeError:
+        return False
+
+
 def _find_param(est, param):
     keys = _param_keys(est.get_params(deep=True), param)
     if param in keys:
         return param
     if len(keys) == 1:
         return keys[0]
+    if not keys and _takes_trials(est):
+        return None  # a reference without ranks (e.g. ConditionAverage)
     raise ValueError(
         f"{_estimator_name(est)} has no unique parameter {param!r} (found {keys}); "
         f"compare_estimators varies the rank through it.")
@@ -490,21 +522,29 @@ def _index(a, idx):
     return None if a is None else np.asarray(a)[idx]
 
 
-def _fit_and_score(est, X, y, train, test, error_score, label):
+def _fit_and_score(est, X, y, meta, train, test, error_score, label):
     """Fit on the training trials and score the test trials; warnings are returned.
 
-    Warnings raised in a worker process would be printed there, once per fit; they
-    are recorded instead and handed back, so the caller sees them in its own
-    process, each distinct message once (and can filter or summarise them).
+    ``meta`` holds per-trial arrays (``trial_index``, ``epochs``, ``inputs``) given
+    to both ``fit`` and ``score``, each fold's part of them; they reach the last
+    step of a Pipeline by scikit-learn's metadata routing. Warnings raised in a
+    worker process would be printed there, once per fit; they are recorded instead
+    and handed back, so the caller sees them in its own process, each distinct
+    message once (and can filter or summarise them).
     """
+    from sklearn import config_context
+
     t0 = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
+    fit_meta = {k: _index(v, train) for k, v in meta.items()}
+    test_meta = {k: _index(v, test) for k, v in meta.items()}
+    with warnings.catch_warnings(record=True) as caught, \
+            config_context(enable_metadata_routing=bool(meta)):
         warnings.simplefilter("always")
         try:
-            est.fit(X[train], _index(y, train))
+            est.fit(X[train], _index(y, train), **fit_meta)
             fit_time = time.perf_counter() - t0
             t1 = time.perf_counter()
-            score = float(est.score(X[test], _index(y, test)))
+            score = float(est.score(X[test], _index(y, test), **test_meta))
             score_time = time.perf_counter() - t1
         except Exception as exc:
             if isinstance(error_score, str) and error_score == "raise":
@@ -519,8 +559,8 @@ def _fit_and_score(est, X, y, train, test, error_score, label):
 
 
 def compare_estimators(estimators, X, y=None, *, ranks=None, param="rank", cv=5,
-                       groups=None, n_jobs=None, verbose=0, error_score=np.nan,
-                       as_frame="auto"):
+                       groups=None, trial_index=None, epochs=None, inputs=None,
+                       n_jobs=None, verbose=0, error_score=np.nan, as_frame="auto"):
     """Cross-validated scores of several estimators over a rank grid, on the same folds.
 
     The folds are drawn once (``cv.split`` is called a single time), so every
@@ -541,13 +581,22 @@ def compare_estimators(estimators, X, y=None, *, ranks=None, param="rank", cv=5,
         stratified splitter can use them).
     ranks : sequence of int or dict of str to sequence, default=None
         Ranks to evaluate, for all estimators or per estimator name. None evaluates
-        each estimator at its own ``rank``.
+        each estimator at its own ``rank``. An estimator without a rank parameter
+        (a reference such as :class:`~sklearn_ltr.ConditionAverage`) is evaluated
+        once per fold, with rank None.
     param : str, default="rank"
         The parameter that is varied (a name or a Pipeline path ending in it).
     cv : int, cross-validation generator or iterable, default=5
         Folds over trials, as in ``GridSearchCV`` (an int means ``KFold``).
     groups : array-like of shape (n_trials,), default=None
         Group labels for group-aware splitters.
+    trial_index, epochs : array-like of shape (n_trials,), default=None
+        Places in the session, given to ``fit`` and ``score`` (each fold's part):
+        with ``trial_index`` the estimators are scored by their predicting score
+        (see :meth:`~sklearn_ltr.base.BaseLatentModel.score`). Use folds of
+        contiguous blocks then (:class:`TrialBlockKFold`).
+    inputs : array-like of shape (n_trials, n_timepoints, n_inputs), default=None
+        External inputs, given to ``fit`` and ``score`` likewise.
     n_jobs : int, default=None
         Number of parallel fits (joblib).
     verbose : int, default=0
@@ -592,6 +641,9 @@ def compare_estimators(estimators, X, y=None, *, ranks=None, param="rank", cv=5,
     X = check_trials_array(X)
     if y is not None and len(y) != X.shape[0]:
         raise ValueError(f"y has {len(y)} labels but X has {X.shape[0]} trials.")
+    index, labels = check_session(trial_index, epochs, X.shape[0], required=True)
+    meta = {k: v for k, v in [("trial_index", index), ("epochs", labels),
+                              ("inputs", inputs)] if v is not None}
     cv = check_cv(cv)
     # Draw the folds once: a shuffling splitter without a fixed random_state would
     # otherwise give each estimator different folds.
@@ -601,17 +653,22 @@ def compare_estimators(estimators, X, y=None, *, ranks=None, param="rank", cv=5,
     for name, est in named:
         est_ranks = ranks.get(name) if isinstance(ranks, dict) else ranks
         key = _find_param(est, param)
-        if est_ranks is None:
+        if key is None:
+            est_ranks = [None]
+        elif est_ranks is None:
             est_ranks = [est.get_params(deep=True)[key]]
         for rank in est_ranks:
             for fold, (train, test) in enumerate(splits):
-                candidate = clone(est).set_params(**{key: rank})
-                tasks.append((name, int(rank), fold, candidate, train, test))
+                candidate = clone(est)
+                if key is not None:
+                    candidate.set_params(**{key: rank})
+                    rank = int(rank)
+                tasks.append((name, rank, fold, candidate, train, test))
     outputs = Parallel(n_jobs=n_jobs, verbose=verbose)(
-        delayed(_fit_and_score)(cand, X, y, train, test, error_score,
+        delayed(_fit_and_score)(cand, X, y, meta, train, test, error_score,
                                 f"{name} with {param}={rank} on fold {fold}")
         for name, rank, fold, cand, train, test in tasks)
-    score_names = {name: _score_name(est) for name, est in named}
+    score_names = {name: _score_name(est, index is not None) for name, est in named}
     records, raised = [], OrderedDict()
     for (name, rank, fold, _, train, test), (score, fit_t, score_t, caught) in zip(
             tasks, outputs):
@@ -886,7 +943,7 @@ def learning_test(X, y=None, *, rank, trial_index=None, epochs=None, inputs=None
     mean, se, statistic, pvalue = _corrected_t_test(per_fold, n_train, n_test)
     return Bunch(difference=mean, se=se, statistic=statistic, pvalue=pvalue,
                  per_fold=per_fold, scores=scores,
-                 score_name=_score_name(models["LowTensorRankRNN"]),
+                 score_name=_score_name(models["LowTensorRankRNN"], True),
                  n_train=n_train, n_test=n_test, cv=cv,
                  method="one-sided corrected resampled t-test over folds "
                         "(Nadeau & Bengio, 2003)")

@@ -91,7 +91,10 @@ def plot_rank_selection(results, *, ax=None, param="rank", dodge=0.06):
     -------
     ax : matplotlib Axes
         Error bars in ``ax.containers`` (one per estimator, in table order); the
-        markers have the gids ``"best_rank:<name>"`` and ``"one_se_rank:<name>"``.
+        markers have the gids ``"best_rank:<name>"`` and ``"one_se_rank:<name>"``;
+        estimators evaluated without a rank (references such as
+        :class:`~sklearn_ltr.ConditionAverage`) are dashed horizontal lines with
+        gid ``"reference:<name>"`` over a band of one standard error.
 
     See Also
     --------
@@ -143,6 +146,15 @@ def plot_rank_selection(results, *, ax=None, param="rank", dodge=0.06):
             j = int(np.flatnonzero(ranks == chosen)[0])
             ax.plot([ranks[j] + shift], [mean[j]], linestyle="none", color=color,
                     zorder=3, gid=f"{key}:{name}", **style)
+    # Model-free references (no rank): a band of mean +/- SE across the plot.
+    ref_colors = plt.get_cmap("Greys")(np.linspace(0.45, 0.8,
+                                                   max(len(summary.get("references",
+                                                                       {})), 1)))
+    for (name, ref), color in zip(summary.get("references", {}).items(), ref_colors):
+        ax.axhline(ref["mean"], color=color, ls="--", lw=1.2, label=name,
+                   gid=f"reference:{name}")
+        ax.axhspan(ref["mean"] - ref["se"], ref["mean"] + ref["se"], color=color,
+                   alpha=0.15, lw=0)
     ax.set_xticks(sorted(all_ranks))
     ax.set_xlabel("rank")
     ax.set_ylabel(f"{summary.score_name}\n(held-out, mean ± SE over folds)")

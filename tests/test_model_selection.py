@@ -325,6 +325,23 @@ def test_compare_estimators_bad_input(cp_data):
         compare_estimators([TrialPCA()], X, y=[0, 1, 2])
 
 
+def test_compare_estimators_evaluates_references_once_per_fold(cp_data):
+    # A model-free reference has no rank: one record per fold, rank None, shown
+    # apart from the rank table.
+    from sklearn_ltr import ConditionAverage
+
+    X, _ = cp_data
+    results = compare_estimators({"PCA": TrialPCA(), "avg": ConditionAverage()}, X,
+                                 ranks=[1, 2], cv=3, as_frame=False)
+    refs = [r for r in results if r["estimator"] == "avg"]
+    assert len(refs) == 3 and all(r["rank"] is None for r in refs)
+    summary = rank_selection_summary(results)
+    assert list(summary.references) == ["avg"]
+    assert {r["estimator"] for r in summary.table} == {"PCA"}
+    assert summary.references["avg"]["n_splits"] == 3
+    assert "reference  avg:" in summary.text
+
+
 @pytest.mark.parametrize("n_jobs", [1, 2])
 def test_compare_estimators_hands_back_each_distinct_warning_once(cp_data, n_jobs):
     from sklearn.exceptions import ConvergenceWarning

@@ -1,0 +1,268 @@
+"""Trials at their place in the session: the predicting score and the learning test."""
+
+import numpy as np
+import pytest
+import sklearn
+from sklearn.model_selection import GridSearchCV, KFold, cross_validate
+from sklearn.pipeline import make_pipeline
+
+from sklearn_ltr import (
+    ConditionAverage,
+    LowRankRNN,
+    LowTensorRankRNN,
+    StandardScaler3D,
+    TrialPCA,
+)
+from sklearn_ltr.datasets import make_low_tensor_rank_rnn
+from sklearn_ltr.model_selection import TrialBlockKFold, learning_test
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::sklearn.exceptions.ConvergenceWarning")
+
+FAST = dict(n_units=16, max_iter=150, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def session():
+    """A planted session whose connectivity learns, and its twin that does not."""
+    kw = dict(n_trials=60, n_timepoints=12, n_neurons=12, rank=2, n_units=40,
+              noise=0.3, random_state=1)
+    return (make_low_tensor_rank_rnn(**kw),
+            make_low_tensor_rank_rnn(**kw, trial_factors="constant"))
+
+
+# ----------------------------------------------------------------------- folds
+def test_trial_blocks_cover_every_trial_once_and_guard_them():
+    cv = TrialBlockKFold(n_splits=3, block_size=4, guard=1)
+    X = np.zeros((30, 2, 2))
+    tests = [test for _, test in cv.split(X)]
+    np.testing.assert_array_equal(np.sort(np.concatenate(tests)), np.arange(30))
+    for train, test in cv.split(X):
+        assert not set(train) & set(test)
+        # No training trial right next to a test trial.
+        assert np.min(np.abs(train[:, None] - test[None, :])) >= 2
+        # Contiguous blocks: the test trials come in runs of block_size.
+        runs = np.split(test, np.flatnonzero(np.diff(test) > 1) + 1)
+        assert all(len(r) == 4 for r in runs[:-1])
+    assert cv.get_n_splits() == 3
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"n_splits": 1}, "n_splits must be an integer >= 2"),
+    ({"block_size": 0}, "block_size must be an integer >= 1"),
+    ({"guard": -1}, "guard must be an integer >= 0"),
+    ({"n_splits": 5, "block_size": 10}, "fewer than n_splits=5"),
+])
+def test_trial_blocks_bad_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        next(TrialBlockKFold(**kwargs).split(np.zeros((30, 2, 2))))
+
+
+# ------------------------------------------------------------- session metadata
+@pytest.mark.parametrize("trial_index, epochs, match", [
+    (np.arange(5), None, r"expected shape \(6,\)"),
+    ([0, 1, 2, 2, 3, 4], None, "repeated trial numbers"),
+    ([0, 1, 2, np.nan, 3, 4], None, "NaN or infinite"),
+    (["a"] * 6, None, "must hold numbers"),
+    (np.arange(6), ["a"] * 5, r"epochs must hold one label per trial"),
+])
+def test_bad_session_metadata_is_a_clear_error(trial_index, epochs, match):
+    X = make_low_tensor_rank_rnn(6, 5, 4, rank=1, random_state=0).X
+    with pytest.raises((ValueError, TypeError), match=match):
+        LowRankRNN(rank=1, n_units=4, max_iter=2).fit(X, trial_index=trial_index,
+                                                       epochs=epochs)
+
+
+def test_fit_stores_the_places_of_the_trials(session):
+    data, _ = session
+    index = np.arange(60) * 3.0 + 7
+    epochs = np.repeat(["early", "late"], 30)
+    est = LowTensorRankRNN(rank=2, **FAST).fit(data.X, data.y, trial_index=index,
+                                                epochs=epochs)
+    np.testing.assert_array_equal(est.trial_index_, index)
+    np.testing.assert_array_equal(est.epochs_, epochs)
+    assert est.readout_drift_.shape == (60, 12)
+    default = LowRankRNN(rank=2, **FAST).fit(data.X)
+    np.testing.assert_array_equal(default.trial_index_, np.arange(60.0))
+    assert default.epochs_ is None
+
+
+# ------------------------------------------------------------ predicting score
+def test_predicting_score_predicts_the_trial_factors_from_the_prior(session):
+    data, _ = session
+    index = np.arange(60.0)
+    train, test = next(TrialBlockKFold(3, 5, 1).split(data.X))
+    est = LowTensorRankRNN(rank=2, **FAST).fit(
+        data.X[train], data.y[train], trial_index=index[train])
+    prior = est._trial_prior()
+    predicted = prior.predict_factors(est, index[test], None)
+    # Between fitted trials the prediction interpolates the fitted factors.
+    inside = (index[test] > index[train].min()) & (index[test] < index[train].max())
+    lo = np.interp(index[test][inside], index[train], est.trial_factors_[:, 0])
+    np.testing.assert_allclose(predicted[inside, 0], lo, atol=0.15)
+    # The prediction uses nothing of the held-out trials' data: any X gives it.
+    noise = np.random.RandomState(0).standard_normal(data.X[test].shape)
+    np.testing.assert_array_equal(
+        est.predict(data.X[test], data.y[test], trial_index=index[test]),
+        est.predict(noise, data.y[test], trial_index=index[test]))
+
+
+def test_low_tensor_rank_network_wins_only_when_connectivity_learns(session):
+    learning, constant = session
+    index = np.arange(60.0)
+    cv = TrialBlockKFold(3, 5, 1)
+    gaps = {}
+    for name, data in [("learning", learning), ("constant", constant)]:
+        diffs = []
+        for train, test in cv.split(data.X):
+            scores = [Est(rank=2, **FAST).fit(
+                data.X[train], data.y[train], trial_index=index[train]).score(
+                data.X[test], data.y[test], trial_index=index[test])
+                for Est in (LowTensorRankRNN, LowRankRNN)]
+            diffs.append(scores[0] - scores[1])
+        gaps[name] = np.array(diffs)
+    assert np.all(gaps["learning"] > 0.02), gaps
+    assert np.all(np.abs(gaps["constant"]) < 0.02), gaps
+
+
+def test_predicting_score_without_conditions_infers_only_the_states(session):
+    data, _ = session
+    index = np.arange(60.0)
+    train, test = next(TrialBlockKFold(3, 5, 1).split(data.X))
+    est = LowTensorRankRNN(rank=2, **FAST).fit(data.X[train],
+                                                trial_index=index[train])
+    score = est.score(data.X[test], trial_index=index[test])
+    assert 0.3 < score <= 1.0
+    assert not est._predicts_from_session(None)
+
+
+def test_epochs_must_follow_the_fit(session):
+    data, _ = session
+    est = LowTensorRankRNN(rank=2, **FAST).fit(
+        data.X, data.y, trial_index=np.arange(60.0),
+        epochs=np.repeat(["a", "b"], 30))
+    with pytest.raises(ValueError, match="epochs must be given"):
+        est.score(data.X[:4], data.y[:4], trial_index=np.arange(4.0) + 0.5)
+
+
+# ------------------------------------------------------------ metadata routing
+def test_metadata_is_routed_through_search_cross_validate_and_pipeline(session):
+    data, _ = session
+    index = np.arange(60.0) * 2
+    epochs = np.repeat(["a", "b"], 30)
+    seen = []
+
+    class Spy(LowTensorRankRNN):
+        def score(self, X, y=None, *, trial_index=None, epochs=None, inputs=None,
+                  sample_weight=None):
+            seen.append({"trial_index": trial_index, "epochs": epochs})
+            return super().score(X, y, trial_index=trial_index, epochs=epochs,
+                                 inputs=inputs, sample_weight=sample_weight)
+
+    with sklearn.config_context(enable_metadata_routing=True):
+        GridSearchCV(Spy(rank=2, **FAST), {"trial_length_scale": [5.0, 20.0]},
+                     cv=KFold(2), error_score="raise").fit(
+            data.X, data.y, trial_index=index, epochs=epochs)
+        cross_validate(make_pipeline(StandardScaler3D(), Spy(rank=2, **FAST)),
+                       data.X, data.y, cv=KFold(2), error_score="raise",
+                       params={"trial_index": index, "epochs": epochs})
+    assert len(seen) == 6
+    for kw in seen:
+        # Each fold's own places: the test half of the trials.
+        assert kw["trial_index"].shape == (30,) and kw["epochs"].shape == (30,)
+        assert set(kw["trial_index"]) <= set(index)
+
+
+def test_inputs_are_routed_like_the_other_metadata():
+    data = make_low_tensor_rank_rnn(30, 8, 6, rank=2, random_state=0)
+    U = np.random.RandomState(0).standard_normal((30, 8, 2))
+    with sklearn.config_context(enable_metadata_routing=True):
+        search = GridSearchCV(LowRankRNN(rank=2, **FAST), {"tau": [2.0, 3.0]},
+                              cv=KFold(2), error_score="raise")
+        search.fit(data.X, data.y, inputs=U)
+    assert search.best_estimator_.n_inputs_ == 2
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+# ------------------------------------------------------------- learning_test
+def test_learning_test_reports_a_calibrated_comparison(session):
+    learning, constant = session
+    params = {"n_units": 16, "max_iter": 150}
+    res = learning_test(learning.X, learning.y, rank=2, cv=3, random_state=0,
+                        estimator_params=params)
+    assert res.per_fold.shape == (3,) and np.all(res.per_fold > 0)
+    np.testing.assert_allclose(
+        res.per_fold, res.scores["LowTensorRankRNN"] - res.scores["LowRankRNN"])
+    assert res.difference == pytest.approx(res.per_fold.mean())
+    assert res.pvalue < 0.05 and res.se > 0
+    assert res.score_name == "predicting R²"
+    assert isinstance(res.cv, TrialBlockKFold)
+    null = learning_test(constant.X, constant.y, rank=2, cv=3, random_state=0,
+                         estimator_params=params)
+    assert null.pvalue > 0.05, null.per_fold
+
+
+def test_learning_test_passes_prior_parameters_to_the_tensor_model_only(
+        session, monkeypatch):
+    data, _ = session
+    made = []
+    original = LowRankRNN.fit
+
+    def spy(self, *args, **kwargs):
+        made.append(self.get_params())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(LowRankRNN, "fit", spy)
+    learning_test(data.X, data.y, rank=1, cv=2, random_state=0,
+                  estimator_params={"n_units": 8, "max_iter": 5,
+                                    "trial_length_scale": 4.0})
+    assert made and "trial_length_scale" not in made[0]
+
+
+# ---------------------------------------------------------- ConditionAverage
+def test_condition_average_predicts_each_conditions_mean():
+    X = np.zeros((6, 3, 2))
+    y = np.array([0, 1, 0, 1, 0, 1])
+    X[y == 1] = 2.0
+    X[4, 0, 0] = np.nan  # missing entries do not count
+    avg = ConditionAverage().fit(X, y)
+    np.testing.assert_array_equal(avg.predict(X[:2], [1, 0]),
+                                  np.stack([np.full((3, 2), 2.0), np.zeros((3, 2))]))
+    with pytest.raises(ValueError, match="pass each trial's condition as y"):
+        avg.predict(X[:2])
+
+
+def test_condition_average_smoothed_over_the_session_follows_learning():
+    X = np.arange(20.0)[:, None, None] * np.ones((20, 2, 1))  # drifts with trials
+    index = np.arange(20.0)
+    avg = ConditionAverage(trial_smoothing=1.0).fit(X[::2], trial_index=index[::2])
+    pred = avg.predict(X[1::2], trial_index=index[1::2])
+    np.testing.assert_allclose(pred[3:-3, 0, 0], index[1::2][3:-3], atol=0.05)
+    # Without places, the plain average.
+    np.testing.assert_allclose(avg.predict(X[1::2])[:, 0, 0], 9.0)
+    # Epochs: a trial is averaged within its epoch only.
+    epochs = np.repeat(["a", "b"], 10)
+    avg = ConditionAverage(trial_smoothing=100.0).fit(X, trial_index=index,
+                                                      epochs=epochs)
+    pred = avg.predict(X[:1], trial_index=[9.5], epochs=["b"])
+    assert pred[0, 0, 0] == pytest.approx(14.5, abs=0.05)
+
+
+def test_condition_average_scores_like_the_networks():
+    data = make_low_tensor_rank_rnn(40, 10, 6, rank=2, random_state=0)
+    avg = ConditionAverage().fit(data.X[:30], data.y[:30])
+    pred = avg.predict(data.X[30:], data.y[30:])
+    from sklearn_ltr.metrics import r2_observed
+
+    assert avg.score(data.X[30:], data.y[30:]) == r2_observed(data.X[30:], pred)
+    counts = ConditionAverage(loss="poisson").fit(np.abs(data.X[:30]) * 3,
+                                                  data.y[:30])
+    assert np.isfinite(counts.score(np.abs(data.X[30:]) * 3, data.y[30:]))
+
+
+def test_baselines_accept_and_validate_the_session():
+    data = make_low_tensor_rank_rnn(20, 8, 6, rank=2, random_state=0)
+    pca = TrialPCA(rank=2).fit(data.X, trial_index=np.arange(20.0))
+    assert np.isfinite(pca.score(data.X, trial_index=np.arange(20.0)))
+    with pytest.raises(ValueError, match="repeated trial numbers"):
+        TrialPCA(rank=2).fit(data.X, trial_index=np.zeros(20))
