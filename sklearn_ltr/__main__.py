@@ -2,10 +2,13 @@
 
 * ``select-rank DATA``: cross-validated rank selection on a file of recordings
   (``.npz``, ``.npy`` or ``.mat``), comparing the low-tensor-rank RNN with the
-  low-rank RNN, TCA and PCA on the same folds; prints a table and writes
-  ``results.json`` and ``rank_selection.png``.
-* ``demo``: the same on the built-in dataset: the
-  activity of a task-trained network learning a curl field
+  low-rank RNN, TCA, PCA and the condition average on the same folds; prints a
+  table and writes ``results.json`` and ``rank_selection.png``. With ``--blocks``
+  (or the trials' numbers or epochs from the file) it holds out blocks of trials,
+  scores them by prediction from their place in the session, and runs the
+  learning test.
+* ``demo``: the same on the built-in dataset, with held-out blocks and the learning
+  test: the activity of a task-trained network learning a curl field
   (:func:`sklearn_ltr.datasets.make_motor_learning`), with the CP rank of its weight
   changes printed as the ground truth.
 
@@ -28,6 +31,8 @@ ESTIMATORS = {
     "lr": "LowRankRNN",
     "tca": "TCA",
     "pca": "TrialPCA",
+    "avg": "ConditionAverage",
+    "avg-smooth": "ConditionAverage (smoothed)",
 }
 AXES = ("trial", "time", "neuron")
 
@@ -118,10 +123,11 @@ def load_recordings(path, *, key=None, y_key="y", axis_order=AXES):
 # --------------------------------------------------------------------------- #
 # the cross-validated comparison
 # --------------------------------------------------------------------------- #
-def _build(names, *, n_units, tau, max_iter, random_state, sigma, zscore):
+def _build(names, *, n_units, tau, max_iter, random_state, sigma, zscore,
+           trial_length_scale=10.0):
     from sklearn.pipeline import make_pipeline
 
-    from . import TCA, LowRankRNN, LowTensorRankRNN, TrialPCA
+    from . import TCA, ConditionAverage, LowRankRNN, LowTensorRankRNN, TrialPCA
     from .preprocessing import GaussianSmoother, StandardScaler3D
 
     steps = []
@@ -131,60 +137,86 @@ def _build(names, *, n_units, tau, max_iter, random_state, sigma, zscore):
         steps.append(StandardScaler3D())
     make = {
         "ltr": lambda: LowTensorRankRNN(n_units=n_units, tau=tau, max_iter=max_iter,
+                                        trial_length_scale=trial_length_scale,
                                         random_state=random_state),
         "lr": lambda: LowRankRNN(n_units=n_units, tau=tau, max_iter=max_iter,
                                  random_state=random_state),
         "tca": lambda: TCA(n_init=3, tol=1e-6, random_state=random_state),
         "pca": lambda: TrialPCA(random_state=random_state),
+        "avg": lambda: ConditionAverage(),
+        "avg-smooth": lambda: ConditionAverage(trial_smoothing=SMOOTHING_TRIALS),
     }
     return {ESTIMATORS[n]: make_pipeline(*steps, make[n]()) for n in names}
 
 
-def run_selection(X, y, args, title, *, extra=None):
-    """Cross-validate, print the table, write results.json and rank_selection.png."""
+# The session-weighted condition average of the commands: a Gaussian over trial
+# numbers with this standard deviation.
+SMOOTHING_TRIALS = 10.0
+
+
+def _folds(X, y, args, blocks):
+    """Contiguous blocks of trials, or (stratified) shuffled K-fold."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
+    from .model_selection import TrialBlockKFold, check_fold_conditions
+
+    if args.cv < 2 or args.cv > X.shape[0]:
+        raise InputError(f"--cv {args.cv} must be between 2 and the number of trials "
+                         f"({X.shape[0]}).")
+    if blocks:
+        size = max(2, X.shape[0] // (4 * args.cv))
+        cv = TrialBlockKFold(args.cv, block_size=size, guard=max(1, size // 5))
+        check_fold_conditions(list(cv.split(X)), y)
+        return cv
+    if y is None:
+        return KFold(args.cv, shuffle=True, random_state=args.random_state)
+    # Condition labels set per-condition initial states, so every condition must
+    # be in every training fold: stratify the folds by condition.
+    _, counts = np.unique(y, return_counts=True)
+    if counts.min() < args.cv:
+        raise InputError(
+            f"condition {np.unique(y)[counts.argmin()].item()!r} has only "
+            f"{counts.min()} trial(s), fewer than --cv {args.cv} folds.")
+    return StratifiedKFold(args.cv, shuffle=True, random_state=args.random_state)
+
+
+def run_selection(X, y, args, title, *, meta=None, extra=None):
+    """Cross-validate, print the table, write results.json and rank_selection.png.
+
+    With ``meta`` (``trial_index``, and ``epochs`` and ``inputs`` when known) the
+    folds are contiguous blocks of trials scored by the predicting score, and with
+    ``args.learning_test`` the two networks' scores on those folds give the
+    learning test.
+    """
     from .model_selection import compare_estimators, rank_selection_summary
 
     # Fail before hours of fitting, not after.
     if importlib.util.find_spec("matplotlib") is None:
         raise InputError("the figure needs matplotlib: pip install matplotlib "
                          "(or the package's [plot] extra).")
-    if args.cv < 2 or args.cv > X.shape[0]:
-        raise InputError(f"--cv {args.cv} must be between 2 and the number of trials "
-                         f"({X.shape[0]}).")
     ranks = sorted(set(args.ranks))
     if ranks[0] < 1:
         raise InputError(f"--ranks must be positive integers, got {args.ranks}.")
+    cv = _folds(X, y, args, blocks=meta is not None)
     estimators = _build(args.estimators, n_units=args.n_units, tau=args.tau,
-                        max_iter=args.max_iter,
-                        random_state=args.random_state, sigma=args.smooth,
-                        zscore=args.zscore)
-    if y is None:
-        cv = KFold(args.cv, shuffle=True, random_state=args.random_state)
-    else:
-        # Condition labels set per-condition initial states, so every condition must
-        # be in every training fold: stratify the folds by condition.
-        _, counts = np.unique(y, return_counts=True)
-        if counts.min() < args.cv:
-            raise InputError(
-                f"condition {np.unique(y)[counts.argmin()].item()!r} has only "
-                f"{counts.min()} trial(s), fewer than --cv {args.cv} folds.")
-        cv = StratifiedKFold(args.cv, shuffle=True, random_state=args.random_state)
+                        max_iter=args.max_iter, random_state=args.random_state,
+                        sigma=args.smooth, zscore=args.zscore,
+                        trial_length_scale=args.trial_length_scale)
+    protocol = ("held-out blocks of trials, predicted from their place in the "
+                "session" if meta is not None else "co-smoothing score")
     print(f"{title}: X of shape {X.shape} (trials x time x neurons).")
     print(f"Cross-validating ranks {ranks} of {', '.join(estimators)} with "
-          f"{args.cv}-fold CV over trials (co-smoothing score), "
-          f"n_jobs={args.n_jobs} ...", flush=True)
+          f"{args.cv} folds over trials ({protocol}), n_jobs={args.n_jobs} ...",
+          flush=True)
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         records = compare_estimators(estimators, X, y, ranks=ranks, cv=cv,
                                      n_jobs=args.n_jobs, verbose=args.verbose,
-                                     as_frame=False)
+                                     as_frame=False, **(meta or {}))
     # compare_estimators reports each distinct warning of the fits once.
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    elapsed = time.perf_counter() - t0
     summary = rank_selection_summary(records)
     print()
     print(summary.text)
@@ -193,20 +225,64 @@ def run_selection(X, y, args, title, *, extra=None):
         if name in summary.best_rank:
             print(f"{name}: best rank {summary.best_rank[name]}, "
                   f"one-standard-error rank {summary.one_se_rank[name]}")
+    learning = None
+    if meta is not None and getattr(args, "learning_test", False):
+        learning = _learning_test(records, cv, X, y)
+    elapsed = time.perf_counter() - t0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     fig_path = out / "rank_selection.png"
-    _plot(summary, fig_path, title)
+    _plot(summary, fig_path, title, learning)
     payload = {
-        "title": title, "shape": list(X.shape), "ranks": ranks, "cv": args.cv,
+        "title": title, "shape": list(X.shape), "ranks": ranks, "cv": repr(cv),
         "score": summary.score_name, "seconds": elapsed,
         "best_rank": summary.best_rank, "one_se_rank": summary.one_se_rank,
-        "table": summary.table, "folds": records, **(extra or {}),
+        "references": summary.references, "table": summary.table,
+        "learning_test": learning, "folds": records, **(extra or {}),
     }
     with open(out / "results.json", "w") as fh:
         json.dump(payload, fh, indent=2, default=_json_default)
     print(f"\nWrote {fig_path} and {out / 'results.json'} ({elapsed:.0f} s).")
     return summary
+
+
+def _learning_test(records, cv, X, y):
+    """The learning test on the comparison's own folds; printed and returned.
+
+    Both networks were fitted on the same folds, so their per-fold scores at one
+    rank are the learning test's (:func:`~sklearn_ltr.model_selection.
+    paired_comparison`). The rank is where the two networks' mean score is best: a
+    choice that favours neither.
+    """
+    from .model_selection import paired_comparison
+
+    names = ("LowTensorRankRNN", "LowRankRNN")
+    by_rank = {}
+    for rec in records:
+        if rec["estimator"] in names and rec["rank"] is not None:
+            by_rank.setdefault(rec["rank"], {}).setdefault(
+                rec["estimator"], {})[rec["fold"]] = rec["score"]
+    pairs = {rank: [np.array([s[name][f] for f in sorted(s[name])]) for name in names]
+             for rank, s in by_rank.items() if set(s) == set(names)}
+    pairs = {r: p for r, p in pairs.items() if np.isfinite(np.concatenate(p)).all()}
+    if not pairs:
+        print("\nLearning test skipped: it needs both networks (--estimators ltr lr).")
+        return None
+    rank = max(pairs, key=lambda r: (np.mean(pairs[r]), -r))
+    splits = list(cv.split(X, y))
+    res = paired_comparison(*pairs[rank], splits, names=names)
+    print(f"\nLearning test at rank {rank} (the best rank of both networks "
+          f"together): LowTensorRankRNN minus LowRankRNN on the same held-out "
+          f"blocks = {res.difference:+.4f} +/- {res.se:.4f} (per fold: "
+          f"{', '.join(f'{d:+.4f}' for d in res.per_fold)}); one-sided p = "
+          f"{res.pvalue:.3g} ({res.method}).")
+    verdict = ("connectivity changed over the session" if res.pvalue < 0.05 else
+               "no evidence that connectivity changed beyond a fixed network")
+    print(f"At p < 0.05: {verdict}.")
+    return {"rank": int(rank), "difference": res.difference, "se": res.se,
+            "pvalue": res.pvalue, "per_fold": res.per_fold.tolist(),
+            "scores": {k: v.tolist() for k, v in res.scores.items()},
+            "method": res.method}
 
 
 def _json_default(obj):
@@ -215,7 +291,8 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def _plot(summary, path, title):
+def _plot(summary, path, title, learning=None):
+    """The rank selection; beside it the learning test's folds, when there is one."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -223,30 +300,89 @@ def _plot(summary, path, title):
 
     from .plotting import plot_rank_selection
 
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    plot_rank_selection(summary, ax=ax)
+    if learning is None:
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        plot_rank_selection(summary, ax=ax)
+    else:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2),
+                                      gridspec_kw={"width_ratios": [1.4, 1]})
+        # Scores near 1 stay apart as 1 - R^2 on a log scale.
+        scale = "residual" if summary.score_name.endswith("R²") else "linear"
+        plot_rank_selection(summary, ax=ax, scale=scale)
+        _plot_learning(ax2, learning)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
+def _plot_learning(ax, learning):
+    """Per-fold differences LowTensorRankRNN - LowRankRNN, with mean and SE."""
+    diffs = np.asarray(learning["per_fold"])
+    folds = np.arange(1, len(diffs) + 1)
+    ax.bar(folds, diffs, color=np.where(diffs > 0, "C0", "C3"), alpha=0.8)
+    ax.axhline(0.0, color="k", lw=0.8)
+    ax.axhline(learning["difference"], color="0.3", ls="--", lw=1.2,
+               label=f"mean {learning['difference']:+.4f} ± {learning['se']:.4f}")
+    ax.axhspan(learning["difference"] - learning["se"],
+               learning["difference"] + learning["se"], color="0.3", alpha=0.15,
+               lw=0)
+    ax.set_xticks(folds)
+    ax.set_xlabel("fold (held-out blocks of trials)")
+    ax.set_ylabel("score of LowTensorRankRNN minus LowRankRNN")
+    ax.set_title(f"learning test at rank {learning['rank']}: one-sided "
+                 f"p = {learning['pvalue']:.2g}", fontsize=10)
+    ax.legend(fontsize=8)
+
+
 # --------------------------------------------------------------------------- #
 # subcommands
 # --------------------------------------------------------------------------- #
+def _session_arrays(path, args, n_trials):
+    """Places in the session from the recordings file, or None.
+
+    None when the folds are not blocks of trials (no ``--blocks``,
+    ``--trial-index-key`` or ``--epoch-key``).
+    """
+    keys = {"trial_index": args.trial_index_key, "epochs": args.epoch_key}
+    if not (args.blocks or any(keys.values())):
+        return None
+    arrays = {}
+    if any(keys.values()):
+        if Path(path).suffix.lower() != ".npz":
+            raise InputError("--trial-index-key and --epoch-key read arrays of an "
+                             ".npz file.")
+        with np.load(path, allow_pickle=False) as f:
+            for name, key in keys.items():
+                if key is None:
+                    continue
+                if key not in f.files:
+                    raise InputError(f"{path} has no array {key!r}; it has "
+                                     f"{sorted(f.files)}.")
+                arrays[name] = np.ravel(f[key])
+    arrays.setdefault("trial_index", np.arange(n_trials, dtype=float))
+    for name, values in arrays.items():
+        if len(values) != n_trials:
+            raise InputError(f"{name} has {len(values)} values but the data have "
+                             f"{n_trials} trials.")
+    return arrays
+
+
 def select_rank(args):
     """The ``select-rank`` subcommand: rank selection on a file of recordings."""
     X, y = load_recordings(args.data, key=args.key, y_key=args.y_key,
                            axis_order=args.axis_order)
-    run_selection(X, y, args, Path(args.data).name,
+    meta = _session_arrays(args.data, args, X.shape[0])
+    run_selection(X, y, args, Path(args.data).name, meta=meta,
                   extra={"data": str(args.data), "smooth": args.smooth,
                          "zscore": args.zscore})
     return 0
 
 
-# A smaller session for a quick look (and the tests): 40 units, 30 bins, 112 trials.
+# A smaller session for a quick look (and the tests): 40 units, 30 bins, 112 trials,
+# learning twice as fast as the default session (its perturbation is shorter).
 QUICK_SESSION = {"n_units": 40, "n_timepoints": 30, "n_baseline": 2,
-                 "n_perturbation": 8, "n_washout": 4}
+                 "n_perturbation": 8, "n_washout": 4, "learning_rate": 0.01}
 
 
 def demo(args):
@@ -268,30 +404,44 @@ def demo(args):
           + ", ".join(f"rank {r}: {v:.3f}" for r, v in
                       zip(curve.ranks, curve.variance_explained)))
     args.tau = data.tau_bins
+    # Each held-out trial is predicted from its target (y), the task's inputs and
+    # its place in the session: trial number and epoch.
+    meta = {"trial_index": np.arange(len(data.X), dtype=float),
+            "epochs": data.epoch, "inputs": data.inputs}
     run_selection(
         data.X, data.y, args, "Task-trained RNN adapting to a curl field",
+        meta=meta,
         extra={"dataset": "make_motor_learning",
                "weight_change_cp_variance_explained": dict(zip(
                    curve.ranks.tolist(), curve.variance_explained.tolist()))})
     return 0
 
 
-def _common_options(p, *, estimators, n_units):
-    p.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 3, 4, 5],
-                   help="ranks to compare (default: 1 2 3 4 5)")
+def _common_options(p, *, estimators, n_units, ranks=(1, 2, 3, 4, 5), max_iter=1000,
+                    trial_length_scale=10.0):
+    p.add_argument("--ranks", type=int, nargs="+", default=list(ranks),
+                   help="ranks to compare (default: %(default)s)")
     p.add_argument("--cv", type=int, default=5, help="number of folds over trials")
     p.add_argument("--estimators", nargs="+", choices=sorted(ESTIMATORS),
                    default=estimators, help="ltr: LowTensorRankRNN, lr: LowRankRNN, "
-                   "tca: TCA, pca: TrialPCA (default: %(default)s)")
+                   "tca: TCA, pca: TrialPCA, avg: ConditionAverage, avg-smooth: "
+                   "ConditionAverage weighted over the session "
+                   "(default: %(default)s)")
     p.add_argument("--n-units", type=int, default=n_units,
                    help="units of the fitted RNNs (default: %(default)s)")
-    p.add_argument("--max-iter", type=int, default=1000,
+    p.add_argument("--max-iter", type=int, default=max_iter,
                    help="iterations per RNN fit (default: %(default)s)")
+    p.add_argument("--trial-length-scale", type=float, default=trial_length_scale,
+                   help="length scale, in trials, of the prior of LowTensorRankRNN's "
+                   "trial factors (default: %(default)s)")
     p.add_argument("--n-jobs", type=int, default=-1,
                    help="parallel fits (default: all cores)")
     p.add_argument("--random-state", type=int, default=0)
     p.add_argument("--verbose", type=int, default=5,
                    help="progress messages (0: none; default: %(default)s)")
+    p.add_argument("--no-learning-test", dest="learning_test",
+                   action="store_false",
+                   help="skip the learning test (with held-out blocks of trials)")
 
 
 def main(argv=None):
@@ -320,7 +470,16 @@ def main(argv=None):
     p.add_argument("--tau", type=float, default=2.0,
                    help="time constant of the fitted RNNs' units, in time bins "
                    "(default: %(default)s)")
-    _common_options(p, estimators=["ltr", "lr", "tca", "pca"], n_units=100)
+    p.add_argument("--blocks", action="store_true",
+                   help="hold out contiguous blocks of trials and score them by "
+                   "prediction from their place in the session (implied by "
+                   "--trial-index-key and --epoch-key); trials in session order")
+    p.add_argument("--trial-index-key", default=None,
+                   help="array of the trials' numbers in the session (.npz)")
+    p.add_argument("--epoch-key", default=None,
+                   help="array of the trials' epoch labels, e.g. blocks (.npz)")
+    _common_options(p, estimators=["ltr", "lr", "tca", "pca", "avg", "avg-smooth"],
+                    n_units=100)
     p.set_defaults(func=select_rank)
 
     p = sub.add_parser("demo", help="cross-validated rank selection on the built-in "
@@ -328,7 +487,10 @@ def main(argv=None):
     p.add_argument("--out", default="sklearn_ltr_demo", help="output folder")
     p.add_argument("--quick", action="store_true",
                    help="a smaller session (40 units, 112 trials) for a quick look")
-    _common_options(p, estimators=["ltr", "lr"], n_units=50)
+    # The session's network has 100 units; it adapts over about five blocks of
+    # eight targets, the time scale of the trial factors' prior.
+    _common_options(p, estimators=["ltr", "lr", "avg", "avg-smooth"], n_units=100,
+                    ranks=(2, 4, 6, 8), max_iter=3000, trial_length_scale=40.0)
     # The RNNs take the time constant of the simulated network.
     p.set_defaults(func=demo, smooth=0.0, zscore=False, tau=None)
 

@@ -36,7 +36,9 @@ from .preprocessing import TrialFactors  # moved there; importable from here too
 
 __all__ = [
     "block_mask", "masked_score", "rank_selection_summary", "one_se_refit",
-    "compare_estimators", "TrialBlockKFold", "learning_test", "TrialFactors",
+    "compare_estimators", "TrialBlockKFold", "learning_test", "paired_comparison",
+    "check_fold_conditions",
+    "TrialFactors",
 ]
 
 
@@ -795,6 +797,32 @@ def _session_cv(cv, n_trials):
     return check_cv(cv)
 
 
+def check_fold_conditions(splits, y):
+    """Raise a ValueError when a fold's training trials lack a condition of its test.
+
+    A model fitted with conditions has one initial state per condition it saw; a
+    held-out trial of a condition absent from training cannot be predicted. With
+    contiguous blocks and guard trials this happens when the blocks are short and
+    the conditions cycle in step with them.
+
+    Parameters
+    ----------
+    splits : sequence of (train, test) index arrays
+    y : array-like of shape (n_trials,) or None
+        Condition labels; nothing is checked without them.
+    """
+    if y is None:
+        return
+    y = np.asarray(y)
+    for fold, (train, test) in enumerate(splits):
+        missing = sorted(set(y[test].tolist()) - set(y[train].tolist()))
+        if missing:
+            raise ValueError(
+                f"The training trials of fold {fold} have no trial of condition(s) "
+                f"{missing[:5]}, which its test trials need; use longer blocks of "
+                f"trials, shorter guards or fewer folds.")
+
+
 def _fit_and_score_session(est, X, y, meta, train, test):
     """Fit on the training trials and score the test trials with their places."""
     with warnings.catch_warnings(record=True) as caught:
@@ -919,6 +947,7 @@ def learning_test(X, y=None, *, rank, trial_index=None, epochs=None, inputs=None
     meta = {k: v for k, v in meta.items() if v is not None}
     cv = _session_cv(cv, n_trials)
     splits = [(np.asarray(tr), np.asarray(te)) for tr, te in cv.split(X, y)]
+    check_fold_conditions(splits, y)
     params = dict(estimator_params or {}, rank=rank, random_state=random_state)
     shared = set(LowRankRNN().get_params())
     models = {"LowTensorRankRNN": LowTensorRankRNN(**params),
@@ -937,13 +966,58 @@ def learning_test(X, y=None, *, rank, trial_index=None, epochs=None, inputs=None
             raised.setdefault((category, message), None)
     for category, message in raised:
         warnings.warn(message, category, stacklevel=2)
-    per_fold = scores["LowTensorRankRNN"] - scores["LowRankRNN"]
+    return paired_comparison(
+        scores["LowTensorRankRNN"], scores["LowRankRNN"], splits,
+        names=("LowTensorRankRNN", "LowRankRNN"),
+        score_name=_score_name(models["LowTensorRankRNN"], True), cv=cv)
+
+
+def paired_comparison(scores, null_scores, splits, *, names=("model", "null"),
+                      score_name="score", cv=None):
+    """Compare two models scored on the same folds: difference, SE, p-value.
+
+    The statistics of :func:`learning_test`, for per-fold scores obtained
+    elsewhere (e.g. from :func:`compare_estimators`, whose folds are shared by
+    every estimator). The p-value is one-sided (the first model scores higher),
+    from the corrected resampled t-test over folds of Nadeau & Bengio (2003),
+    which inflates the variance of the mean difference by ``1 + k n_test /
+    n_train`` for ``k`` folds that share their training trials.
+
+    Parameters
+    ----------
+    scores, null_scores : array-like of shape (n_splits,)
+        Per-fold scores of the model and of its null (nested) twin.
+    splits : sequence of (train, test) index arrays
+        The folds, for their sizes.
+    names : (str, str), default=("model", "null")
+        Keys of ``result.scores``.
+    score_name : str, default="score"
+        What was scored.
+    cv : object, default=None
+        The splitter, recorded in the result.
+
+    Returns
+    -------
+    result : Bunch
+        As :func:`learning_test`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_ltr.model_selection import paired_comparison
+    >>> splits = [(np.arange(8), np.arange(8, 10))] * 3
+    >>> res = paired_comparison([0.9, 0.85, 0.88], [0.7, 0.72, 0.7], splits)
+    >>> round(res.difference, 3), bool(res.pvalue < 0.05)
+    (0.17, True)
+    """
+    scores = np.asarray(scores, dtype=float)
+    null_scores = np.asarray(null_scores, dtype=float)
+    per_fold = scores - null_scores
     n_train = float(np.mean([len(tr) for tr, _ in splits]))
     n_test = float(np.mean([len(te) for _, te in splits]))
     mean, se, statistic, pvalue = _corrected_t_test(per_fold, n_train, n_test)
     return Bunch(difference=mean, se=se, statistic=statistic, pvalue=pvalue,
-                 per_fold=per_fold, scores=scores,
-                 score_name=_score_name(models["LowTensorRankRNN"], True),
-                 n_train=n_train, n_test=n_test, cv=cv,
+                 per_fold=per_fold, scores=dict(zip(names, (scores, null_scores))),
+                 score_name=score_name, n_train=n_train, n_test=n_test, cv=cv,
                  method="one-sided corrected resampled t-test over folds "
                         "(Nadeau & Bengio, 2003)")

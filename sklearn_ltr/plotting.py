@@ -64,7 +64,8 @@ def _label_colors(plt, n):
 # --------------------------------------------------------------------------- #
 # rank selection
 # --------------------------------------------------------------------------- #
-def plot_rank_selection(results, *, ax=None, param="rank", dodge=0.06):
+def plot_rank_selection(results, *, ax=None, param="rank", dodge=0.06,
+                        scale="linear"):
     """Cross-validated score against rank, with the best and one-SE ranks marked.
 
     One line per estimator: mean score over folds with error bars of one standard
@@ -86,6 +87,9 @@ def plot_rank_selection(results, *, ax=None, param="rank", dodge=0.06):
     dodge : float, default=0.06
         Horizontal offset between the lines of different estimators, in rank units,
         so that their error bars do not hide each other (0 to disable).
+    scale : {'linear', 'residual'}, default='linear'
+        'residual' draws ``1 - score`` on a log axis (lower is better), which keeps
+        apart scores close to 1 (an R^2 of 0.995 against 0.998).
 
     Returns
     -------
@@ -118,16 +122,41 @@ def plot_rank_selection(results, *, ax=None, param="rank", dodge=0.06):
 
     from .model_selection import rank_selection_summary
 
+    if scale not in ("linear", "residual"):
+        raise ValueError(f"scale must be 'linear' or 'residual', got {scale!r}.")
     summary = rank_selection_summary(results, param=param)
-    names = list(dict.fromkeys(rec["estimator"] for rec in summary.table))
+    # 'residual': 1 - score on a log axis, where scores near 1 stay apart.
+    value = (lambda m: m) if scale == "linear" else (lambda m: 1.0 - np.asarray(m))
     ax = _new_axes(plt, ax, (5.5, 3.8))
-    colors = _cycle_colors(plt, len(names))
+    all_ranks = _draw_rank_lines(plt, ax, summary, value, dodge)
+    _draw_references(plt, ax, summary, value)
+    ax.set_xticks(sorted(all_ranks))
+    ax.set_xlabel("rank")
+    if scale == "residual":
+        ax.set_yscale("log")
+        ax.set_ylabel(f"1 - {summary.score_name}, log scale (lower is better)\n"
+                      f"(held-out, mean ± SE over folds)")
+    else:
+        ax.set_ylabel(f"{summary.score_name}\n(held-out, mean ± SE over folds)")
+    handles, labels = ax.get_legend_handles_labels()
+    handles += [Line2D([], [], linestyle="none", marker="o", markersize=10,
+                       markerfacecolor="none", color="0.3"),
+                Line2D([], [], linestyle="none", marker="*", markersize=12,
+                       color="0.3")]
+    labels += ["best rank", "one-SE rank"]
+    ax.legend(handles, labels, fontsize=8)
+    return ax
+
+
+def _draw_rank_lines(plt, ax, summary, value, dodge):
+    """One error-bar line per estimator, best and one-SE ranks marked."""
+    names = list(dict.fromkeys(rec["estimator"] for rec in summary.table))
     all_ranks = set()
-    for i, (name, color) in enumerate(zip(names, colors)):
+    for i, (name, color) in enumerate(zip(names, _cycle_colors(plt, len(names)))):
         rows = sorted((r for r in summary.table if r["estimator"] == name),
                       key=lambda r: r["rank"])
         ranks = np.array([r["rank"] for r in rows])
-        mean = np.array([r["mean"] for r in rows])
+        mean = value(np.array([r["mean"] for r in rows]))
         se = np.array([r["se"] for r in rows])
         all_ranks.update(ranks.tolist())
         shift = dodge * (i - (len(names) - 1) / 2)
@@ -146,26 +175,19 @@ def plot_rank_selection(results, *, ax=None, param="rank", dodge=0.06):
             j = int(np.flatnonzero(ranks == chosen)[0])
             ax.plot([ranks[j] + shift], [mean[j]], linestyle="none", color=color,
                     zorder=3, gid=f"{key}:{name}", **style)
-    # Model-free references (no rank): a band of mean +/- SE across the plot.
-    ref_colors = plt.get_cmap("Greys")(np.linspace(0.45, 0.8,
-                                                   max(len(summary.get("references",
-                                                                       {})), 1)))
-    for (name, ref), color in zip(summary.get("references", {}).items(), ref_colors):
-        ax.axhline(ref["mean"], color=color, ls="--", lw=1.2, label=name,
+    return all_ranks
+
+
+def _draw_references(plt, ax, summary, value):
+    """Model-free references (no rank): a band of mean +/- SE across the plot."""
+    references = summary.get("references", {})
+    colors = plt.get_cmap("Greys")(np.linspace(0.45, 0.8, max(len(references), 1)))
+    for (name, ref), color in zip(references.items(), colors):
+        level = float(value(ref["mean"]))
+        ax.axhline(level, color=color, ls="--", lw=1.2, label=name,
                    gid=f"reference:{name}")
-        ax.axhspan(ref["mean"] - ref["se"], ref["mean"] + ref["se"], color=color,
-                   alpha=0.15, lw=0)
-    ax.set_xticks(sorted(all_ranks))
-    ax.set_xlabel("rank")
-    ax.set_ylabel(f"{summary.score_name}\n(held-out, mean ± SE over folds)")
-    handles, labels = ax.get_legend_handles_labels()
-    handles += [Line2D([], [], linestyle="none", marker="o", markersize=10,
-                       markerfacecolor="none", color="0.3"),
-                Line2D([], [], linestyle="none", marker="*", markersize=12,
-                       color="0.3")]
-    labels += ["best rank", "one-SE rank"]
-    ax.legend(handles, labels, fontsize=8)
-    return ax
+        ax.axhspan(level - ref["se"], level + ref["se"], color=color, alpha=0.15,
+                   lw=0)
 
 
 # --------------------------------------------------------------------------- #

@@ -1,4 +1,4 @@
-"""The command line: the README's main-job command and ``select-rank``, in fast modes."""
+"""The command line: the README's main-job command and ``select-rank``, fast."""
 
 import json
 import re
@@ -37,6 +37,16 @@ def test_demo_prints_table_and_writes_figure(tmp_path, capsys):
     assert table["LowTensorRankRNN", 3] > table["LowTensorRankRNN", 1]
     curve = results["weight_change_cp_variance_explained"]
     assert curve["3"] > curve["1"]
+    # Held-out blocks predicted from their place in the session, beside the
+    # model-free reference, and the learning test on the same folds.
+    assert results["score"] == "predicting R²"
+    assert results["cv"].startswith("TrialBlockKFold(n_splits=2")
+    assert set(results["references"]) == {"ConditionAverage",
+                                          "ConditionAverage (smoothed)"}
+    learning = results["learning_test"]
+    assert learning["rank"] in (1, 3) and len(learning["per_fold"]) == 2
+    np.testing.assert_allclose(learning["difference"], np.mean(learning["per_fold"]))
+    assert "Learning test at rank" in printed and "one-sided p" in printed
 
 
 def test_select_rank_npz_all_estimators(tmp_path, capsys, recordings):
@@ -52,7 +62,10 @@ def test_select_rank_npz_all_estimators(tmp_path, capsys, recordings):
         assert f"{name}: best rank" in printed
     results = json.loads((out / "results.json").read_text())
     assert results["shape"] == list(X.shape)
-    assert len(results["folds"]) == 4 * 2 * 2
+    # Four models at two ranks and two references, two folds each.
+    assert len(results["folds"]) == (4 * 2 + 2) * 2
+    assert set(results["references"]) == {"ConditionAverage",
+                                          "ConditionAverage (smoothed)"}
     # Folds are stratified by condition, so every fit knows every condition.
     assert all(np.isfinite(r["score"]) for r in results["folds"])
     assert set(results["one_se_rank"]) == {"LowTensorRankRNN", "LowRankRNN", "TCA",
@@ -130,3 +143,43 @@ def test_bad_command_exits_nonzero(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["no-such-command"])
     assert exc.value.code != 0
+
+
+def test_select_rank_held_out_blocks_with_epochs(tmp_path, capsys):
+    data = make_low_tensor_rank_rnn(n_trials=48, n_timepoints=10, n_neurons=8, rank=2,
+                                    random_state=0)
+    path = tmp_path / "session.npz"
+    np.savez(path, X=data.X, y=data.y, block=np.repeat([0, 1], 24),
+             trial=np.arange(48) * 2)
+    out = tmp_path / "out"
+    code = main(["select-rank", str(path), "--ranks", "1", "2", "--n-units", "10",
+                 "--estimators", "ltr", "lr", "avg", "--epoch-key", "block",
+                 "--trial-index-key", "trial", "--out", str(out), *FAST])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "held-out blocks of trials" in printed and "Learning test at rank" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["score"] == "predicting R²"
+    assert results["learning_test"]["method"].startswith("one-sided")
+    assert (out / "rank_selection.png").stat().st_size > 1000
+
+
+def test_select_rank_session_keys_are_checked(tmp_path, capsys, recordings):
+    X, y = recordings
+    path = tmp_path / "rec.npz"
+    np.savez(path, X=X, y=y, block=np.zeros(5))
+    assert main(["select-rank", str(path), "--epoch-key", "nope", *FAST]) == 1
+    assert "has no array 'nope'" in capsys.readouterr().err
+    assert main(["select-rank", str(path), "--epoch-key", "block", *FAST]) == 1
+    assert "epochs has 5 values but the data have 16 trials" in capsys.readouterr().err
+
+
+def test_select_rank_blocks_that_would_drop_a_condition_are_refused(tmp_path, capsys):
+    # Blocks of 4 trials with guards of 1, and 4 conditions in turn: each fold's
+    # guards would remove two conditions from its training trials.
+    data = make_low_tensor_rank_rnn(n_trials=32, n_timepoints=6, n_neurons=5, rank=1,
+                                    random_state=0)
+    path = tmp_path / "session.npz"
+    np.savez(path, X=data.X, y=data.y)
+    assert main(["select-rank", str(path), "--blocks", *FAST]) == 1
+    assert "have no trial of condition(s)" in capsys.readouterr().err
