@@ -1,4 +1,15 @@
-"""Shared lists for the test modules."""
+"""What the test modules share: the public classes of the package, grouped by what
+they can do; the one helper that builds small, fast instances of any of them; and
+helpers that collect and compare what a fitted instance returns."""
+
+import inspect
+
+import joblib
+import numpy as np
+from sklearn.base import BaseEstimator
+
+import sklearn_ltr
+from sklearn_ltr import TCA, TrialPCA
 
 # scikit-learn checks that need no data (or only tiny 2D data that our estimators
 # reject only after the check has what it needs).
@@ -18,44 +29,110 @@ DATA_FREE_CHECKS = [
     "check_estimator_tags_renamed",
 ]
 
-from sklearn_ltr import (  # noqa: E402
-    TCA,
-    ConditionAverage,
-    LowRankRNN,
-    LowTensorRankRNN,
-    TrialPCA,
-    preprocessing,
-)
 
-RNNS = [LowTensorRankRNN, LowRankRNN]
-BASELINES = [TCA, TrialPCA]
-ESTIMATORS = RNNS + BASELINES
-# Every transformer of the package, so a new one is covered without editing tests.
-TRANSFORMERS = [getattr(preprocessing, name) for name in preprocessing.__all__
-                if isinstance(getattr(preprocessing, name), type)]
-# Model-free references: fit, predict and score, no latents.
-REFERENCES = [ConditionAverage]
+def _required_params(Est):
+    """The parameters ``Est`` cannot be built without."""
+    return [p.name for p in inspect.signature(Est).parameters.values()
+            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+# Every public estimator and transformer, found in sklearn_ltr.__all__, so that a new
+# class is covered without editing the tests. The groups below are drawn from it by
+# capability, not by name.
+PUBLIC = [obj for obj in (getattr(sklearn_ltr, name) for name in sklearn_ltr.__all__)
+          if isinstance(obj, type) and issubclass(obj, BaseEstimator)]
+# Wrappers of another estimator of the package (TrialFactors).
+WRAPPERS = [Est for Est in PUBLIC if "estimator" in _required_params(Est)]
+# Latent models: transform (latents), predict and score new trials; a rank.
+ESTIMATORS = [Est for Est in PUBLIC
+              if hasattr(Est, "predict") and hasattr(Est, "transform")]
+# Model-free references (ConditionAverage): predict and score, no latents.
+REFERENCES = [Est for Est in PUBLIC
+              if hasattr(Est, "predict") and not hasattr(Est, "transform")]
+# The recurrent networks: a weight tensor, and a fit by gradient descent.
+RNNS = [Est for Est in ESTIMATORS if hasattr(Est, "weight_tensor")]
+# The models without dynamics (TCA, TrialPCA).
+BASELINES = [Est for Est in ESTIMATORS if Est not in RNNS]
+# The 3D transformers of sklearn_ltr.preprocessing: trials in, trials out.
+TRANSFORMERS = [Est for Est in PUBLIC
+                if Est not in ESTIMATORS + REFERENCES + WRAPPERS]
+# The classes that wrap no other.
 ALL = ESTIMATORS + TRANSFORMERS + REFERENCES
+
+# The methods that take new trials after fit.
+NEW_TRIAL_METHODS = ("transform", "predict", "score", "inverse_transform")
 
 
 def class_id(cls):
     return cls.__name__
 
 
+def has_param(Est, name):
+    """Whether ``Est`` takes the parameter ``name``."""
+    return name in inspect.signature(Est).parameters
+
+
 def make_small(Est, *, rank=2, rnn=None, tca=None, **params):
     """A small, fast instance of any class of the package.
 
-    ``rnn`` and ``tca`` override the defaults of those model families only; ``params``
-    override everything.
+    Models get ``rank`` and ``random_state=0``; the recurrent networks few units and
+    iterations; TCA a random initialisation (so that its ``random_state`` is used);
+    the transformers and references their defaults; a wrapper a small TrialPCA (the
+    fastest model).
+    ``rnn`` and ``tca`` override the settings of those model families only;
+    ``params`` override everything.
     """
+    kw = {}
+    if Est in WRAPPERS:
+        kw["estimator"] = make_small(TrialPCA, rank=rank)
+    if has_param(Est, "rank"):
+        kw["rank"] = rank
+    if has_param(Est, "random_state"):
+        kw["random_state"] = 0
     if Est in RNNS:
-        kw = {"rank": rank, "n_units": 8, "max_iter": 15, "infer_max_iter": 15,
-              "random_state": 0, **(rnn or {})}
+        kw.update({"n_units": 8, "max_iter": 15, "infer_max_iter": 15, **(rnn or {})})
     elif Est is TCA:
-        kw = {"rank": rank, "max_iter": 50, "random_state": 0, **(tca or {})}
-    elif Est is TrialPCA:
-        kw = {"rank": rank, "random_state": 0}
-    else:
-        kw = {}
+        kw.update({"max_iter": 50, "init": "random", **(tca or {})})
     kw.update(params)
     return Est(**kw)
+
+
+def methods(est):
+    """The methods of ``est`` (an instance or a class) that take new trials."""
+    return [m for m in NEW_TRIAL_METHODS if hasattr(est, m)]
+
+
+def outputs(est, X, **kwargs):
+    """Everything a fitted instance returns for new trials X, by method."""
+    return {m: np.asarray(getattr(est, m)(X, **kwargs)) for m in methods(est)}
+
+
+def assert_same_params(est, other):
+    """Two instances have equal parameters (an estimator parameter compared by its
+    own parameters, not by identity)."""
+    assert joblib.hash(est.get_params()) == joblib.hash(other.get_params())
+
+
+def assert_same_outputs(a, b):
+    """Two results of :func:`outputs` are identical, to the bit."""
+    assert a.keys() == b.keys() and a
+    for method in a:
+        np.testing.assert_array_equal(a[method], b[method], err_msg=method)
+
+
+def assert_same_state(est, other):
+    """Two fitted instances hold the same fitted state, to the bit and the type."""
+    params = est.get_params(deep=False)
+    state = {k: v for k, v in vars(est).items() if k not in params}
+    assert set(state) == {k for k in vars(other) if k not in params}
+    for key, value in state.items():
+        other_value = getattr(other, key)
+        if isinstance(value, np.ndarray):
+            assert other_value.dtype == value.dtype, key
+            assert other_value.shape == value.shape, key
+            np.testing.assert_array_equal(other_value, value, err_msg=key)
+        elif isinstance(value, BaseEstimator):  # the fitted model of a wrapper
+            assert type(other_value) is type(value), key
+            assert_same_state(value, other_value)
+        else:
+            assert other_value == value and type(other_value) is type(value), key

@@ -1,10 +1,13 @@
-"""Catalogue of bad input, for every estimator and every transformer of the package.
+"""Catalogue of unusual input whose handling differs between the classes of the
+package, and random input (property-based).
 
-Each case is either rejected with a ValueError or TypeError whose message says what
-was wrong (checked with ``pytest.raises(..., match=...)``), or accepted, in which case
-the reason is given next to the case and the test checks the result is finite and
-sensible. The transformers are taken from ``sklearn_ltr.preprocessing.__all__``, so a
-new transformer is catalogued without editing this file.
+Input that every class rejects alike (wrong dimensions, infinite, ragged, complex,
+non-numeric...) is catalogued in test_common.py. Here each case is either rejected
+with a ValueError or TypeError whose message says what was wrong (checked with
+``pytest.raises(..., match=...)``), or accepted, in which case the reason is given
+next to the case and the test checks the result is finite and sensible. The classes
+are those of ``_checks.ALL`` (found in ``sklearn_ltr.__all__``), so a new class is
+catalogued without editing this file.
 
 Accepted cases and why:
 
@@ -37,13 +40,21 @@ import warnings
 
 import numpy as np
 import pytest
-import scipy.sparse
-import torch
+from _checks import (
+    ALL,
+    BASELINES,
+    ESTIMATORS,
+    RNNS,
+    TRANSFORMERS,
+    class_id,
+    make_small,
+    methods,
+    outputs,
+)
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from _checks import ALL, BASELINES, ESTIMATORS, RNNS, TRANSFORMERS, class_id, make_small
-from sklearn_ltr import LowRankRNN, LowTensorRankRNN, TCA, TrialPCA, preprocessing
+from sklearn_ltr import TCA, LowRankRNN, LowTensorRankRNN, TrialPCA, preprocessing
 from sklearn_ltr.base import MOSTLY_MISSING, MissingDataWarning, r2_observed
 from sklearn_ltr.datasets import make_low_tensor_rank_rnn
 
@@ -56,31 +67,10 @@ K, T, N, RANK = 12, 8, 6, 2
 _ids = class_id
 
 
-def _make(Est, **params):
-    """A small, fast instance."""
-    return make_small(Est, rnn={"max_iter": 10, "infer_max_iter": 10},
-                      tca={"max_iter": 30}, **{"rank": RANK, **params})
-
-
-def _methods(est):
-    """The methods that take new trials after fit."""
-    names = ["transform", "predict", "score", "inverse_transform"]
-    if type(est) in TRANSFORMERS:
-        names.remove("score")  # only the models have a score
-    return [m for m in names if hasattr(est, m)]
-
-
-def _outputs(est, X):
-    out = {}
-    for method in _methods(est):
-        out[method] = np.asarray(getattr(est, method)(X))
-    return out
-
-
 def _assert_finite_outputs(est, X):
     """Every output is finite; a transformer may pass NaN through, never create it."""
     n_missing = np.isnan(np.asarray(X, dtype=np.float64)).sum()
-    for method, value in _outputs(est, X).items():
+    for method, value in outputs(est, X).items():
         assert not np.isinf(value).any(), method
         if type(est) in TRANSFORMERS:
             assert np.isnan(value).sum() <= n_missing, method
@@ -98,105 +88,48 @@ def X():
 
 @pytest.fixture(scope="module")
 def fitted(X):
-    return {Est: _make(Est).fit(X) for Est in ALL}
+    return {Est: make_small(Est).fit(X) for Est in ESTIMATORS}
 
 
 # --------------------------------------------------------------------------- #
-# 1. rejected by every estimator and transformer at fit
-# --------------------------------------------------------------------------- #
-def _rejected_cases():
-    rng = np.random.RandomState(0)
-    X = rng.standard_normal((K, T, N))
-    X_inf, X_ninf = X.copy(), X.copy()
-    X_inf[3, 4, 5] = np.inf
-    X_ninf[0, 0, 0] = -np.inf
-    objects = np.empty((K, T, N), dtype=object)
-    for idx in np.ndindex(objects.shape):
-        objects[idx] = {"spikes": 1}
-    ragged_inner = [[[1.0, 2.0], [3.0]], [[1.0, 2.0], [3.0, 4.0]]]
-    return [
-        pytest.param([X[0], X[1], X[2, :-2]], ValueError, "different shapes",
-                     id="ragged-list-of-trials"),
-        pytest.param([X[0], X[1][:, :-1]], ValueError, "different shapes",
-                     id="ragged-neurons"),
-        pytest.param(ragged_inner, ValueError, "regular", id="ragged-within-a-trial"),
-        pytest.param(np.full((K, T, N), "a"), TypeError, "must hold numbers",
-                     id="strings"),
-        pytest.param(objects, TypeError, "must hold numbers", id="object-dicts"),
-        pytest.param(X.astype(np.complex128), ValueError, "complex", id="complex"),
-        pytest.param(X + 1j, ValueError, "complex", id="complex-imaginary"),
-        pytest.param(np.float64(1.0), ValueError, "3D array", id="0d"),
-        pytest.param(X[0, 0], ValueError, "3D array", id="1d"),
-        pytest.param(X[0], ValueError, r"3D array.*X\[np.newaxis\]", id="2d"),
-        pytest.param(X[..., None], ValueError, "3D array", id="4d"),
-        pytest.param(scipy.sparse.csr_matrix(X[0]), TypeError, "must hold numbers",
-                     id="sparse-matrix"),
-        pytest.param(torch.as_tensor(X[0]), ValueError, "3D array", id="2d-tensor"),
-        pytest.param(X[:0], ValueError, r"0 trial\(s\)", id="zero-trials"),
-        pytest.param(X[:, :0], ValueError, r"0 time point\(s\)", id="zero-timepoints"),
-        pytest.param(X[:, :, :0], ValueError, "0 neurons", id="zero-neurons"),
-        pytest.param(X_inf, ValueError, r"infinite values \(first at index "
-                                        r"\(3, 4, 5\)\)", id="inf"),
-        pytest.param(X_ninf, ValueError, "infinite", id="-inf"),
-        pytest.param([], ValueError, "3D array", id="empty-list"),
-    ]
-
-
-@pytest.mark.parametrize("Est", ALL, ids=_ids)
-@pytest.mark.parametrize("X_bad, error, match", _rejected_cases())
-def test_rejected_at_fit(Est, X_bad, error, match):
-    with pytest.raises(error, match=match):
-        _make(Est).fit(X_bad)
-
-
-@pytest.mark.parametrize("Est", ALL, ids=_ids)
-@pytest.mark.parametrize("X_bad, error, match", _rejected_cases())
-def test_rejected_after_fit(Est, X_bad, error, match, fitted):
-    est = fitted[Est]
-    for method in _methods(est):
-        with pytest.raises(error, match=match):
-            getattr(est, method)(X_bad)
-
-
-# --------------------------------------------------------------------------- #
-# 2. trial, time-point and missing-data counts
+# 1. trial, time-point and missing-data counts
 # --------------------------------------------------------------------------- #
 @pytest.mark.parametrize("Est", ALL, ids=_ids)
 def test_single_trial_at_fit(Est, X):
     if Est in TRANSFORMERS:
         # Accepted: per-neuron statistics over the time points of one trial.
-        est = _make(Est).fit(X[:1])
+        est = make_small(Est).fit(X[:1])
         _assert_finite_outputs(est, X[:3])
         return
     with pytest.raises(ValueError, match=r"X has 1 trial\(s\); at least 2 are required"):
-        _make(Est).fit(X[:1])
+        make_small(Est).fit(X[:1])
 
 
 @pytest.mark.parametrize("Est", ALL, ids=_ids)
 def test_single_time_point_at_fit(Est, X):
     if Est in RNNS:
         with pytest.raises(ValueError, match=r"1 time point\(s\) per trial; at least 2"):
-            _make(Est).fit(X[:, :1])
+            make_small(Est).fit(X[:, :1])
         return
     # Accepted: no dynamics, so one time point is a valid (if short) trial.
-    est = _make(Est).fit(X[:, :1])
+    est = make_small(Est).fit(X[:, :1])
     _assert_finite_outputs(est, X[:3, :1])
 
 
 @pytest.mark.parametrize("Est", ALL, ids=_ids)
-@pytest.mark.parametrize("what, index", [
-    ("trial", (4, slice(None), slice(None))),
-    ("neuron", (slice(None), slice(None), 2)),
-    ("trial", (slice(None), slice(None), slice(None))),  # everything missing
+@pytest.mark.parametrize("what, index, count", [
+    ("trial", (4, slice(None), slice(None)), 1),
+    ("neuron", (slice(None), slice(None), 2), 1),
+    ("trial", (slice(None), slice(None), slice(None)), K),  # everything missing
 ], ids=["all-nan-trial", "all-nan-neuron", "all-nan-X"])
-def test_all_nan_trial_or_neuron_at_fit(Est, what, index, X):
+def test_all_nan_trial_or_neuron_at_fit(Est, what, index, count, X):
     X_nan = X.copy()
     X_nan[index] = np.nan
-    est = _make(Est)
+    est = make_small(Est)
     try:
         est.fit(X_nan)
     except ValueError as exc:
-        assert f"{what}(s) with no observed entry (all NaN)" in str(exc)
+        assert f"{count} {what}(s) with no observed entry (all NaN)" in str(exc)
         return
     # Accepted by stateless transformers only: the missing entries stay missing.
     assert Est in TRANSFORMERS, f"{Est.__name__} accepted an all-NaN {what}"
@@ -221,7 +154,7 @@ def test_mostly_missing_warns_at_fit(Est, axis, X):
         with pytest.raises(MissingDataWarning,
                            match=rf"1 {axis}\(s\) with more than 50% of their entries "
                                  rf"missing \(e.g. {axis} [53]: [78]\d% missing\)"):
-            _make(Est).fit(X_nan)
+            make_small(Est).fit(X_nan)
 
 
 @pytest.mark.parametrize("Est", ESTIMATORS, ids=_ids)
@@ -233,7 +166,7 @@ def test_missing_below_threshold_does_not_warn(Est, X):
     assert (np.isnan(X_nan).mean(axis=(0, 1)) <= MOSTLY_MISSING).all()
     with warnings.catch_warnings():
         warnings.simplefilter("error", MissingDataWarning)
-        _make(Est).fit(X_nan)
+        make_small(Est).fit(X_nan)
 
 
 @pytest.mark.parametrize("Est", ESTIMATORS, ids=_ids)
@@ -242,10 +175,12 @@ def test_missing_entries_never_leak(Est, X):
     rng = np.random.RandomState(1)
     X_nan = X.copy()
     X_nan[rng.uniform(size=X.shape) < 0.15] = np.nan
-    est = _make(Est).fit(X_nan)
+    est = make_small(Est).fit(X_nan)
     for key, value in vars(est).items():
         if isinstance(value, np.ndarray) and value.dtype.kind == "f":
             assert np.isfinite(value).all(), key
+        elif isinstance(value, list) and value and isinstance(value[0], float):
+            assert np.isfinite(value).all(), key  # e.g. loss_curve_
     _assert_finite_outputs(est, X_nan)
     # An all-NaN trial added to the scored data is neither used nor scored: the
     # score does not change (inference is per trial, and R^2 skips missing entries).
@@ -283,7 +218,7 @@ def test_all_nan_trial_after_fit(Est, X, fitted):
 
 
 # --------------------------------------------------------------------------- #
-# 3. accepted values: dtypes, constants, magnitudes
+# 2. accepted values: dtypes, constants, magnitudes
 # --------------------------------------------------------------------------- #
 @pytest.mark.parametrize("Est", ALL, ids=_ids)
 @pytest.mark.parametrize("dtype", [np.int64, np.int16, np.uint8, bool, object,
@@ -294,9 +229,9 @@ def test_integer_bool_object_and_float32_accepted(Est, dtype, X):
     counts = np.abs(np.round(3 * X))
     X_typed = (counts > 1) if dtype is bool else counts.astype(dtype)
     X_float = np.asarray(X_typed, dtype=np.float64)
-    a = _make(Est).fit(X_typed)
-    b = _make(Est).fit(X_float)
-    out_a, out_b = _outputs(a, X_typed[:4]), _outputs(b, X_float[:4])
+    a = make_small(Est).fit(X_typed)
+    b = make_small(Est).fit(X_float)
+    out_a, out_b = outputs(a, X_typed[:4]), outputs(b, X_float[:4])
     for method in out_a:
         np.testing.assert_array_equal(out_a[method], out_b[method], err_msg=method)
     _assert_finite_outputs(a, X_typed[:4])
@@ -309,7 +244,7 @@ def test_constant_neuron_accepted(Est, X):
     X_const[:, :, 1] = 3.5
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no 0/0 along the way
-        est = _make(Est).fit(X_const)
+        est = make_small(Est).fit(X_const)
         _assert_finite_outputs(est, X_const)
     if Est in RNNS + [TrialPCA]:
         # Standardisation (RNNs) and centring (PCA) leave nothing to fit in it.
@@ -323,12 +258,12 @@ def test_constant_data(Est, value, X):
     X_const = np.full(X.shape, value)
     if Est is TCA and value == 0.0:
         with pytest.raises(ValueError, match="Every observed entry of X is 0"):
-            _make(Est).fit(X_const)
+            make_small(Est).fit(X_const)
         return
     # Accepted: nothing to explain; R^2 is reported as 1.0 (perfect) or 0.0.
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        est = _make(Est).fit(X_const)
+        est = make_small(Est).fit(X_const)
         _assert_finite_outputs(est, X_const)
         if Est in ESTIMATORS:
             assert est.score(X_const) in (0.0, 1.0)
@@ -345,10 +280,10 @@ def test_magnitudes_accepted_and_equivariant(Est, scale, offset, X):
     # holds because the data are standardised internally before the float32 fit.
     if Est is TCA:
         offset = 0.0  # a CP model has no offset: X + c is another tensor
-    a = _make(Est).fit(X)
-    b = _make(Est).fit(X * scale + offset)
+    a = make_small(Est).fit(X)
+    b = make_small(Est).fit(X * scale + offset)
     X_new = X[:4]
-    out_a, out_b = _outputs(a, X_new), _outputs(b, X_new * scale + offset)
+    out_a, out_b = outputs(a, X_new), outputs(b, X_new * scale + offset)
     for method in out_a:
         assert np.isfinite(out_b[method]).all(), method
     if "predict" in out_a:
@@ -372,7 +307,7 @@ def test_huge_poisson_counts_fitted(Est):
                                     random_state=0)
     rate = np.log1p(np.exp(2 * data.X_clean))
     counts = np.random.RandomState(0).poisson(rate * 1e8).astype(float)
-    est = _make(Est, n_units=10, max_iter=100, loss="poisson").fit(counts[:20])
+    est = make_small(Est, n_units=10, max_iter=100, loss="poisson").fit(counts[:20])
     for key in ("left_factors_", "right_factors_", "readout_", "readout_bias_"):
         assert np.isfinite(getattr(est, key)).all(), key
     pred = est.predict(counts[20:])
@@ -381,23 +316,8 @@ def test_huge_poisson_counts_fitted(Est):
 
 
 # --------------------------------------------------------------------------- #
-# 4. rank
+# 3. rank too large for the data or the model
 # --------------------------------------------------------------------------- #
-@pytest.mark.parametrize("Est", ESTIMATORS, ids=_ids)
-@pytest.mark.parametrize("rank", [0, -1, 2.5, 2.0, "2", None, True],
-                         ids=lambda r: repr(r))
-def test_invalid_rank(Est, rank, X):
-    # InvalidParameterError is a ValueError.
-    with pytest.raises(ValueError, match="The 'rank' parameter of"):
-        _make(Est, rank=rank).fit(X)
-
-
-@pytest.mark.parametrize("Est", ESTIMATORS, ids=_ids)
-def test_numpy_integer_rank_accepted(Est, X):
-    est = _make(Est, rank=np.int64(RANK)).fit(X)
-    assert est.transform(X[:2]).shape == (2, T, RANK)
-
-
 @pytest.mark.parametrize("Est, params, X_shape, match", [
     (LowTensorRankRNN, dict(rank=9, n_units=8), (K, T, N), r"rank=9 must be <= n_units=8"),
     (LowRankRNN, dict(rank=9, n_units=8), (K, T, N), r"rank=9 must be <= n_units=8"),
@@ -408,11 +328,11 @@ def test_numpy_integer_rank_accepted(Est, X):
 def test_rank_too_large(Est, params, X_shape, match, X):
     X_bad = np.random.RandomState(0).standard_normal(X_shape)
     with pytest.raises(ValueError, match=match):
-        _make(Est, **params).fit(X_bad)
+        make_small(Est, **params).fit(X_bad)
 
 
 # --------------------------------------------------------------------------- #
-# 5. inputs and y
+# 4. inputs and y
 # --------------------------------------------------------------------------- #
 def _bad_inputs():
     U = np.zeros((K, T, 2))
@@ -435,7 +355,7 @@ def test_bad_inputs_at_fit(Est, inputs, match, X):
     if Est in BASELINES:
         match = f"{Est.__name__} does not take external inputs"
     with pytest.raises((ValueError, TypeError), match=match):
-        _make(Est).fit(X, inputs=inputs)
+        make_small(Est).fit(X, inputs=inputs)
 
 
 @pytest.mark.parametrize("Est", RNNS, ids=_ids)
@@ -447,45 +367,76 @@ def test_bad_inputs_at_fit(Est, inputs, match, X):
 ], ids=["short", "long", "2d", "nan"])
 def test_bad_y_at_fit(Est, y, match, X):
     with pytest.raises(ValueError, match=match):
-        _make(Est).fit(X, y)
+        make_small(Est).fit(X, y)
 
 
 @pytest.mark.parametrize("Est", BASELINES, ids=_ids)
 def test_y_of_any_length_ignored_by_baselines(Est, X, fitted):
     # Accepted: unsupervised models ignore y (scikit-learn's convention).
-    est = _make(Est).fit(X, np.arange(K + 5))
+    est = make_small(Est).fit(X, np.arange(K + 5))
     np.testing.assert_array_equal(est.predict(X[:3], np.arange(7)),
                                   fitted[Est].predict(X[:3]))
 
 
-# --------------------------------------------------------------------------- #
-# 6. after fit: neuron count and time points
-# --------------------------------------------------------------------------- #
-@pytest.mark.parametrize("Est", ALL, ids=_ids)
-def test_wrong_neuron_count_after_fit(Est, X, fitted):
+@pytest.mark.parametrize("Est", ESTIMATORS, ids=_ids)
+def test_inputs_after_fit_without_them(Est, X, fitted):
     est = fitted[Est]
-    for X_bad in (X[:3, :, :-1], np.concatenate([X[:3], X[:3, :, :2]], axis=2)):
-        for method in _methods(est):
-            with pytest.raises(ValueError, match=rf"X has {X_bad.shape[2]} neurons, "
-                                                 rf"but {Est.__name__} was fitted "
-                                                 rf"with {N}"):
-                getattr(est, method)(X_bad)
+    match = (f"{Est.__name__} does not take external inputs" if Est in BASELINES
+             else "fitted without external inputs")
+    for method in methods(est):
+        with pytest.raises(ValueError, match=match):
+            getattr(est, method)(X[:3], inputs=np.zeros((3, T, 2)))
 
 
+@pytest.mark.parametrize("Est", RNNS, ids=_ids)
+def test_inputs_after_fit_with_them(Est, X):
+    inputs = np.random.RandomState(0).standard_normal((K, T, 2))
+    est = make_small(Est, max_iter=5).fit(X, inputs=inputs)
+    assert est.n_inputs_ == 2
+    for method in methods(est):
+        with pytest.raises(ValueError, match="fitted with external inputs"):
+            getattr(est, method)(X[:3])
+        with pytest.raises(ValueError, match="has 3 channels, but the model was "
+                                             "fitted"):
+            getattr(est, method)(X[:3], inputs=np.zeros((3, T, 3)))
+        # The right inputs work.
+        out = getattr(est, method)(X[:3], inputs=inputs[:3])
+        assert np.all(np.isfinite(out)), method
+
+
+@pytest.mark.parametrize("Est", RNNS, ids=_ids)
+def test_y_after_fit_with_conditions(Est, X):
+    y = np.arange(K) % 3
+    est = make_small(Est, max_iter=5).fit(X, y)
+    assert est.initial_states_.shape == (3, RANK)
+    for method in methods(est):
+        with pytest.raises(ValueError, match="one condition label per trial"):
+            getattr(est, method)(X[:3], y[:2])
+        with pytest.raises(ValueError, match="condition labels not seen in fit"):
+            getattr(est, method)(X[:3], np.array([0, 1, 99]))
+    assert np.all(np.isfinite(est.predict(X[:3], y[:3])))
+
+
+# --------------------------------------------------------------------------- #
+# 5. after fit: time points
+# --------------------------------------------------------------------------- #
 @pytest.mark.parametrize("Est", ESTIMATORS, ids=_ids)
 def test_different_trial_length_after_fit(Est, X, fitted):
     est = fitted[Est]
     if Est is TCA:
-        with pytest.raises(ValueError, match=rf"X has {T - 2} time points per trial, "
-                                             rf"but TCA was fitted on trials of {T}"):
-            est.predict(X[:3, :-2])
+        for method in methods(est):
+            with pytest.raises(ValueError, match=rf"X has {T - 2} time points per "
+                                                 rf"trial, but TCA was fitted on "
+                                                 rf"trials of {T}"):
+                getattr(est, method)(X[:3, :-2])
         return
     # Accepted: dynamics (RNNs) and a neuron subspace (PCA) apply to any length.
     _assert_finite_outputs(est, X[:3, :-2])
+    assert est.predict(X[:3, :-2]).shape == (3, T - 2, N)
 
 
 # --------------------------------------------------------------------------- #
-# 7. property-based: random shapes, dtypes and NaN patterns
+# 6. property-based: random shapes, dtypes and NaN patterns
 # --------------------------------------------------------------------------- #
 @st.composite
 def _arrays(draw):
@@ -521,7 +472,7 @@ def test_random_input_succeeds_or_raises_clearly(Est, X_raw, rank):
     params = {"rank": rank} if Est in ESTIMATORS else {}
     if Est in RNNS:
         params.update(max_iter=3, infer_max_iter=3, n_units=4)
-    est = _make(Est, **params)
+    est = make_small(Est, **params)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -533,7 +484,7 @@ def test_random_input_succeeds_or_raises_clearly(Est, X_raw, rank):
             return
         event("fit succeeded")
         X_new = np.asarray(X_raw, dtype=np.float64)
-        for method in _methods(est):
+        for method in methods(est):
             try:
                 out = np.asarray(getattr(est, method)(X_raw))
             except (ValueError, TypeError) as exc:
@@ -548,9 +499,3 @@ def test_random_input_succeeds_or_raises_clearly(Est, X_raw, rank):
             else:
                 assert not np.isnan(out).any(), method
 
-
-def test_catalogue_covers_every_transformer():
-    # Every public name of the module is a transformer class, so the list above
-    # (built from __all__) is the full set and each is fitted in the cases above.
-    assert {Est.__name__ for Est in TRANSFORMERS} == set(preprocessing.__all__)
-    assert all(hasattr(Est, "fit") and hasattr(Est, "transform") for Est in TRANSFORMERS)

@@ -1,4 +1,9 @@
-"""TCA and TrialPCA: API conformance, ground truth, rank selection, bad input.
+"""TCA and TrialPCA: their maths, ground truth, rank selection, missing entries.
+
+Their API contract (scikit-learn checks, clone, pickle, determinism, threads, bad
+input...) is checked with every other class in test_common.py; the edge cases whose
+handling is theirs (one time point, trial length, y, inputs, rank bounds) in
+test_bad_input.py.
 
 The rank-selection tests use planted CP data with noise smoothed along time (the
 normal case for smoothed spike counts) and show that the co-smoothing score picks the
@@ -6,19 +11,14 @@ planted rank while a naive score -- per-trial parameters fitted on the very entr
 that are scored -- keeps growing with rank.
 """
 
-import pickle
-
 import numpy as np
 import pytest
+from _checks import BASELINES, assert_same_outputs, assert_same_state, class_id, outputs
 from scipy.ndimage import gaussian_filter1d
 from scipy.optimize import nnls
-from sklearn.base import clone
 from sklearn.decomposition import PCA
-from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, KFold
-from sklearn.utils import estimator_checks
 
-from _checks import DATA_FREE_CHECKS
 from sklearn_ltr import TCA, TrialPCA
 from sklearn_ltr.base import r2_observed
 from sklearn_ltr.baselines import _masked_least_squares
@@ -27,15 +27,9 @@ from sklearn_ltr.baselines import _masked_least_squares
 # nature of CP, not what is tested here.
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
-BASELINES = [TCA, TrialPCA]
-
 # Planted data of the rank-selection tests.
 K, T, N, RANK = 60, 30, 25, 3
 RANKS = [1, 2, 3, 4, 5]
-
-
-def _ids(Est):
-    return Est.__name__
 
 
 def make_planted_cp(n_trials=K, n_timepoints=T, n_neurons=N, rank=RANK, noise=0.5,
@@ -105,37 +99,8 @@ def _congruence(A, B):
 
 
 # --------------------------------------------------------------------------- #
-# 1. scikit-learn's data-free checks (the list of tests/test_api.py)
+# 1. the fitted models
 # --------------------------------------------------------------------------- #
-
-
-@pytest.mark.parametrize("Est", BASELINES, ids=_ids)
-@pytest.mark.parametrize("check_name", DATA_FREE_CHECKS)
-def test_sklearn_data_free_check(Est, check_name):
-    getattr(estimator_checks, check_name)(Est.__name__, Est())
-
-
-def test_exported():
-    import sklearn_ltr
-
-    assert {"TCA", "TrialPCA"} <= set(sklearn_ltr.__all__)
-
-
-# --------------------------------------------------------------------------- #
-# 2. API on 3D data
-# --------------------------------------------------------------------------- #
-@pytest.mark.parametrize("Est", BASELINES, ids=_ids)
-def test_shapes_and_fit_returns_self(Est, X):
-    est = Est(rank=2, random_state=0)
-    assert est.fit(X) is est
-    assert est.n_features_in_ == N
-    assert est.transform(X[:4]).shape == (4, T, 2)
-    assert est.predict(X[:4]).shape == (4, T, N)
-    assert np.isfinite(est.score(X[:4]))
-    # One new trial is enough after fit.
-    assert est.predict(X[:1]).shape == (1, T, N)
-
-
 def test_tca_attributes(fitted):
     tca = fitted[TCA]
     assert tca.trial_factors_.shape == (K, RANK)
@@ -182,41 +147,16 @@ def test_tca_transform_of_training_trials_matches_fit(X, fitted):
     np.testing.assert_allclose(tca.predict(X), recon, atol=1e-3 * np.abs(recon).max())
 
 
-@pytest.mark.parametrize("Est", BASELINES, ids=_ids)
-def test_inference_is_per_trial(Est, X, fitted):
-    # A trial's inferred parameters do not depend on the other trials passed with it.
-    est = fitted[Est]
-    X_nan = X[:6].copy()
-    X_nan[np.random.RandomState(0).uniform(size=X_nan.shape) < 0.2] = np.nan
-    np.testing.assert_allclose(est.predict(X_nan)[:2], est.predict(X_nan[:2]),
-                               rtol=1e-10, atol=1e-10)
-
-
-@pytest.mark.parametrize("Est", BASELINES, ids=_ids)
-def test_clone_and_pickle_round_trip(Est, X, fitted):
-    est = fitted[Est]
-    new = clone(est)
-    assert new.get_params() == est.get_params()
-    with pytest.raises(NotFittedError):
-        new.predict(X)
-    loaded = pickle.loads(pickle.dumps(est))
-    np.testing.assert_array_equal(loaded.predict(X[:5]), est.predict(X[:5]))
-    np.testing.assert_array_equal(loaded.transform(X[:5]), est.transform(X[:5]))
-    assert loaded.score(X[:5]) == est.score(X[:5])
-
-
-@pytest.mark.parametrize("Est, params", [
-    (TCA, dict(init="random", n_init=2)),
-    (TCA, dict(nonneg=True, init="random", max_iter=100)),
-    (TrialPCA, {}),
-], ids=["TCA-random", "TCA-nonneg", "TrialPCA"])
-def test_same_random_state_identical_fit(Est, params, X):
-    a = Est(rank=RANK, random_state=3, **params).fit(X)
-    b = Est(rank=RANK, random_state=3, **params).fit(X)
-    np.testing.assert_array_equal(a.predict(X[:5]), b.predict(X[:5]))
-    for name in ("trial_factors_", "time_factors_", "neuron_factors_", "components_"):
-        if hasattr(a, name):
-            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+@pytest.mark.parametrize("params", [
+    dict(init="random", n_init=2),
+    dict(nonneg=True, init="random", max_iter=100),
+], ids=["random-n_init-2", "nonneg"])
+def test_tca_same_random_state_identical_fit(params, X):
+    # Further settings of the check of every class in test_common.py.
+    a = TCA(rank=RANK, random_state=3, **params).fit(X)
+    b = TCA(rank=RANK, random_state=3, **params).fit(X)
+    assert_same_state(a, b)
+    assert_same_outputs(outputs(a, X[:5]), outputs(b, X[:5]))
 
 
 def test_tca_random_state_matters_for_random_init(X):
@@ -226,14 +166,6 @@ def test_tca_random_state_matters_for_random_init(X):
     assert not np.allclose(a.time_factors_, b.time_factors_)
 
 
-def test_tca_does_not_touch_global_seed(X):
-    np.random.seed(123)
-    expected = np.random.rand()
-    np.random.seed(123)
-    TCA(rank=2, init="random", n_init=2, random_state=0).fit(X)
-    assert np.random.rand() == expected
-
-
 def test_tca_n_init_keeps_lowest_error(X):
     single = [TCA(rank=4, init="random", max_iter=20, random_state=s).fit(X)
               for s in range(3)]
@@ -241,41 +173,8 @@ def test_tca_n_init_keeps_lowest_error(X):
     assert multi.reconstruction_error_ <= single[0].reconstruction_error_ + 1e-12
 
 
-def _blas_threads_now():
-    from threadpoolctl import threadpool_info
-
-    return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
-
-
-@pytest.mark.parametrize("Est", BASELINES, ids=_ids)
-@pytest.mark.parametrize("n_threads", [1, None])
-def test_n_threads_applied_and_restored(Est, n_threads, X, monkeypatch):
-    from threadpoolctl import threadpool_limits
-
-    from sklearn_ltr import baselines
-
-    seen = []
-    solve = baselines._masked_least_squares
-
-    def spy(*args, **kwargs):
-        seen.append(_blas_threads_now())
-        return solve(*args, **kwargs)
-
-    monkeypatch.setattr(baselines, "_masked_least_squares", spy)
-    with threadpool_limits(limits=2, user_api="blas"):
-        outer = _blas_threads_now()
-        est = Est(rank=2, random_state=0, n_threads=n_threads).fit(X)
-        assert _blas_threads_now() == outer
-        for method in ("transform", "predict", "score"):
-            getattr(est, method)(X[:3])
-            assert _blas_threads_now() == outer
-    assert len(seen) == 3
-    expected = [1] * len(outer) if n_threads == 1 else outer
-    assert all(s == expected for s in seen)
-
-
 # --------------------------------------------------------------------------- #
-# 3. ground truth
+# 2. ground truth
 # --------------------------------------------------------------------------- #
 @pytest.mark.parametrize("nonneg", [False, True])
 def test_tca_recovers_planted_factors(planted, nonneg):
@@ -324,7 +223,7 @@ def test_masked_least_squares_matches_direct_solution(nonneg):
 
 
 # --------------------------------------------------------------------------- #
-# 4. rank selection: the protocol matters
+# 3. rank selection: the protocol matters
 # --------------------------------------------------------------------------- #
 def _search(Est, X, scoring=None):
     search = GridSearchCV(Est(random_state=0), {"rank": RANKS}, scoring=scoring,
@@ -338,7 +237,7 @@ def searches(X):
             for Est in BASELINES for kind in ("cosmoothing", "naive")}
 
 
-@pytest.mark.parametrize("Est", BASELINES, ids=_ids)
+@pytest.mark.parametrize("Est", BASELINES, ids=class_id)
 def test_cosmoothing_picks_planted_rank(Est, searches):
     # Measured (seed 0): TCA   .193 .632 .749 .745 .742
     #                    PCA   .324 .610 .703 .684 .661
@@ -351,7 +250,7 @@ def test_cosmoothing_picks_planted_rank(Est, searches):
     assert scores[RANKS.index(RANK)] > scores[-1]
 
 
-@pytest.mark.parametrize("Est", BASELINES, ids=_ids)
+@pytest.mark.parametrize("Est", BASELINES, ids=class_id)
 def test_naive_score_prefers_largest_rank(Est, searches):
     # Fitting per-trial parameters on the scored entries rewards every extra
     # component: the naive curve rises monotonically and picks the largest rank,
@@ -369,7 +268,7 @@ def test_naive_score_prefers_largest_rank(Est, searches):
 
 
 # --------------------------------------------------------------------------- #
-# 5. missing entries
+# 4. missing entries
 # --------------------------------------------------------------------------- #
 @pytest.mark.parametrize("Est, params", [
     (TCA, {}), (TCA, {"nonneg": True}), (TrialPCA, {}),
@@ -392,106 +291,3 @@ def test_nan_entries(Est, params, X):
     # Missing entries barely change the fit on this well-determined problem.
     assert score > est.score(X) - 0.05
 
-
-# --------------------------------------------------------------------------- #
-# 6. bad input
-# --------------------------------------------------------------------------- #
-def _bad_cases():
-    rng = np.random.RandomState(0)
-    X = rng.standard_normal((10, 8, 6))
-    X_inf = X.copy()
-    X_inf[2, 3, 4] = np.inf
-    return [
-        pytest.param(X[0], "3D array", id="2d"),
-        pytest.param(X[..., None], "3D array", id="4d"),
-        pytest.param(X[:1], r"1 trial\(s\); at least 2", id="1-trial"),
-        pytest.param(X_inf, "infinite", id="inf"),
-    ]
-
-
-@pytest.mark.parametrize("Est", BASELINES, ids=_ids)
-@pytest.mark.parametrize("X_bad, match", _bad_cases())
-def test_bad_X_at_fit(Est, X_bad, match):
-    with pytest.raises(ValueError, match=match):
-        Est(rank=2).fit(X_bad)
-
-
-@pytest.mark.parametrize("Est", BASELINES, ids=_ids)
-@pytest.mark.parametrize("X_bad, match", [c for c in _bad_cases() if c.id != "1-trial"])
-def test_bad_X_after_fit(Est, X_bad, match, X):
-    est = Est(rank=2, random_state=0).fit(X[:, :8, :6])
-    for method in ("transform", "predict", "score"):
-        with pytest.raises(ValueError, match=match):
-            getattr(est, method)(X_bad)
-
-
-@pytest.mark.parametrize("Est", BASELINES, ids=_ids)
-@pytest.mark.parametrize("rank", [0, -1])
-def test_rank_not_positive(Est, rank, X):
-    with pytest.raises(ValueError, match="'rank' parameter"):
-        Est(rank=rank).fit(X)
-
-
-def test_trialpca_rank_above_n_neurons(X):
-    with pytest.raises(ValueError, match=rf"rank={N + 1} must be <= n_neurons={N}"):
-        TrialPCA(rank=N + 1).fit(X)
-
-
-def test_tca_rank_too_large(X):
-    small = X[:3, :4, :3]  # 36 entries; rank 8 has 8 * (3 + 4 + 3 - 2) = 64 parameters
-    with pytest.raises(ValueError, match="rank=8 is too large.*64 free parameters"):
-        TCA(rank=8).fit(small)
-
-
-@pytest.mark.parametrize("Est", BASELINES, ids=_ids)
-@pytest.mark.parametrize("method", ["transform", "predict", "score"])
-def test_neuron_count_mismatch(Est, method, X, fitted):
-    with pytest.raises(ValueError, match=rf"X has {N - 2} neurons, but {Est.__name__} "
-                                         rf"was fitted with {N} neurons"):
-        getattr(fitted[Est], method)(X[:3, :, :-2])
-
-
-@pytest.mark.parametrize("method", ["transform", "predict", "score"])
-def test_tca_different_n_timepoints(method, X, fitted):
-    with pytest.raises(ValueError, match=rf"X has {T - 5} time points per trial, but "
-                                         rf"TCA was fitted on trials of {T}"):
-        getattr(fitted[TCA], method)(X[:3, :-5])
-
-
-def test_trialpca_accepts_different_n_timepoints(X, fitted):
-    # TrialPCA has no time factors: any trial length works after fit.
-    assert fitted[TrialPCA].predict(X[:3, :-5]).shape == (3, T - 5, N)
-
-
-@pytest.mark.parametrize("Est", BASELINES, ids=_ids)
-def test_inputs_rejected(Est, X, fitted):
-    inputs = np.zeros(X.shape[:2] + (2,))
-    with pytest.raises(ValueError, match=f"{Est.__name__} does not take external"):
-        Est(rank=2).fit(X, inputs=inputs)
-    with pytest.raises(ValueError, match=f"{Est.__name__} does not take external"):
-        fitted[Est].predict(X[:3], inputs=inputs[:3])
-
-
-@pytest.mark.parametrize("Est", BASELINES, ids=_ids)
-def test_y_ignored(Est, X):
-    a = Est(rank=2, random_state=0).fit(X)
-    b = Est(rank=2, random_state=0).fit(X, np.arange(K) % 2)
-    np.testing.assert_array_equal(a.predict(X[:3]), b.predict(X[:3], np.arange(3)))
-
-
-@pytest.mark.parametrize("Est", BASELINES, ids=_ids)
-@pytest.mark.parametrize("axis, match", [(0, "trial"), (2, "neuron")])
-def test_all_nan_slice_at_fit(Est, axis, match, X):
-    X_nan = X.copy()
-    index = [slice(None)] * 3
-    index[axis] = 4
-    X_nan[tuple(index)] = np.nan
-    with pytest.raises(ValueError, match=rf"1 {match}\(s\) with no observed entry"):
-        Est(rank=2).fit(X_nan)
-
-
-@pytest.mark.parametrize("Est", BASELINES, ids=_ids)
-def test_unfitted(Est, X):
-    for method in ("transform", "predict", "score"):
-        with pytest.raises(NotFittedError):
-            getattr(Est(), method)(X)

@@ -1,5 +1,5 @@
-"""Persistence: the safe ``.npz`` format of ``est.save`` / ``sklearn_ltr.load``, pickle
-and joblib.
+"""Persistence: the safe ``.npz`` format of ``est.save`` / ``sklearn_ltr.load`` (pickle
+and joblib round trips are checked for every class in test_common.py).
 
 The safe format must give back an estimator with identical outputs, and must refuse
 (with a ValueError that says why) every file it did not write: truncated, tampered
@@ -17,16 +17,22 @@ import sys
 import warnings
 import zipfile
 
-import joblib
 import numpy as np
 import pytest
 import torch
+from _checks import (
+    ALL,
+    RNNS,
+    assert_same_outputs,
+    assert_same_state,
+    class_id,
+    make_small,
+    outputs,
+)
 from sklearn.exceptions import NotFittedError
 
-from _checks import ALL, RNNS, TRANSFORMERS, class_id, make_small
 import sklearn_ltr
-from sklearn_ltr import LowRankRNN, LowTensorRankRNN, TCA, TrialPCA
-from sklearn_ltr import _registry
+from sklearn_ltr import TCA, LowRankRNN, LowTensorRankRNN, TrialPCA, _registry
 from sklearn_ltr._persistence import FORMAT_NAME, FORMAT_VERSION, load, save
 from sklearn_ltr._registry import check_schema, registered_classes
 from sklearn_ltr.base import BaseLatentModel, SaveMixin
@@ -40,38 +46,10 @@ K, T, N, RANK = 14, 8, 6, 2
 _ids = class_id
 
 
-def _make(Est, **params):
-    return make_small(Est, **{"rank": RANK, **params})
-
-
-def _outputs(est, X, **kwargs):
-    methods = ["transform", "predict", "score", "inverse_transform"]
-    if type(est) in TRANSFORMERS:
-        methods.remove("score")
-    return {m: np.asarray(getattr(est, m)(X, **kwargs)) for m in methods
-            if hasattr(est, m)}
-
-
 def _assert_same(est, loaded, X, **kwargs):
     assert type(loaded) is type(est)
     assert loaded.get_params() == est.get_params()
-    a, b = _outputs(est, X, **kwargs), _outputs(loaded, X, **kwargs)
-    assert a.keys() == b.keys() and a
-    for method in a:
-        np.testing.assert_array_equal(a[method], b[method], err_msg=method)
-
-
-def _assert_same_state(est, loaded):
-    params = est.get_params(deep=False)
-    state = {k: v for k, v in vars(est).items() if k not in params}
-    assert set(state) == {k for k in vars(loaded) if k not in params}
-    for key, value in state.items():
-        other = getattr(loaded, key)
-        if isinstance(value, np.ndarray):
-            assert other.dtype == value.dtype and other.shape == value.shape, key
-            np.testing.assert_array_equal(other, value, err_msg=key)
-        else:
-            assert other == value and type(other) is type(value), key
+    assert_same_outputs(outputs(est, X, **kwargs), outputs(loaded, X, **kwargs))
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +68,7 @@ def X(data):
 
 @pytest.fixture(scope="module")
 def fitted(X):
-    return {Est: _make(Est).fit(X) for Est in ALL}
+    return {Est: make_small(Est).fit(X) for Est in ALL}
 
 
 @pytest.fixture
@@ -139,7 +117,7 @@ def test_safe_round_trip_gives_identical_outputs(Est, X, fitted, tmp_path):
     save(est, path)
     loaded = load(path)
     _assert_same(est, loaded, X[:4])
-    _assert_same_state(est, loaded)
+    assert_same_state(est, loaded)
 
 
 @pytest.mark.parametrize("Est", ALL, ids=_ids)
@@ -155,18 +133,18 @@ def test_round_trip_with_conditions_and_inputs(Est, data, tmp_path):
     X = data.X
     labels = np.array(["left", "right", "up", "down"])[data.y]  # string labels
     inputs = np.random.RandomState(0).standard_normal((K, T, 2))
-    est = _make(Est).fit(X, labels, inputs=inputs)
+    est = make_small(Est).fit(X, labels, inputs=inputs)
     path = tmp_path / "model.npz"
     est.save(path)
     loaded = load(path)
-    _assert_same_state(est, loaded)
+    assert_same_state(est, loaded)
     _assert_same(est, loaded, X[:4], y=labels[:4], inputs=inputs[:4])
     np.testing.assert_array_equal(loaded.weight_tensor(), est.weight_tensor())
 
 
 def test_round_trip_of_random_state_instance(X, tmp_path):
     rs = np.random.RandomState(7)
-    est = _make(LowRankRNN, random_state=rs).fit(X)
+    est = make_small(LowRankRNN, random_state=rs).fit(X)
     path = tmp_path / "model.npz"
     est.save(path)
     loaded = load(path)
@@ -240,21 +218,13 @@ def test_gpu_fitted_pickle_falls_back_to_cpu(X, fitted, monkeypatch):
     np.testing.assert_array_equal(pred, est.predict(X[:3]))
 
 
-@pytest.mark.parametrize("Est", ALL, ids=_ids)
-def test_pickle_and_joblib_round_trips(Est, X, fitted, tmp_path):
-    est = fitted[Est]
-    _assert_same(est, pickle.loads(pickle.dumps(est)), X[:4])
-    joblib.dump(est, tmp_path / "model.joblib")
-    _assert_same(est, joblib.load(tmp_path / "model.joblib"), X[:4])
-
-
 # --------------------------------------------------------------------------- #
 # 2. what cannot be saved
 # --------------------------------------------------------------------------- #
 @pytest.mark.parametrize("Est", ALL, ids=_ids)
 def test_unfitted_cannot_be_saved(Est, tmp_path):
     with pytest.raises(NotFittedError):
-        save(_make(Est), tmp_path / "model.npz")
+        save(make_small(Est), tmp_path / "model.npz")
     assert not os.listdir(tmp_path)
 
 

@@ -1,25 +1,25 @@
 """3D transformers of sklearn_ltr.preprocessing: correctness against direct
-computations, missing entries, inverses, Pipeline / GridSearchCV use and bad input;
-TrialFactors and the latent models' public trial-feature hook it wraps.
+computations, missing entries, parameters, Pipeline / GridSearchCV use; TrialFactors
+and the latent models' public trial-feature hook it wraps.
 
-The StandardScaler3D tests live in test_api.py; it appears here only where every
-transformer is checked the same way.
+Their API contract (scikit-learn checks, clone, pickle, inverse round trips, feature
+names, bad input...) is checked with every other class in test_common.py.
 """
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
 import torch
+from _checks import ESTIMATORS, TRANSFORMERS, class_id, make_small
 from scipy.ndimage import gaussian_filter1d
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
 from sklearn.pipeline import make_pipeline
-from sklearn.utils import estimator_checks
 
-from _checks import DATA_FREE_CHECKS, ESTIMATORS, make_small
 from sklearn_ltr import TCA, LowRankRNN, LowTensorRankRNN, TrialPCA
 from sklearn_ltr.preprocessing import (
     GaussianSmoother,
@@ -31,27 +31,16 @@ from sklearn_ltr.preprocessing import (
 
 N_TRIALS, N_TIMEPOINTS, N_NEURONS = 6, 30, 5
 
-NEW = [GaussianSmoother, SoftNormalizer, TrialCropper]
-ALL = [StandardScaler3D] + NEW
-INVERTIBLE = [StandardScaler3D, SoftNormalizer]
-
 # TCA's strict default tol rarely converges within max_iter on noisy data; the
 # warning is expected and not what the TrialFactors tests are about.
 _QUIET_TCA = pytest.mark.filterwarnings("ignore:TCA reached max_iter")
 
-
-def _ids(Est):
-    return Est.__name__
-
-
-def _instance(Est):
-    """A non-default instance, so that parameters are seen to matter."""
-    return {
-        StandardScaler3D: StandardScaler3D(),
-        SoftNormalizer: SoftNormalizer(soft=2.0, with_mean=True),
-        GaussianSmoother: GaussianSmoother(sigma=1.5),
-        TrialCropper: TrialCropper(start=2, stop=-3),
-    }[Est]
+# Settings other than the defaults, so that parameters are seen to matter.
+NON_DEFAULT = {
+    SoftNormalizer: dict(soft=2.0, with_mean=True),
+    GaussianSmoother: dict(sigma=1.5),
+    TrialCropper: dict(start=2, stop=-3),
+}
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +62,59 @@ def X_nan(X):
     X_nan[rng.uniform(size=X.shape) < 0.15] = np.nan
     X_nan.setflags(write=False)
     return X_nan
+
+
+# --------------------------------------------------------------------------- #
+# StandardScaler3D
+# --------------------------------------------------------------------------- #
+def test_scaler_standardises_each_neuron(X):
+    X_shift = X * np.arange(1, N_NEURONS + 1) + 10.0 * np.arange(N_NEURONS)
+    scaler = StandardScaler3D().fit(X_shift)
+    Xt = scaler.transform(X_shift)
+    assert Xt.shape == X.shape
+    np.testing.assert_allclose(Xt.mean(axis=(0, 1)), 0, atol=1e-12)
+    np.testing.assert_allclose(Xt.std(axis=(0, 1)), 1, rtol=1e-12)
+    np.testing.assert_allclose(scaler.mean_, X_shift.mean(axis=(0, 1)))
+    np.testing.assert_allclose(scaler.scale_, X_shift.std(axis=(0, 1)))
+    np.testing.assert_allclose(scaler.fit_transform(X_shift), Xt)
+
+
+@pytest.mark.parametrize("with_mean, with_std",
+                         [(True, False), (False, True), (False, False)])
+def test_scaler_options(X, with_mean, with_std):
+    scaler = StandardScaler3D(with_mean=with_mean, with_std=with_std).fit(X)
+    Xt = scaler.transform(X)
+    mean, std = X.mean(axis=(0, 1)), X.std(axis=(0, 1))
+    expected = (X - (mean if with_mean else 0)) / (std if with_std else 1)
+    np.testing.assert_allclose(Xt, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(scaler.inverse_transform(Xt), X, rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_scaler_constant_neuron(X):
+    X_const = X.copy()
+    X_const[:, :, 2] = 3.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no division by zero
+        scaler = StandardScaler3D().fit(X_const)
+        Xt = scaler.transform(X_const)
+    assert np.all(np.isfinite(Xt))
+    np.testing.assert_array_equal(Xt[:, :, 2], 0.0)
+    assert scaler.scale_[2] == 1.0
+    np.testing.assert_allclose(scaler.inverse_transform(Xt), X_const, atol=1e-12)
+
+
+def test_scaler_nan_stays_nan(X, X_nan):
+    missing = np.isnan(X_nan)
+    scaler = StandardScaler3D().fit(X_nan)
+    Xt = scaler.transform(X_nan)
+    np.testing.assert_array_equal(np.isnan(Xt), missing)
+    np.testing.assert_allclose(np.nanmean(Xt, axis=(0, 1)), 0, atol=1e-12)
+    np.testing.assert_allclose(np.nanstd(Xt, axis=(0, 1)), 1, rtol=1e-12)
+    back = scaler.inverse_transform(Xt)
+    np.testing.assert_array_equal(np.isnan(back), missing)
+    np.testing.assert_allclose(back[~missing], X_nan[~missing], rtol=1e-12,
+                               atol=1e-12)
 
 
 # --------------------------------------------------------------------------- #
@@ -181,6 +223,8 @@ def test_soft_normalizer_matches_direct_computation(X, soft, with_mean):
     mean = X.mean(axis=(0, 1)) if with_mean else 0.0
     expected = (X - mean) / (data_range + soft)
     np.testing.assert_allclose(norm.transform(X), expected, rtol=1e-12)
+    np.testing.assert_allclose(norm.inverse_transform(expected), X, rtol=1e-12,
+                               atol=1e-12)
     np.testing.assert_allclose(norm.data_max_ - norm.data_min_, data_range)
     np.testing.assert_allclose(norm.scale_, data_range + soft)
     assert (norm.mean_ is None) == (not with_mean)
@@ -245,116 +289,14 @@ def test_cropper_checks_window_on_new_trials(X):
 # --------------------------------------------------------------------------- #
 # every transformer
 # --------------------------------------------------------------------------- #
-def _data_free_cases():
-    for Est in NEW:
-        for check in DATA_FREE_CHECKS:
-            yield pytest.param(Est, check, id=f"{Est.__name__}-{check}")
-
-
-@pytest.mark.parametrize("Est, check_name", list(_data_free_cases()))
-def test_sklearn_data_free_check(Est, check_name):
-    getattr(estimator_checks, check_name)(Est.__name__, Est())
-
-
-@pytest.mark.parametrize("Est", ALL, ids=_ids)
-def test_tags_declare_3d_input_with_nan(Est):
-    tags = Est().__sklearn_tags__()
-    assert tags.input_tags.three_d_array and tags.input_tags.allow_nan
-    assert not tags.input_tags.two_d_array
-
-
-@pytest.mark.parametrize("Est", INVERTIBLE, ids=_ids)
-def test_inverse_round_trip(Est, X_nan):
-    est = _instance(Est).fit(X_nan)
-    back = est.inverse_transform(est.transform(X_nan))
-    np.testing.assert_array_equal(np.isnan(back), np.isnan(X_nan))
-    np.testing.assert_allclose(back, X_nan, rtol=1e-12, atol=1e-12)
-    # New trials, other units.
-    X_new = 3.0 * X_nan[:2] + 1.0
-    np.testing.assert_allclose(est.inverse_transform(est.transform(X_new)), X_new,
-                               rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("Est", ALL, ids=_ids)
+@pytest.mark.parametrize("Est", TRANSFORMERS, ids=class_id)
 def test_nan_passes_through(Est, X_nan):
-    out = _instance(Est).fit_transform(X_nan)
+    out = make_small(Est, **NON_DEFAULT.get(Est, {})).fit_transform(X_nan)
     if Est is TrialCropper:
         np.testing.assert_array_equal(np.isnan(out), np.isnan(X_nan[:, 2:-3]))
     else:
         np.testing.assert_array_equal(np.isnan(out), np.isnan(X_nan))
     assert np.isfinite(out[~np.isnan(out)]).all()
-
-
-@pytest.mark.parametrize("Est", ALL, ids=_ids)
-def test_clone_and_pickle(Est, X_nan):
-    est = _instance(Est)
-    cloned = clone(est)
-    assert cloned.get_params() == est.get_params()
-    assert not hasattr(cloned, "n_features_in_")
-    est.fit(X_nan)
-    assert est.n_features_in_ == N_NEURONS
-    restored = pickle.loads(pickle.dumps(est))
-    np.testing.assert_array_equal(restored.transform(X_nan), est.transform(X_nan))
-    if hasattr(est, "inverse_transform"):
-        np.testing.assert_array_equal(restored.inverse_transform(X_nan),
-                                      est.inverse_transform(X_nan))
-
-
-@pytest.mark.parametrize("Est", ALL, ids=_ids)
-def test_does_not_modify_input(Est, X_nan):
-    X = X_nan.copy()  # writeable: a transformer writing in place would change it
-    est = _instance(Est).fit(X)
-    Xt = est.transform(X)
-    if hasattr(est, "inverse_transform"):
-        est.inverse_transform(Xt)
-    np.testing.assert_array_equal(X, X_nan)
-
-
-@pytest.mark.parametrize("Est", ALL, ids=_ids)
-def test_unfitted_transform_raises(Est, X):
-    with pytest.raises(NotFittedError):
-        _instance(Est).transform(X)
-
-
-@pytest.mark.parametrize("Est", ALL, ids=_ids)
-def test_feature_names_are_the_neurons(Est, X):
-    names = _instance(Est).fit(X).get_feature_names_out()
-    assert list(names) == [f"x{i}" for i in range(N_NEURONS)]
-
-
-@pytest.mark.parametrize("Est", ALL, ids=_ids)
-@pytest.mark.parametrize("method", ["transform", "inverse_transform"])
-def test_wrong_neuron_count(Est, method, X):
-    est = _instance(Est).fit(X)
-    if not hasattr(est, method):
-        pytest.skip(f"{Est.__name__} has no {method}")
-    with pytest.raises(ValueError, match=f"X has {N_NEURONS - 1} neurons, but "
-                                         f"{Est.__name__} was fitted with {N_NEURONS} "
-                                         f"neurons"):
-        getattr(est, method)(X[:, :, 1:])
-
-
-@pytest.mark.parametrize("Est", ALL, ids=_ids)
-@pytest.mark.parametrize("shape", [(N_TIMEPOINTS, N_NEURONS),
-                                   (2, N_TRIALS, N_TIMEPOINTS, N_NEURONS)])
-def test_wrong_ndim(Est, shape):
-    X = np.zeros(shape)
-    with pytest.raises(ValueError, match=f"3D array of shape .* got a {len(shape)}D"):
-        _instance(Est).fit(X)
-    fitted = _instance(Est).fit(np.zeros((N_TRIALS, N_TIMEPOINTS, N_NEURONS)))
-    with pytest.raises(ValueError, match=f"got a {len(shape)}D"):
-        fitted.transform(X)
-
-
-@pytest.mark.parametrize("Est", ALL, ids=_ids)
-def test_inf_is_rejected(Est, X):
-    X_inf = X.copy()
-    X_inf[1, 2, 3] = np.inf
-    with pytest.raises(ValueError, match=r"X contains infinite values \(first at "
-                                         r"index"):
-        _instance(Est).fit(X_inf)
-    with pytest.raises(ValueError, match="infinite"):
-        _instance(Est).fit(X).transform(X_inf)
 
 
 @pytest.mark.parametrize("est, match", [
@@ -367,14 +309,6 @@ def test_inf_is_rejected(Est, X):
 def test_invalid_parameters(est, match, X):
     with pytest.raises(ValueError, match=match):
         est.fit(X)
-
-
-@pytest.mark.parametrize("Est", [StandardScaler3D, SoftNormalizer], ids=_ids)
-def test_fitted_scalers_reject_all_nan_neuron(Est, X):
-    X_bad = X.copy()
-    X_bad[:, :, 2] = np.nan
-    with pytest.raises(ValueError, match="neuron.* with no observed entry"):
-        Est().fit(X_bad)
 
 
 # --------------------------------------------------------------------------- #
@@ -395,6 +329,15 @@ def test_pipeline_equals_manual_composition(X_nan):
     # The normaliser of the pipeline was fitted on the training trials only.
     np.testing.assert_allclose(pipe.named_steps["softnormalizer"].data_max_,
                                np.nanmax(X_before, axis=(0, 1)))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_scaler_in_pipeline_with_rnn(small):
+    X = small.X * 3.0 + 2.0
+    pipe = make_pipeline(StandardScaler3D(), make_small(LowRankRNN, max_iter=5))
+    pipe.fit(X)
+    assert pipe.predict(X[:2]).shape == (2,) + X.shape[1:]
+    assert np.isfinite(pipe.score(X[:2]))
 
 
 def test_grid_search_over_sigma_and_rank():
@@ -497,7 +440,7 @@ _FEATURE_PREFIX = {"LowTensorRankRNN": "trial_factor", "LowRankRNN": "initial_st
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-@pytest.mark.parametrize("Est", ESTIMATORS, ids=_ids)
+@pytest.mark.parametrize("Est", ESTIMATORS, ids=class_id)
 def test_public_trial_feature_hook(Est, small):
     X = small.X
     est = make_small(Est).fit(X)
