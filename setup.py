@@ -34,8 +34,8 @@ setup(
     ],
     extras_require={
         "plot": ["matplotlib>=3.6"],
-        "test": ["pytest>=7", "matplotlib>=3.6", "hypothesis>=6", "pandas>=1.5",
-                 "distributed>=2023.1"],
+        "test": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.5", "matplotlib>=3.6",
+                 "hypothesis>=6", "pandas>=1.5", "distributed>=2023.1"],
     },
     entry_points={"console_scripts": ["sklearn-ltr=sklearn_ltr.__main__:main"]},
     classifiers=[

@@ -11,7 +11,7 @@ collect_ignore_glob = ["data/*"]
 
 @pytest.fixture(scope="session")
 def planted():
-    """Planted rank-3 low-tensor-rank RNN data whose trial factors follow learning curves."""
+    """Planted rank-3 low-tensor-rank RNN data; trial factors follow learning curves."""
     return make_low_tensor_rank_rnn(n_trials=60, n_timepoints=25, n_neurons=30, rank=3,
                                     noise=0.2, random_state=0)
 

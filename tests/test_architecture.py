@@ -1,4 +1,4 @@
-"""The import graph of the package: acyclic, and persistence independent of the estimators.
+"""The package's import graph: acyclic, persistence independent of the estimators.
 
 Every module of ``sklearn_ltr`` is parsed (not imported) and every import statement
 in it counts, at module level or inside a function: a function-level import hides a

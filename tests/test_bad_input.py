@@ -101,14 +101,16 @@ def test_single_trial_at_fit(Est, X):
         est = make_small(Est).fit(X[:1])
         _assert_finite_outputs(est, X[:3])
         return
-    with pytest.raises(ValueError, match=r"X has 1 trial\(s\); at least 2 are required"):
+    with pytest.raises(ValueError,
+                       match=r"X has 1 trial\(s\); at least 2 are required"):
         make_small(Est).fit(X[:1])
 
 
 @pytest.mark.parametrize("Est", ALL, ids=_ids)
 def test_single_time_point_at_fit(Est, X):
     if Est in RNNS:
-        with pytest.raises(ValueError, match=r"1 time point\(s\) per trial; at least 2"):
+        with pytest.raises(ValueError,
+                           match=r"1 time point\(s\) per trial; at least 2"):
             make_small(Est).fit(X[:, :1])
         return
     # Accepted: no dynamics, so one time point is a valid (if short) trial.
@@ -319,12 +321,15 @@ def test_huge_poisson_counts_fitted(Est):
 # 3. rank too large for the data or the model
 # --------------------------------------------------------------------------- #
 @pytest.mark.parametrize("Est, params, X_shape, match", [
-    (LowTensorRankRNN, dict(rank=9, n_units=8), (K, T, N), r"rank=9 must be <= n_units=8"),
+    (LowTensorRankRNN, dict(rank=9, n_units=8), (K, T, N),
+     r"rank=9 must be <= n_units=8"),
     (LowRankRNN, dict(rank=9, n_units=8), (K, T, N), r"rank=9 must be <= n_units=8"),
     (TCA, dict(rank=8), (3, 4, 3), r"rank=8 is too large .* 64 free parameters"),
     (TrialPCA, dict(rank=N + 1), (K, T, N), rf"rank={N + 1} must be <= n_neurons={N}"),
-    (TrialPCA, dict(rank=5), (2, 2, N), r"rank=5 must be <= n_trials \* n_timepoints=4"),
-], ids=["LowTensorRankRNN", "LowRankRNN", "TCA", "TrialPCA-neurons", "TrialPCA-samples"])
+    (TrialPCA, dict(rank=5), (2, 2, N),
+     r"rank=5 must be <= n_trials \* n_timepoints=4"),
+], ids=["LowTensorRankRNN", "LowRankRNN", "TCA", "TrialPCA-neurons",
+        "TrialPCA-samples"])
 def test_rank_too_large(Est, params, X_shape, match, X):
     X_bad = np.random.RandomState(0).standard_normal(X_shape)
     with pytest.raises(ValueError, match=match):

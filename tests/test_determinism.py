@@ -12,16 +12,23 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from _checks import ESTIMATORS, RNNS, class_id, make_small
 from joblib import Parallel, delayed
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_info
 
-from _checks import ESTIMATORS, RNNS, class_id, make_small
 import sklearn_ltr
 from sklearn_ltr import (
-    LowRankRNN, LowTensorRankRNN, TCA, TrialPCA, _memory, _model, _solver, _torch_utils,
+    TCA,
+    LowRankRNN,
+    LowTensorRankRNN,
+    TrialPCA,
+    _memory,
+    _model,
+    _solver,
+    _torch_utils,
 )
 from sklearn_ltr.baselines import _TRIALPCA_BYTES_PER_ENTRY, _tca_bytes_per_entry
 from sklearn_ltr.datasets import make_low_tensor_rank_rnn
@@ -295,7 +302,8 @@ def test_interrupted_nonneg_tca(X, monkeypatch):
         check_is_fitted(est)
     monkeypatch.undo()
     # In a later initialisation, the earlier ones are kept.
-    calls = _interrupt_at(monkeypatch, nn_module, "unfolding_dot_khatri_rao", at=10 ** 9)
+    calls = _interrupt_at(monkeypatch, nn_module, "unfolding_dot_khatri_rao",
+                          at=10 ** 9)
     make_small(TCA, nonneg=True, n_init=1, tol=0, max_iter=20).fit(np.abs(X))
     per_fit = calls["n"]
     monkeypatch.undo()
@@ -361,8 +369,8 @@ def test_fit_refuses_when_memory_is_short(Est, X, monkeypatch):
     est = make_small(Est)
     with pytest.raises(ValueError, match=rf"{Est.__name__}.fit on X of shape "
                                          rf"\({K}, {T}, {N}\).* would need about "
-                                         rf"[\d.]+ (KiB|MiB) of memory on cpu, but only "
-                                         rf"1000 B is available\."):
+                                         rf"[\d.]+ (KiB|MiB) of memory on cpu, but "
+                                         rf"only 1000 B is available\."):
         est.fit(X)
     with pytest.raises(NotFittedError):
         check_is_fitted(est)

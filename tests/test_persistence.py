@@ -172,7 +172,8 @@ def test_file_objects_and_exact_path(X, fitted, tmp_path):
 def test_header_records_format_and_versions(saved):
     path, est = saved
     header = _header(_members(path))
-    assert header["format"] == FORMAT_NAME and header["format_version"] == FORMAT_VERSION
+    assert header["format"] == FORMAT_NAME
+    assert header["format_version"] == FORMAT_VERSION
     assert header["class"] == "LowTensorRankRNN"
     assert header["versions"]["sklearn_ltr"] == sklearn_ltr.__version__
     assert header["versions"]["torch"] == torch.__version__
@@ -213,7 +214,8 @@ def test_gpu_fitted_pickle_falls_back_to_cpu(X, fitted, monkeypatch):
     blob = pickle.dumps(gpu_like)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     loaded = pickle.loads(blob)
-    with pytest.warns(UserWarning, match="fitted on cuda:0, which is not available on this machine; running on the CPU"):
+    with pytest.warns(UserWarning, match="fitted on cuda:0, which is not available on "
+                                         "this machine; running on the CPU"):
         pred = loaded.predict(X[:3])
     np.testing.assert_array_equal(pred, est.predict(X[:3]))
 
@@ -245,7 +247,8 @@ def test_unsaveable_value_is_a_clear_error(X, fitted, tmp_path):
         est.save(tmp_path / "model.npz")
     est = pickle.loads(pickle.dumps(fitted[TrialPCA]))
     est.extra_ = np.array([{"a": 1}], dtype=object)
-    with pytest.raises(ValueError, match="attribute 'extra_' is an array of dtype object"):
+    with pytest.raises(ValueError,
+                       match="attribute 'extra_' is an array of dtype object"):
         est.save(tmp_path / "model.npz")
     assert not os.listdir(tmp_path)  # nothing half-written
 
@@ -356,7 +359,8 @@ def test_missing_array(saved):
     members = _members(path)
     del members["attr._cand_recon.npy"]
     _write_members(path, members)
-    with pytest.raises(ValueError, match="the array of attribute '_cand_recon' is missing"):
+    with pytest.raises(ValueError,
+                       match="the array of attribute '_cand_recon' is missing"):
         load(path)
 
 
@@ -368,7 +372,8 @@ def test_missing_attribute(saved):
     del header["attributes"]["trial_factors_"]
     _set_header(members, header)
     _write_members(path, members)
-    with pytest.raises(ValueError, match="the fitted attribute trial_factors_ is missing"):
+    with pytest.raises(ValueError,
+                       match="the fitted attribute trial_factors_ is missing"):
         load(path)
 
 
@@ -382,8 +387,8 @@ def test_changed_shapes_consistent_with_header(saved):
     header["attributes"]["left_factors_"]["shape"] = list(bigger.shape)
     _set_header(members, header)
     _write_members(path, members)
-    with pytest.raises(ValueError, match=r"left_factors_ has shape \(9, 2\), which does "
-                                         r"not match n_units=8"):
+    with pytest.raises(ValueError, match=r"left_factors_ has shape \(9, 2\), which "
+                                         r"does not match n_units=8"):
         load(path)
 
 
@@ -425,7 +430,8 @@ def test_declared_shape_is_checked_before_reading(saved):
     header["attributes"]["readout_"].update({"shape": [10 ** 12]})
     _set_header(members, header)
     _write_members(path, members)
-    with pytest.raises(ValueError, match="the array of attribute 'readout_' is truncated"):
+    with pytest.raises(ValueError,
+                       match="the array of attribute 'readout_' is truncated"):
         load(path)
 
 

@@ -16,7 +16,8 @@ import sklearn_ltr
 from sklearn_ltr._registry import registered_classes
 
 DATA = Path(__file__).parent / "data" / "v0.1"
-FILES = sorted(p.name[: -len(".npz")] for p in DATA.glob("*.npz") if p.name != "inputs.npz")
+FILES = sorted(p.name[: -len(".npz")] for p in DATA.glob("*.npz")
+               if p.name != "inputs.npz")
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 

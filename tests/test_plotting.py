@@ -97,7 +97,8 @@ def _check_rank_plot(ax, summary):
     names = list(dict.fromkeys(r["estimator"] for r in summary.table))
     assert len(ax.containers) == len(names)
     best, one_se = _by_gid(ax, "best_rank:"), _by_gid(ax, "one_se_rank:")
-    assert set(best) == set(summary.best_rank) and set(one_se) == set(summary.one_se_rank)
+    assert set(best) == set(summary.best_rank)
+    assert set(one_se) == set(summary.one_se_rank)
     for name, container in zip(names, ax.containers):
         rows = sorted((r for r in summary.table if r["estimator"] == name),
                       key=lambda r: r["rank"])
@@ -109,7 +110,8 @@ def _check_rank_plot(ax, summary):
         np.testing.assert_allclose([s[1, 1] - s[0, 1] for s in segments],
                                    [2 * r["se"] for r in rows], atol=1e-12)
         mean_at = {r["rank"]: r["mean"] for r in rows}
-        for markers, chosen in [(best, summary.best_rank), (one_se, summary.one_se_rank)]:
+        for markers, chosen in [(best, summary.best_rank),
+                                (one_se, summary.one_se_rank)]:
             mx, my = markers[name].get_data()
             assert round(float(mx[0])) == chosen[name]
             assert float(my[0]) == pytest.approx(mean_at[chosen[name]])
@@ -360,7 +362,8 @@ def test_weight_spectrum_bad_input(ltr, tca):
 # matplotlib is optional
 # --------------------------------------------------------------------------- #
 def test_import_without_matplotlib_and_clear_error(monkeypatch):
-    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+    for name in [m for m in sys.modules
+                 if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.delitem(sys.modules, "sklearn_ltr.plotting")

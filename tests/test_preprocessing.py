@@ -48,7 +48,8 @@ def X():
     rng = np.random.RandomState(0)
     # Poisson counts with neuron-specific rates that drift over time.
     t = np.linspace(0, 1, N_TIMEPOINTS)[None, :, None]
-    rate = (1.0 + np.arange(N_NEURONS)) * (1.5 + np.sin(2 * np.pi * t + np.arange(N_NEURONS)))
+    rate = ((1.0 + np.arange(N_NEURONS))
+            * (1.5 + np.sin(2 * np.pi * t + np.arange(N_NEURONS))))
     X = rng.poisson(np.broadcast_to(rate, (N_TRIALS, N_TIMEPOINTS, N_NEURONS)))
     X = X.astype(float)
     X.setflags(write=False)
@@ -355,8 +356,8 @@ def test_grid_search_over_sigma_and_rank():
     # The parameter reached the step: a different sigma gives a different pipeline.
     assert search.best_estimator_.named_steps["gaussiansmoother"].sigma == \
         search.best_params_["gaussiansmoother__sigma"]
-    by_sigma = {s: scores[np.asarray(search.cv_results_["param_gaussiansmoother__sigma"])
-                          == s] for s in grid["gaussiansmoother__sigma"]}
+    sigmas = np.asarray(search.cv_results_["param_gaussiansmoother__sigma"])
+    by_sigma = {s: scores[sigmas == s] for s in grid["gaussiansmoother__sigma"]}
     assert len({tuple(np.round(v, 12)) for v in by_sigma.values()}) == 3
 
 

@@ -1,4 +1,4 @@
-"""Features of the RNN estimators: inputs, conditions, Poisson, missing data, fitting."""
+"""Features of the RNN estimators: inputs, conditions, Poisson, missing data, fits."""
 
 import re
 import warnings
@@ -96,7 +96,7 @@ def test_missing_entries_are_fitted_around(small):
 
 
 def test_missing_entries_are_not_fitted():
-    """Missing entries are zeroed and masked out of the loss, and fits stay deterministic."""
+    """Missing entries are zeroed and masked out of the loss; fits are deterministic."""
     data = make_low_tensor_rank_rnn(n_trials=12, n_timepoints=10, n_neurons=8, rank=2,
                                     random_state=0)
     X = data.X.copy()
