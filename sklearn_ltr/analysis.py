@@ -30,6 +30,7 @@ __all__ = [
     "tensor_rank_curve", "factor_similarity", "principal_angles", "column_space",
     "latent_subspace", "numerical_rank", "multilinear_rank", "gradient_rank_bounds",
     "weight_eigenvalues",
+    "schedule_curves", "trial_factor_recovery", "connectivity_recovery",
 ]
 
 
@@ -688,3 +689,229 @@ def gradient_rank_bounds(n_units, d_in, d_out, n_timepoints, n_steps, *, batch_s
                  change_multilinear_rank=change_ml, weight_multilinear_rank=weight_ml,
                  change_cp_rank=change_cp, weight_cp_rank=weight_cp,
                  span_dim=span_dim, counting=counting)
+
+
+# --------------------------------------------------------------------------- #
+# recovery against fair nulls
+# --------------------------------------------------------------------------- #
+def schedule_curves(n_trials, epochs=None, *, time_constants=(0.1, 0.25, 0.5)):
+    """Curves over trials built from the session's schedule alone, without data.
+
+    For each epoch (each run of equal labels in ``epochs``; the whole session
+    without them): its indicator, a linear ramp across it, and exponential decays
+    from its onset with time constants ``time_constants`` times its length. Any
+    change that starts or stops with the epochs -- what a task's schedule predicts
+    before any recording -- is close to their span, so a similarity to true trial
+    factors that such curves reach is no evidence of recovery.
+
+    Parameters
+    ----------
+    n_trials : int
+        Number of trials.
+    epochs : array-like of shape (n_trials,), default=None
+        Epoch label of each trial, in session order.
+    time_constants : sequence of float, default=(0.1, 0.25, 0.5)
+        Decay time constants, as fractions of each epoch's length.
+
+    Returns
+    -------
+    curves : ndarray of shape (n_trials, n_curves)
+
+    Examples
+    --------
+    >>> from sklearn_ltr.analysis import schedule_curves
+    >>> schedule_curves(12, ["a"] * 4 + ["b"] * 8).shape
+    (12, 10)
+    """
+    n_trials = _check_positive_int("n_trials", n_trials)
+    labels = np.zeros(n_trials) if epochs is None else np.asarray(epochs)
+    if labels.shape != (n_trials,):
+        raise ValueError(f"epochs must hold one label per trial: expected shape "
+                         f"({n_trials},), got {labels.shape}.")
+    starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
+    stops = np.r_[starts[1:], n_trials]
+    k = np.arange(n_trials)
+    curves = []
+    for start, stop in zip(starts, stops):
+        inside = (k >= start) & (k < stop)
+        length = stop - start
+        local = (k - start) / max(length - 1, 1)
+        curves += [inside * 1.0, inside * local]
+        curves += [inside * np.exp(-(k - start) / (tc * length))
+                   for tc in time_constants]
+    return np.stack(curves, axis=1)
+
+
+def _centred(F):
+    return np.asarray(F, dtype=np.float64) - np.mean(F, axis=0)
+
+
+def trial_factor_recovery(fitted, true, *, epochs=None, length_scale=10.0,
+                          n_null=1000, random_state=None):
+    """How well fitted trial factors match true ones, against two fair nulls.
+
+    The similarity (:func:`factor_similarity` of the factors centred over trials:
+    their constant parts say nothing about learning) is set beside the similarity
+    reached by trial factors that know nothing of the data:
+
+    * **schedule** -- ``rank`` random combinations of :func:`schedule_curves`
+      (epoch indicators, ramps and decays): what the session's schedule alone
+      predicts; and the best any such curves can do (the true factors projected
+      on their span, a ceiling for this null);
+    * **smooth** -- ``rank`` draws of a Gaussian process over trials with
+      ``length_scale`` (that of the fitted prior): curves as smooth as the fitted
+      ones, but random.
+
+    Parameters
+    ----------
+    fitted : ndarray of shape (n_trials, rank)
+        Fitted trial factors, e.g. ``LowTensorRankRNN(...).trial_factors_``.
+    true : ndarray of shape (n_trials, n_components)
+        True trial factors, e.g. those of a CP fit of the true weight changes.
+    epochs : array-like of shape (n_trials,), default=None
+        Epoch labels, for the schedule curves.
+    length_scale : float, default=10.0
+        Length scale, in trials, of the smooth null.
+    n_null : int, default=1000
+        Draws of each null.
+    random_state : int, RandomState instance or None, default=None
+
+    Returns
+    -------
+    result : Bunch
+        ``similarity``; ``null_schedule``, ``null_smooth``: arrays of
+        ``n_null`` similarities; ``pvalue_schedule``, ``pvalue_smooth``: the
+        fraction of each null at or above ``similarity`` (with the usual +1);
+        ``schedule_ceiling``: the similarity of the best curves in the
+        schedule's span.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_ltr.analysis import trial_factor_recovery
+    >>> t = np.linspace(0, 1, 60)[:, None]
+    >>> true = np.c_[np.tanh(8 * (t - 0.3)), np.sin(9 * t)]
+    >>> noisy = true + 0.05 * np.random.RandomState(0).standard_normal(true.shape)
+    >>> res = trial_factor_recovery(noisy, true, n_null=200, random_state=0)
+    >>> bool(res.similarity > 0.9 and res.pvalue_smooth < 0.05)
+    True
+    """
+    from ._priors import TrialGP
+
+    fitted, true = np.asarray(fitted, float), np.asarray(true, float)
+    if fitted.ndim != 2 or true.ndim != 2 or fitted.shape[0] != true.shape[0]:
+        raise ValueError(
+            f"fitted and true must be (n_trials, n_components) arrays of the same "
+            f"trials, got shapes {fitted.shape} and {true.shape}.")
+    n_null = _check_positive_int("n_null", n_null)
+    rng = check_random_state(random_state)
+    n_trials, rank = fitted.shape
+    target = _centred(true)
+    similarity = factor_similarity(_centred(fitted), target)
+    schedule = schedule_curves(n_trials, epochs)
+    smooth = TrialGP(np.arange(n_trials), None, length_scale).basis
+    null = {}
+    for name, basis in [("schedule", schedule), ("smooth", smooth)]:
+        null[name] = np.array([
+            factor_similarity(_centred(basis @ rng.standard_normal(
+                (basis.shape[1], rank))), target) for _ in range(n_null)])
+    # The schedule's best: each true factor projected on the schedule's span.
+    coef, *_ = np.linalg.lstsq(_centred(schedule), target, rcond=None)
+    ceiling = factor_similarity(_centred(schedule) @ coef, target)
+    return Bunch(
+        similarity=similarity, null_schedule=null["schedule"],
+        null_smooth=null["smooth"], schedule_ceiling=ceiling,
+        pvalue_schedule=float((1 + np.sum(null["schedule"] >= similarity))
+                              / (n_null + 1)),
+        pvalue_smooth=float((1 + np.sum(null["smooth"] >= similarity))
+                            / (n_null + 1)))
+
+
+def connectivity_recovery(estimator, weights, *, reference=0, n_null=200,
+                          random_state=None):
+    """Fitted against true changes of connectivity, seen from the recorded neurons.
+
+    For a network whose units are the recorded neurons (as in
+    :func:`~sklearn_ltr.datasets.make_motor_learning`), the fitted network's
+    weight changes ``W_k - W_ref`` are mapped into the neurons' coordinates through
+    its readout ``D`` (``D dW_k pinv(D)``, exact to first order in the rates) and
+    compared with the true changes:
+
+    * principal angles between the fitted and the true column spaces, and between
+      the row spaces, of the stacked changes (each of dimension ``rank``), beside
+      those of random subspaces of the same dimensions (the null);
+    * the relative error ``|dW_fit - dW_true| / |dW_true|`` (Frobenius, over all
+      trials), raw and after the best single scale of ``dW_fit``, beside those of
+      the same fit with its trial factors shuffled over trials (the null: the right
+      components at the wrong times).
+
+    Parameters
+    ----------
+    estimator : fitted LowTensorRankRNN
+        A network fitted to the recorded neurons; its trials are those of
+        ``weights``.
+    weights : ndarray of shape (n_trials, n_neurons, n_neurons)
+        The true weights of each trial.
+    reference : int, default=0
+        The trial the changes are measured from.
+    n_null : int, default=200
+        Draws of each null.
+    random_state : int, RandomState instance or None, default=None
+
+    Returns
+    -------
+    result : Bunch
+        ``column_angles``, ``row_angles``: degrees, smallest first;
+        ``null_column_angles``, ``null_row_angles``: their medians over random
+        subspaces; ``relative_error`` and ``scaled_error``;
+        ``null_relative_error`` and ``null_scaled_error``: arrays of the shuffled
+        fits' errors; ``pvalue_error``: fraction of the shuffled scaled errors at or
+        below ``scaled_error`` (+1 rule).
+    """
+    W = _check_tensor3(weights, "weights")
+    D = np.asarray(estimator.readout_, float)
+    if W.shape[1:] != (D.shape[0], D.shape[0]) or W.shape[0] != \
+            estimator.trial_factors_.shape[0]:
+        raise ValueError(
+            f"weights must have shape (n_trials, n_neurons, n_neurons) = "
+            f"({estimator.trial_factors_.shape[0]}, {D.shape[0]}, {D.shape[0]}) to "
+            f"match the estimator, got {W.shape}.")
+    rng = check_random_state(random_state)
+    true = W - W[reference]
+    A, B, C = estimator.left_factors_, estimator.right_factors_, \
+        estimator.trial_factors_
+    left, right = D @ A, np.linalg.pinv(D).T @ B  # (n, R) each, neuron coordinates
+    n_units = A.shape[0]
+
+    def changes(factors):
+        dC = factors - factors[reference]
+        return np.einsum("kr,ir,jr->kij", dC, left, right) / n_units
+
+    fitted = changes(C)
+    rank = C.shape[1]
+    col_true = column_space(np.concatenate(list(true), axis=1), rank=rank)
+    row_true = column_space(np.concatenate([w.T for w in true], axis=1), rank=rank)
+    cols = principal_angles(column_space(left, rtol=1e-10), col_true)
+    rows = principal_angles(column_space(right, rtol=1e-10), row_true)
+    n = D.shape[0]
+    null_cols = np.median([principal_angles(rng.standard_normal((n, rank)),
+                                            col_true) for _ in range(n_null)], axis=0)
+    norm = np.linalg.norm(true)
+
+    def errors(dW):
+        # Raw, and after the one scale that fits best: the linearisation through
+        # the readout preserves the pattern of the changes better than their size.
+        scale = np.sum(dW * true) / max(np.sum(dW * dW), 1e-300)
+        return (np.linalg.norm(dW - true) / norm,
+                np.linalg.norm(scale * dW - true) / norm)
+
+    error, scaled = errors(fitted)
+    null = np.array([errors(changes(C[rng.permutation(len(C))]))
+                     for _ in range(n_null)])
+    # Random subspaces are rotation invariant: one null serves rows and columns.
+    return Bunch(column_angles=cols, row_angles=rows, null_column_angles=null_cols,
+                 null_row_angles=null_cols, relative_error=float(error),
+                 scaled_error=float(scaled), null_relative_error=null[:, 0],
+                 null_scaled_error=null[:, 1],
+                 pvalue_error=float((1 + np.sum(null[:, 1] <= scaled))
+                                    / (n_null + 1)))

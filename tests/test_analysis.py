@@ -349,3 +349,65 @@ def test_weight_eigenvalues_equal_those_of_the_weight_matrices(small):
         # The other n_units - rank eigenvalues vanish.
         rest = np.sort(np.abs(full))[:-rank]
         assert np.all(rest < 1e-8)
+
+
+# --------------------------------------------------------------------------- #
+# recovery against fair nulls
+# --------------------------------------------------------------------------- #
+def test_schedule_curves_follow_the_epochs():
+    from sklearn_ltr.analysis import schedule_curves
+
+    epochs = np.repeat(["a", "b", "c"], [4, 6, 5])
+    curves = schedule_curves(15, epochs, time_constants=(0.5,))
+    assert curves.shape == (15, 9)  # indicator, ramp, one decay per epoch
+    np.testing.assert_array_equal(curves[:, 0], np.r_[np.ones(4), np.zeros(11)])
+    np.testing.assert_allclose(curves[4:10, 4], np.linspace(0, 1, 6))
+    with pytest.raises(ValueError, match="one label per trial"):
+        schedule_curves(15, epochs[:3])
+
+
+def test_trial_factor_recovery_separates_recovery_from_its_nulls():
+    from sklearn_ltr.analysis import schedule_curves, trial_factor_recovery
+
+    rng = np.random.RandomState(0)
+    epochs = np.repeat(["base", "learn"], [20, 60])
+    # A change that the schedule predicts (a decay from the epoch's onset) and
+    # one it does not.
+    true = np.c_[schedule_curves(80, epochs)[:, 4],
+                 np.sin(np.arange(80) / 7.0)]
+    good = true + 0.05 * rng.standard_normal(true.shape)
+    res = trial_factor_recovery(good, true, epochs=epochs, n_null=300,
+                                random_state=0)
+    assert res.similarity > 0.95
+    assert res.pvalue_smooth < 0.01 and res.pvalue_schedule < 0.01
+    assert res.null_schedule.shape == res.null_smooth.shape == (300,)
+    # A fit that only learned the schedule part is no better than the nulls allow.
+    schedule_only = np.c_[true[:, 0], rng.standard_normal(80)]
+    weak = trial_factor_recovery(schedule_only, true, epochs=epochs, n_null=300,
+                                 random_state=0)
+    assert weak.similarity < res.similarity and weak.pvalue_smooth > 0.01
+    with pytest.raises(ValueError, match="same trials"):
+        trial_factor_recovery(good[:10], true)
+
+
+def test_connectivity_recovery_is_exact_for_the_true_factors():
+    from sklearn.utils import Bunch
+
+    from sklearn_ltr.analysis import connectivity_recovery
+
+    rng = np.random.RandomState(0)
+    K, N, R = 30, 12, 2
+    A, B = rng.standard_normal((N, R)), rng.standard_normal((N, R))
+    C = 1.0 + np.cumsum(rng.standard_normal((K, R)), axis=0) / 5
+    weights = np.einsum("kr,ir,jr->kij", C, A, B) / N
+    # A "fitted" network whose units are the neurons (identity readout).
+    est = Bunch(readout_=np.eye(N), left_factors_=A, right_factors_=B,
+                trial_factors_=C)
+    res = connectivity_recovery(est, weights, n_null=50, random_state=0)
+    np.testing.assert_allclose(res.column_angles, 0.0, atol=1e-5)
+    np.testing.assert_allclose(res.row_angles, 0.0, atol=1e-5)
+    assert res.relative_error < 1e-10 and res.scaled_error < 1e-10
+    assert np.all(res.null_column_angles > 20)
+    assert np.median(res.null_scaled_error) > 0.3 and res.pvalue_error < 0.05
+    with pytest.raises(ValueError, match="to match the estimator"):
+        connectivity_recovery(est, weights[:, :5, :5])

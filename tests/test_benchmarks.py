@@ -161,3 +161,15 @@ def test_bench_learning_test_quick(tmp_path):
     for rec in res["records"]:
         assert 0.0 <= rec["pvalue"] <= 1.0 and len(rec["per_fold"]) == 5
         assert rec["ceiling"] <= 1.0
+
+
+def test_bench_recovery_quick(tmp_path):
+    path = tmp_path / "recovery.json"
+    stdout = run_script("bench_recovery.py", "--quick", "--json", str(path))
+    res = json.loads(path.read_text())
+    assert "schedule p95" in stdout
+    (rec,) = res["records"]
+    assert 0.0 <= rec["similarity"] <= 1.0
+    assert 0.0 <= rec["pvalue_smooth"] <= 1.0 and 0.0 <= rec["pvalue_schedule"] <= 1.0
+    assert len(rec["column_angles"]) == 3
+    assert all(0.0 <= a <= 90.0 for a in rec["column_angles"] + rec["row_angles"])
