@@ -20,10 +20,16 @@ beat the low-rank one on every fold, and the median difference of scores; the
 ConditionAverage reference (smoothed over the session) and the noise ceiling on the
 same folds are printed beside them.
 
+A second section (``--sections length_scale``) plants trial factors drawn from a
+Gaussian process with a known length scale and lets ``GridSearchCV``, with the
+predicting score routed through scikit-learn's metadata routing and
+``TrialBlockKFold`` folds, choose ``trial_length_scale``.
+
 Usage::
 
     python benchmarks/bench_learning_test.py                    # 20 seeds each
     python benchmarks/bench_learning_test.py --seeds 30 --json out.json
+    python benchmarks/bench_learning_test.py --sections length_scale
     python benchmarks/bench_learning_test.py --quick            # a smoke test
 """
 
@@ -115,6 +121,40 @@ def summarise(records, alpha):
     return rows
 
 
+def length_scale_section(args):
+    """GridSearchCV's choice of trial_length_scale on planted smooth trial factors."""
+    import sklearn
+    from sklearn.model_selection import GridSearchCV
+
+    from sklearn_ltr import LowTensorRankRNN
+    from sklearn_ltr.model_selection import TrialBlockKFold
+
+    n_trials = 120 if not args.quick else 40
+    grid = [2.5, 5.0, 10.0, 20.0, 40.0, 80.0]
+    rows = []
+    for planted in args.planted_length_scales:
+        for seed in range(args.length_seeds):
+            data = make_low_tensor_rank_rnn(
+                n_trials, args.n_timepoints, args.n_neurons, rank=args.rank,
+                n_units=60, noise=args.noise, trial_factors="smooth",
+                trial_length_scale=planted, random_state=seed)
+            est = LowTensorRankRNN(rank=args.rank, n_units=args.n_units,
+                                   max_iter=args.max_iter, random_state=0)
+            with sklearn.config_context(enable_metadata_routing=True), \
+                    warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                search = GridSearchCV(est, {"trial_length_scale": grid},
+                                      cv=TrialBlockKFold(5, n_trials // 20, 1),
+                                      n_jobs=args.n_jobs, error_score="raise")
+                search.fit(data.X, data.y, trial_index=np.arange(n_trials, dtype=float))
+            chosen = search.best_params_["trial_length_scale"]
+            rows.append([planted, seed, chosen, chosen / planted,
+                         bool(0.5 <= chosen / planted <= 2.0)])
+            if args.verbose:
+                print(f"planted {planted}: chose {chosen}", flush=True)
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=20)
@@ -132,6 +172,11 @@ def main(argv=None):
                    help="size of the offset drift, relative to the activity")
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--n-jobs", type=int, default=2)
+    p.add_argument("--sections", default="calibration",
+                   help="comma-separated: calibration, length_scale")
+    p.add_argument("--planted-length-scales", type=float, nargs="+",
+                   default=[10.0, 20.0])
+    p.add_argument("--length-seeds", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="2 seeds, small sessions")
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--json", default=None)
@@ -139,21 +184,31 @@ def main(argv=None):
     if args.quick:
         args.seeds, args.n_trials, args.n_timepoints = 2, 40, 10
         args.n_neurons, args.n_units, args.max_iter = 8, 12, 60
+        args.length_seeds, args.planted_length_scales = 1, [10.0]
+    sections = args.sections.split(",")
     t0 = time.perf_counter()
     machine = machine_info()
-    records = run(args)
-    rows = summarise(records, args.alpha)
-    print_table(
-        f"learning_test on planted sessions ({args.n_trials} trials x "
-        f"{args.n_timepoints} bins x {args.n_neurons} neurons, rank {args.rank}, "
-        f"{args.seeds} seeds each; held-out blocks, predicting score)",
-        ["condition", "seeds", f"p<{args.alpha}", "wins every fold", "median p",
-         "median diff", "LTR R²", "LR R²", "cond. avg R²", "ceiling"], rows,
-        note=f"{time.perf_counter() - t0:.0f} s on {machine['cpu_model']}, "
-             f"load {machine['loadavg'][0]:.2f}")
+    out = {"config": vars(args), "machine": machine}
+    if "calibration" in sections:
+        out["records"] = run(args)
+        out["summary"] = summarise(out["records"], args.alpha)
+        print_table(
+            f"learning_test on planted sessions ({args.n_trials} trials x "
+            f"{args.n_timepoints} bins x {args.n_neurons} neurons, rank {args.rank}, "
+            f"{args.seeds} seeds each; held-out blocks, predicting score)",
+            ["condition", "seeds", f"p<{args.alpha}", "wins every fold", "median p",
+             "median diff", "LTR R²", "LR R²", "cond. avg R²", "ceiling"],
+            out["summary"])
+    if "length_scale" in sections:
+        out["length_scale"] = length_scale_section(args)
+        print_table("trial_length_scale chosen by GridSearchCV (predicting score, "
+                    "held-out blocks) on planted smooth trial factors",
+                    ["planted", "seed", "chosen", "ratio", "within 2x"],
+                    out["length_scale"])
+    print(f"{time.perf_counter() - t0:.0f} s on {machine['cpu_model']}, "
+          f"load {machine['loadavg'][0]:.2f}")
     if args.json:
-        save_json(args.json, {"config": vars(args), "machine": machine,
-                              "records": records, "summary": rows})
+        save_json(args.json, out)
 
 
 if __name__ == "__main__":

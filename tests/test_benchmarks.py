@@ -152,9 +152,12 @@ def test_bench_fit_command_line_is_validated(capsys):
 
 def test_bench_learning_test_quick(tmp_path):
     path = tmp_path / "learning.json"
-    stdout = run_script("bench_learning_test.py", "--quick", "--json", str(path))
+    stdout = run_script("bench_learning_test.py", "--quick", "--sections",
+                        "calibration,length_scale", "--json", str(path))
     res = json.loads(path.read_text())
     assert "wins every fold" in stdout
+    ((planted, seed, chosen, ratio, within),) = res["length_scale"]
+    assert planted == 10.0 and ratio == chosen / planted and within in (True, False)
     conditions = [row[0] for row in res["summary"]]
     assert conditions == ["learning", "constant", "recurrent gain", "readout gain",
                           "offset drift"]
