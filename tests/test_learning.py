@@ -266,3 +266,24 @@ def test_baselines_accept_and_validate_the_session():
     assert np.isfinite(pca.score(data.X, trial_index=np.arange(20.0)))
     with pytest.raises(ValueError, match="repeated trial numbers"):
         TrialPCA(rank=2).fit(data.X, trial_index=np.zeros(20))
+
+
+def test_places_in_the_session_survive_save_and_load(session, tmp_path):
+    from sklearn_ltr import load
+
+    data, _ = session
+    index = np.arange(60.0) * 2
+    epochs = np.repeat(["baseline", "learning"], 30)
+    est = LowTensorRankRNN(rank=2, **FAST).fit(data.X, data.y, trial_index=index,
+                                                epochs=epochs)
+    est.save(tmp_path / "model.npz")
+    loaded = load(tmp_path / "model.npz")
+    np.testing.assert_array_equal(loaded.epochs_, epochs)
+    kw = dict(trial_index=index[:5] + 1, epochs=epochs[:5])
+    np.testing.assert_array_equal(loaded.predict(data.X[:5], data.y[:5], **kw),
+                                  est.predict(data.X[:5], data.y[:5], **kw))
+    avg = ConditionAverage(trial_smoothing=3.0).fit(data.X, data.y,
+                                                    trial_index=index, epochs=epochs)
+    avg.save(tmp_path / "avg.npz")
+    np.testing.assert_array_equal(load(tmp_path / "avg.npz").predict(
+        data.X[:5], data.y[:5], **kw), avg.predict(data.X[:5], data.y[:5], **kw))
