@@ -261,11 +261,18 @@ class TrialGP:
             index, self.index, self.length_scale, epochs, self.epochs)
         return cross @ (self._evecs / np.sqrt(self._evals))
 
+    # Relative variance of the fitted values' own uncertainty in ``predict``.
+    nugget = 0.1
+
     def predict(self, values, index, epochs):
         """Posterior mean at new trials of per-trial values of the fitted trials.
 
-        Gaussian-process regression with a constant mean (the mean of ``values``),
-        the jitter acting as independent noise.
+        Gaussian-process regression with a constant mean (the mean of ``values``):
+        ``mean + k(new, fit) (K + s^2 I)^-1 (values - mean)``, with ``s^2`` the
+        jitter's variance plus ``nugget`` times the amplitude's. The nugget stands
+        for the uncertainty of fitted values; without it the smooth kernel's
+        near-singular matrix turns the smallest roughness of the values into wild
+        extrapolation across a gap of held-out trials.
 
         Parameters
         ----------
@@ -277,7 +284,17 @@ class TrialGP:
         -------
         predicted : ndarray of shape (n_new, d)
         """
+        if (epochs is None) != (self.epochs is None):
+            raise ValueError(
+                "epochs must be given for new trials exactly when they were given "
+                "for the fitted ones.")
         values = np.asarray(values, dtype=np.float64)
         mean = values.mean(axis=0)
-        coef = (self._evecs / np.sqrt(self._evals)).T @ (values - mean)
-        return mean + self.extend(index, epochs) @ coef
+        amp2 = self.amplitude ** 2
+        K = amp2 * trial_kernel(self.index, self.index, self.length_scale,
+                                self.epochs, self.epochs)
+        noise = self.jitter ** 2 + self.nugget * amp2
+        weights = np.linalg.solve(K + noise * np.eye(len(self.index)), values - mean)
+        cross = amp2 * trial_kernel(index, self.index, self.length_scale, epochs,
+                                    self.epochs)
+        return mean + cross @ weights
