@@ -202,6 +202,11 @@ def run_selection(X, y, args, title, *, meta=None, extra=None):
                         max_iter=args.max_iter, random_state=args.random_state,
                         sigma=args.smooth, zscore=args.zscore,
                         trial_length_scale=args.trial_length_scale)
+    if meta is not None:
+        # TCA and PCA have no prior over the session: they infer each held-out
+        # trial's parameters from its held-in neurons, a different score.
+        estimators = {(f"{name} (co-smoothing)" if name in ("TCA", "TrialPCA")
+                       else name): est for name, est in estimators.items()}
     protocol = ("held-out blocks of trials, predicted from their place in the "
                 "session" if meta is not None else "co-smoothing score")
     print(f"{title}: X of shape {X.shape} (trials x time x neurons).")
