@@ -179,6 +179,9 @@ class Phase:
     as best).  n_decays : plateaus that restart from the best point with the rate
     times ``decay_factor`` before the next plateau ends the phase (None: no
     plateau rule).  name : what the divergence message calls the phase.
+    probe_every : in a forced phase, evaluate the free-running loss (without
+    gradient) every this many iterations and after the last, and keep the best
+    point as :func:`run_phase`'s best iterate (0: never).
     """
 
     solver: str
@@ -189,6 +192,7 @@ class Phase:
     n_decays: object = 0
     decay_factor: float = 0.2
     name: str = "the loss"
+    probe_every: int = 0
 
 
 @dataclass
@@ -278,6 +282,15 @@ class _Run:
         if self.callback is not None:
             self.callback(self.n_iter, value)
 
+    def probe(self):
+        """Offer the current point to the snapshot at its free-running loss."""
+        with torch.no_grad():
+            value = self.loss_fn(self.params)
+        self.n_evals += 1
+        v = float(value)
+        if math.isfinite(v):
+            self.snapshot.offer(v)
+
     def restore_best(self):
         """Back to the best parameters (forgetting the cached L-BFGS evaluation)."""
         self.last = None
@@ -334,6 +347,8 @@ def run_phase(run, phase):
             opt = run.optimizer(phase.solver, lr)
             continue
         run.record(value, gamma)
+        if phase.probe_every and (i + 1) % phase.probe_every == 0:
+            run.probe()
         if phase.n_decays is None or not run.rule.update(value):
             continue
         if decays >= phase.n_decays:
@@ -353,7 +368,7 @@ def optimize(
     loss_fn, params, *, solver="adam", learning_rate=0.01, max_iter=1000, tol=1e-4,
     n_iter_no_change=20, progress=None, callback=None, max_backoffs=6,
     n_decays=None, decay_factor=0.2, warmup=10, history_size=100, lbfgs_iter=0,
-    forcing=0.0, forcing_iter=0, forcing_lr=0.02,
+    forcing=0.0, forcing_iter=0, forcing_lr=0.02, forcing_probe=0,
 ):
     """Minimise ``loss_fn(params)`` over the tensors in ``params`` (modified in place).
 
@@ -384,7 +399,12 @@ def optimize(
     weight with which the model's states are pulled toward target states. These
     losses are of an easier problem and are not compared with the others: the
     solver (and ``lbfgs_iter``) then starts on ``loss_fn(params)`` from where the
-    warm start ended. They are counted in ``n_iter`` and ``loss_curve``.
+    warm start ended. They are counted in ``n_iter`` and ``loss_curve``. With
+    ``forcing_probe > 0`` the free-running loss is also evaluated (without gradient)
+    every ``forcing_probe`` forced iterations and where the warm start ends, and the
+    solver starts from the best of those points: the free-running loss of a forced
+    model is not monotone, and it often passes through points far better than
+    where the pull ends.
 
     The parameters with the lowest loss ever evaluated (without forcing) are kept
     and returned, not the last iterate. A non-finite loss backs off (see
@@ -405,7 +425,12 @@ def optimize(
         if n_forced > 0:
             run_phase(run, Phase("adam", forcing_lr, n_forced, warmup=warmup,
                                  forcing=forcing, n_decays=None,
-                                 name="the loss of the teacher-forced warm start"))
+                                 name="the loss of the teacher-forced warm start",
+                                 probe_every=forcing_probe))
+            if forcing_probe:
+                if n_forced % forcing_probe:
+                    run.probe()  # where the warm start ended
+                run.restore_best()
         if lbfgs_iter > 0 and solver != "lbfgs":
             # L-BFGS with initial step 1 until its first plateau; the solver then
             # starts from its best point.

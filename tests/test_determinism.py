@@ -216,8 +216,9 @@ def _interrupt_at(monkeypatch, module, name, at):
 def test_interrupted_rnn_fit_is_usable(Est, X, monkeypatch, tmp_path, forcing):
     # Adam evaluates the loss once per iteration: Ctrl-C in the 12th evaluation
     # stops it after 11 iterations (test_rnn_features covers the default solver);
-    # with teacher forcing, inside the warm start (150 iterations).
-    _interrupt_at(monkeypatch, _model, "evaluate_loss", at=12)
+    # with teacher forcing, inside the warm start (100 iterations), whose
+    # free-running loss is also evaluated after its 10th iteration.
+    _interrupt_at(monkeypatch, _model, "evaluate_loss", at=13 if forcing else 12)
     est = make_small(Est, max_iter=500, solver="adam", teacher_forcing=forcing)
     with pytest.warns(UserWarning, match="interrupted after 11 iterations; the best "
                                          "parameters so far are kept"):
@@ -241,8 +242,9 @@ def test_interrupted_rnn_fit_is_usable(Est, X, monkeypatch, tmp_path, forcing):
 
 
 def test_interrupt_in_a_later_initialisation_keeps_the_best(X, monkeypatch):
-    # 25 iterations of the first initialisation, then Ctrl-C in the second.
-    _interrupt_at(monkeypatch, _model, "evaluate_loss", at=25 + 6)
+    # 25 iterations of the first initialisation (and one evaluation of where its
+    # 8-iteration warm start ended), then Ctrl-C in the second.
+    _interrupt_at(monkeypatch, _model, "evaluate_loss", at=26 + 6)
     est = make_small(LowTensorRankRNN, n_init=2, max_iter=25, n_iter_no_change=100,
                      solver="adam")
     with pytest.warns(UserWarning, match="interrupted after 5 iterations of "

@@ -123,7 +123,12 @@ def test_converges_before_max_iter(small):
         warnings.simplefilter("error", ConvergenceWarning)
         est = LowRankRNN(rank=2, n_units=16, max_iter=3000, random_state=0).fit(small.X)
     assert est.n_iter_ < 3000
-    assert est.loss_curve_[-1] < 0.5 * est.loss_curve_[est.n_forced_]
+    # Against the free-running loss of the initial parameters (one iteration).
+    start = LowRankRNN(rank=2, n_units=16, max_iter=1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        start.fit(small.X)
+    assert est.best_loss_ < 0.5 * start.best_loss_
 
 
 @pytest.mark.parametrize("solver", ["adam", "lbfgs"])
@@ -283,8 +288,10 @@ def test_teacher_forced_warm_start(small, Est):
     # Both start from the same PCA initialisation; forcing changes the first loss.
     assert forced.loss_curve_[0] < free.loss_curve_[0]
     assert not np.array_equal(forced.loss_curve_[20:], free.loss_curve_[20:])
-    # best_loss_ is a free-running loss, reached after the warm start.
-    assert forced.best_loss_ == pytest.approx(min(forced.loss_curve_[20:]), rel=1e-6)
+    # best_loss_ is a free-running loss: after the warm start, or at a point the
+    # warm start passed through (its free-running loss is evaluated every 10
+    # iterations, without gradient, and the solver starts from the best).
+    assert forced.best_loss_ <= min(forced.loss_curve_[20:]) * (1 + 1e-6)
     assert np.isfinite(forced.score(small.X))
     # Only init='pca' has target trajectories: with random starts, no forcing.
     np.testing.assert_array_equal(rand[0].loss_curve_, rand[1].loss_curve_)

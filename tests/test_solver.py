@@ -150,6 +150,32 @@ def test_forced_phase_passes_the_falling_weight_and_keeps_no_best():
     assert run.snapshot.value == math.inf  # forced losses are not comparable
 
 
+def test_forced_phase_probes_hand_over_the_best_free_running_point():
+    # The free-running loss is lowest at w = 1, which the forced steps pass on
+    # their way to w = 3 (the forced loss's minimum): the probe every second step
+    # keeps that point, and optimize starts its solver from it.
+    params = {"w": torch.zeros(1)}
+    free_at_start = []
+
+    def loss_fn(p, gamma=0.0):
+        target = 3.0 if gamma else 1.0
+        return ((p["w"] - target) ** 2).sum()
+
+    def callback(n_iter, loss):
+        if n_iter == 21:  # first step of the solver, after 20 forced ones
+            free_at_start.append(loss)
+
+    res = optimize(loss_fn, params, forcing=0.5, forcing_iter=20, forcing_lr=0.2,
+                   forcing_probe=2, solver="adam", learning_rate=1e-6, warmup=1,
+                   max_iter=21, tol=0.0, n_iter_no_change=50, callback=callback)
+    assert free_at_start[0] < 0.05  # near w = 1, not at w = 3 (loss 4)
+    assert res.loss < 0.05 and abs(float(params["w"]) - 1.0) < 0.25
+    without = optimize(loss_fn, {"w": torch.zeros(1)}, forcing=0.5, forcing_iter=20,
+                       forcing_lr=0.2, solver="adam", learning_rate=1e-6, warmup=1,
+                       max_iter=21, tol=0.0, n_iter_no_change=50)
+    assert without.loss > 1.0  # where the pull ended: far from w = 1
+
+
 def test_optimize_runs_warm_start_lbfgs_and_adam_in_order():
     log = []
     params = {"w": torch.zeros(2)}
