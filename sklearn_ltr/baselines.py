@@ -390,7 +390,7 @@ class TrialPCA(BaseLatentModel):
     For trials not seen in :meth:`fit` (``transform``, ``predict`` and the
     co-smoothing ``score``), the latents of each time point of each trial are
     solved by least squares on that time point's observed neurons with the
-    components frozen,
+    components frozen::
 
         z[k, t] = argmin_z || m * (x[k, t] - mean_ - components_.T @ z) ||^2,
 

@@ -706,7 +706,7 @@ _COMMON_PARAMS_DOC = """
     orthonormal_readout : bool, default=False
         Constrain the readout D to orthonormal rows (needs n_neurons <= n_units).
     activity_penalty : float, default=1e-4
-        Weight of the mean squared unit state |x|^2 / N added to the loss (for
+        Weight of the mean squared unit state ``|x|^2 / N`` added to the loss (for
         'mse', relative to the squared error of the standardised data).
     init : {'pca', 'random'}, default='pca'
         'pca' starts from the principal components of X: latent trajectories from PC
@@ -1015,6 +1015,6 @@ class LowRankRNN(_BaseRNN):
 # be docstrings at all).
 for _cls in (LowTensorRankRNN, LowRankRNN):
     _cls.__doc__ = (_cls.__doc__
-                    .replace("{common_params}", _COMMON_PARAMS_DOC.strip("\n"))
-                    .replace("{common_attrs}", _COMMON_ATTRS_DOC.strip("\n")))
+                    .replace("{common_params}", _COMMON_PARAMS_DOC.strip())
+                    .replace("{common_attrs}", _COMMON_ATTRS_DOC.strip()))
 del _cls
