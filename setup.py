@@ -36,6 +36,9 @@ setup(
         "plot": ["matplotlib>=3.6"],
         "test": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.5", "matplotlib>=3.6",
                  "hypothesis>=6", "pandas>=1.5", "distributed>=2023.1"],
+        # the documentation site (doc/): see the README for the build command
+        "docs": ["sphinx>=7", "numpydoc>=1.6", "sphinx-gallery>=0.16",
+                 "matplotlib>=3.6"],
     },
     entry_points={"console_scripts": ["sklearn-ltr=sklearn_ltr.__main__:main"]},
     classifiers=[
