@@ -546,7 +546,10 @@ def read_nwb(path, *, align, window, bin_size, units=None, trial_filter=None):
     if not path.is_file():
         raise FileNotFoundError(f"no NWB file at {path}.")
     pynwb = _import_pynwb()
-    with _open_nwb(pynwb, path) as io:
+    with _open_nwb(pynwb, path) as io, warnings.catch_warnings():
+        # pynwb's deprecation notes on how the file was written (e.g. a Device's
+        # "manufacturer" field) are for its writer, not for the reader.
+        warnings.simplefilter("ignore", DeprecationWarning)
         nwb = io.read()
         trial_ids, columns = _read_trials(nwb, path)
         unit_ids, trains, observed = _read_units(nwb, units, path)
