@@ -34,8 +34,16 @@ setup(
     ],
     extras_require={
         "plot": ["matplotlib>=3.6"],
+        # sklearn_ltr.io: read_nwb (pynwb) and from_pynapple (pynapple, which brings
+        # numba and llvmlite, hence its own extra and not in "test").
+        "nwb": ["pynwb>=2.0"],
+        "pynapple": ["pynapple>=0.6"],
         "test": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.5", "matplotlib>=3.6",
-                 "hypothesis>=6", "pandas>=1.5", "distributed>=2023.1"],
+                 "hypothesis>=6", "pandas>=1.5", "distributed>=2023.1",
+                 "pynwb>=2.0"],
+        # the documentation site (doc/): see the README for the build command
+        "docs": ["sphinx>=7", "numpydoc>=1.6", "sphinx-gallery>=0.16",
+                 "matplotlib>=3.6"],
     },
     entry_points={"console_scripts": ["sklearn-ltr=sklearn_ltr.__main__:main"]},
     classifiers=[

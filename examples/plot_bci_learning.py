@@ -50,7 +50,9 @@ from sklearn_ltr.preprocessing import GaussianSmoother, StandardScaler3D  # noqa
 torch.set_num_threads(1)
 FAST = os.environ.get("SKLEARN_LTR_EXAMPLES_FAST") == "1"
 OUT = Path(os.environ.get("SKLEARN_LTR_EXAMPLES_OUT", "."))
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / \
+# The gallery build runs the examples without __file__, from this folder.
+HERE = Path(__file__).parent if "__file__" in globals() else Path.cwd()
+DATA = HERE.resolve().parent.parent / "shared" / "data" / \
     "bci_learning_hennig2018.npz"
 
 if not DATA.exists():

@@ -125,5 +125,4 @@ else:
 fig.tight_layout()
 path = OUT / "plot_pipeline_grid_search.png"
 fig.savefig(path, dpi=110)
-plt.close(fig)
 print(f"wrote {path}")

@@ -140,5 +140,4 @@ ax.legend(fontsize=7, ncol=2, loc="upper center")
 fig.tight_layout()
 path = OUT / "plot_quick_start.png"
 fig.savefig(path, dpi=110)
-plt.close(fig)
 print(f"wrote {path}")

@@ -12,14 +12,28 @@
   (:func:`sklearn_ltr.datasets.make_motor_learning`), with the CP rank of its weight
   changes printed as the ground truth.
 
-Errors in the input (missing file, missing key, wrong dimensionality, ...) print one
-line on stderr and exit with status 1.
+Every argument and the data are checked before the first fit. Exit status: 0 when
+the run finished; 1 after an error in the input (missing file, missing key, wrong
+dimensionality, an option out of range, ...), reported as one ``error:`` line on
+stderr; 2 for a command line argparse cannot parse; 130 when interrupted (Ctrl-C):
+the run stops, no fit cut short is scored, and nothing is written. Outputs are
+written atomically (a temporary file in the same folder, then renamed), so an
+earlier ``results.json`` is either left as it was or replaced by a complete one.
+Progress (fits done out of all, elapsed time, time left) goes to stderr, results
+to stdout.
 """
 
 import argparse
+import contextlib
 import importlib.util
+import io
 import json
+import math
+import os
+import signal
 import sys
+import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -39,6 +53,28 @@ AXES = ("trial", "time", "neuron")
 
 class InputError(ValueError):
     """A problem with the user's input, reported as one line on stderr."""
+
+
+class Interrupted(BaseException):
+    """Ctrl-C during a command: the run stops.
+
+    Raised by the command line's SIGINT handler in place of ``KeyboardInterrupt``,
+    which the estimators catch to keep a fit cut short; this one no estimator
+    catches, so the fit in progress is abandoned rather than scored.
+    """
+
+
+# Exit status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
+
+# Set by the SIGINT handler: an Interrupted raised where Python swallows
+# exceptions (a __del__, a weakref callback) still stops the run at the next check.
+_interrupt_requested = threading.Event()
+
+
+def _raise_if_interrupted():
+    if _interrupt_requested.is_set():
+        raise Interrupted
 
 
 # --------------------------------------------------------------------------- #
@@ -121,10 +157,187 @@ def load_recordings(path, *, key=None, y_key="y", axis_order=AXES):
 
 
 # --------------------------------------------------------------------------- #
+# checking the arguments, before any fit
+# --------------------------------------------------------------------------- #
+# Numeric options: (flag, attribute, valid, requirement). An option a subcommand
+# does not have (or leaves None, such as the demo's tau) is skipped.
+OPTION_RULES = [
+    ("--ranks", "ranks", lambda v: v >= 1, "positive integers"),
+    ("--cv", "cv", lambda v: v >= 2, "an integer >= 2"),
+    ("--n-units", "n_units", lambda v: v >= 1, "a positive integer"),
+    ("--max-iter", "max_iter", lambda v: v >= 1, "a positive integer"),
+    # The networks move 1/tau of the way to their input per time bin: tau < 1
+    # would overshoot it.
+    ("--tau", "tau", lambda v: 1 <= v < math.inf,
+     "a finite number of time bins >= 1"),
+    ("--trial-length-scale", "trial_length_scale", lambda v: 0 < v < math.inf,
+     "a finite positive number of trials"),
+    ("--smooth", "smooth", lambda v: 0 <= v < math.inf,
+     "a finite number of time bins >= 0 (0: no smoothing)"),
+    ("--n-jobs", "n_jobs", lambda v: v != 0,
+     "a non-zero integer (-1: all cores)"),
+    ("--random-state", "random_state", lambda v: 0 <= v < 2 ** 32,
+     "an integer between 0 and 2**32 - 1"),
+    ("--verbose", "verbose", lambda v: v >= 0, "0 (quiet) or more"),
+]
+
+# Estimators that fit spike counts with the Poisson loss, as --loss poisson asks.
+POISSON_ESTIMATORS = ("ltr", "lr", "avg", "avg-smooth")
+
+
+def check_options(args):
+    """Check every option that does not need the data; resolve the defaults.
+
+    Raises
+    ------
+    InputError
+        An option out of range, an output folder that cannot be one, or a figure
+        without matplotlib.
+    """
+    for flag, attr, valid, requirement in OPTION_RULES:
+        value = getattr(args, attr, None)
+        if value is None:
+            continue
+        values = value if isinstance(value, list) else [value]
+        if not all(valid(v) for v in values):
+            shown = " ".join(str(v) for v in values)
+            raise InputError(f"{flag} must be {requirement}, got {shown}.")
+    if getattr(args, "ranks", None) is not None:
+        args.ranks = sorted(set(args.ranks))
+    if hasattr(args, "estimators"):
+        _check_estimators(args)
+    if getattr(args, "out", None) is not None:
+        _check_output_folder(Path(args.out))
+    if importlib.util.find_spec("matplotlib") is None:
+        raise InputError("the figure needs matplotlib: pip install matplotlib "
+                         "(or the package's [plot] extra).")
+
+
+def _check_estimators(args):
+    """The default estimators of the loss; networks' ranks; the Poisson loss."""
+    loss = getattr(args, "loss", "mse")
+    if args.estimators is None:
+        args.estimators = [e for e in args.default_estimators
+                           if loss == "mse" or e in POISSON_ESTIMATORS]
+    networks = [ESTIMATORS[e] for e in args.estimators if e in ("ltr", "lr")]
+    if networks and max(args.ranks) > args.n_units:
+        raise InputError(
+            f"--ranks {max(args.ranks)} is larger than --n-units {args.n_units}: a "
+            f"network's rank is at most its number of units ({', '.join(networks)})."
+            f" Lower the ranks or raise --n-units.")
+    if loss != "poisson":
+        return
+    other = [e for e in args.estimators if e not in POISSON_ESTIMATORS]
+    if other:
+        raise InputError(
+            f"--loss poisson: {', '.join(ESTIMATORS[e] for e in other)} fit(s) "
+            f"squared error, not spike counts; choose --estimators among "
+            f"{' '.join(POISSON_ESTIMATORS)}.")
+    for flag, on in [("--zscore", args.zscore), ("--smooth", args.smooth)]:
+        if on:
+            raise InputError(f"--loss poisson fits spike counts as they are; drop "
+                             f"{flag} (it turns counts into other numbers).")
+
+
+def _check_output_folder(out):
+    """``out`` is, or can be created as, a folder we may write in."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is an existing file, not a folder; name a "
+                         f"folder (it is created when missing).")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"--out {out} cannot be created: {parent} is a file.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out}: no permission to write in {parent}.")
+
+
+def check_data(X, y, args):
+    """Check the data and the options that depend on them, before any fit.
+
+    Raises
+    ------
+    InputError
+        No observed entry in a trial or a neuron (or in X), too few trials for
+        the folds, smoothing longer than a trial, counts that are not counts.
+    """
+    from ._validation import check_training_trials
+
+    try:
+        with warnings.catch_warnings():
+            # Mostly missing trials are reported by the fits themselves.
+            warnings.simplefilter("ignore")
+            check_training_trials(X, min_trials=2, min_timepoints=2)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    n_trials, n_timepoints = X.shape[:2]
+    if args.cv > n_trials:
+        raise InputError(f"--cv {args.cv} must be between 2 and the number of trials "
+                         f"({n_trials}).")
+    if getattr(args, "smooth", 0) > n_timepoints:
+        raise InputError(f"--smooth {args.smooth} is longer than a trial "
+                         f"({n_timepoints} time bins); use a smaller width.")
+    if getattr(args, "loss", "mse") == "poisson":
+        values = X[~np.isnan(X)]
+        bad = values[(values < 0) | (values != np.round(values))]
+        if bad.size:
+            raise InputError(
+                f"--loss poisson needs spike counts (integers >= 0), but the data "
+                f"hold {bad.size} other value(s), e.g. {bad[0]:g}; use --loss mse "
+                f"for rates or standardised data.")
+
+
+def _largest_rank(code, shape, n_observed):
+    """The largest rank estimator ``code`` fits on training trials of ``shape``.
+
+    Returns the bound and why, or ``(None, None)`` for a model without a rank.
+    """
+    n_train, n_timepoints, n_neurons = shape
+    if code == "pca":
+        if n_neurons <= n_train * n_timepoints:
+            return n_neurons, f"the data's {n_neurons} neurons"
+        return n_train * n_timepoints, (f"the {n_train * n_timepoints} time bins of "
+                                        f"the smallest training fold")
+    if code == "tca":
+        # A CP model of rank R has R * (trials + time points + neurons - 2) free
+        # parameters; TCA refuses more than the observed entries.
+        bound = n_observed // (n_train + n_timepoints + n_neurons - 2)
+        return bound, (f"the {n_observed} observed entries of the smallest training "
+                       f"fold ({bound} components of {n_train} trials, "
+                       f"{n_timepoints} time bins and {n_neurons} neurons)")
+    return None, None
+
+
+def check_ranks(X, splits, args, n_inputs=0):
+    """Every rank fits every estimator on every fold; RNN fits fit in memory."""
+    import torch
+
+    from .rnn import LowTensorRankRNN, _check_fit_memory
+
+    smallest = min(splits, key=lambda s: np.sum(~np.isnan(X[s[0]])))[0]
+    shape = (len(smallest),) + X.shape[1:]
+    n_observed = int(np.sum(~np.isnan(X[smallest])))
+    top = max(args.ranks)
+    for code in args.estimators:
+        bound, why = _largest_rank(code, shape, n_observed)
+        if bound is not None and top > bound:
+            raise InputError(
+                f"--ranks {top} is too large for {ESTIMATORS[code]}: at most "
+                f"{bound}, from {why}. Lower the ranks or leave it out of "
+                f"--estimators.")
+    if {"ltr", "lr"} & set(args.estimators):
+        largest = (max(len(train) for train, _ in splits),) + X.shape[1:]
+        est = LowTensorRankRNN(rank=top, n_units=args.n_units,
+                               loss=getattr(args, "loss", "mse"))
+        _check_fit_memory(est, largest, n_inputs, torch.device("cpu"))
+
+
+# --------------------------------------------------------------------------- #
 # the cross-validated comparison
 # --------------------------------------------------------------------------- #
 def _build(names, *, n_units, tau, max_iter, random_state, sigma, zscore,
-           trial_length_scale=10.0):
+           trial_length_scale=10.0, loss="mse"):
     from sklearn.pipeline import make_pipeline
 
     from . import TCA, ConditionAverage, LowRankRNN, LowTensorRankRNN, TrialPCA
@@ -135,16 +348,17 @@ def _build(names, *, n_units, tau, max_iter, random_state, sigma, zscore,
         steps.append(GaussianSmoother(sigma=sigma))
     if zscore:
         steps.append(StandardScaler3D())
+    rnn = {"n_units": n_units, "tau": tau, "max_iter": max_iter, "loss": loss,
+           "random_state": random_state}
     make = {
-        "ltr": lambda: LowTensorRankRNN(n_units=n_units, tau=tau, max_iter=max_iter,
-                                        trial_length_scale=trial_length_scale,
-                                        random_state=random_state),
-        "lr": lambda: LowRankRNN(n_units=n_units, tau=tau, max_iter=max_iter,
-                                 random_state=random_state),
+        "ltr": lambda: LowTensorRankRNN(trial_length_scale=trial_length_scale,
+                                        **rnn),
+        "lr": lambda: LowRankRNN(**rnn),
         "tca": lambda: TCA(n_init=3, tol=1e-6, random_state=random_state),
         "pca": lambda: TrialPCA(random_state=random_state),
-        "avg": lambda: ConditionAverage(),
-        "avg-smooth": lambda: ConditionAverage(trial_smoothing=SMOOTHING_TRIALS),
+        "avg": lambda: ConditionAverage(loss=loss),
+        "avg-smooth": lambda: ConditionAverage(trial_smoothing=SMOOTHING_TRIALS,
+                                               loss=loss),
     }
     return {ESTIMATORS[n]: make_pipeline(*steps, make[n]()) for n in names}
 
@@ -160,9 +374,6 @@ def _folds(X, y, args, blocks):
 
     from .model_selection import TrialBlockKFold, check_fold_conditions
 
-    if args.cv < 2 or args.cv > X.shape[0]:
-        raise InputError(f"--cv {args.cv} must be between 2 and the number of trials "
-                         f"({X.shape[0]}).")
     if blocks:
         size = max(2, X.shape[0] // (4 * args.cv))
         cv = TrialBlockKFold(args.cv, block_size=size, guard=max(1, size // 5))
@@ -180,48 +391,110 @@ def _folds(X, y, args, blocks):
     return StratifiedKFold(args.cv, shuffle=True, random_state=args.random_state)
 
 
+def _prepare(X, y, args, meta):
+    """Check the data against the options; the folds and the estimators."""
+    check_data(X, y, args)
+    cv = _folds(X, y, args, blocks=meta is not None)
+    inputs = (meta or {}).get("inputs")
+    check_ranks(X, list(cv.split(X, y)), args,
+                n_inputs=0 if inputs is None else inputs.shape[2])
+    estimators = _build(args.estimators, n_units=args.n_units, tau=args.tau,
+                        max_iter=args.max_iter, random_state=args.random_state,
+                        sigma=args.smooth, zscore=args.zscore,
+                        trial_length_scale=args.trial_length_scale,
+                        loss=getattr(args, "loss", "mse"))
+    if meta is not None:
+        # TCA and PCA have no prior over the session: they infer each held-out
+        # trial's parameters from its held-in neurons, a different score.
+        estimators = {(f"{name} (co-smoothing)" if name in ("TCA", "TrialPCA")
+                       else name): est for name, est in estimators.items()}
+    return cv, estimators
+
+
+def _start_workers(n_jobs):
+    """Start joblib's worker processes with Ctrl-C ignored, which they inherit.
+
+    A Ctrl-C at a terminal reaches every process of its foreground group. Workers
+    that react to it each print a traceback (while starting) or cut their fit
+    short; ignoring it, they leave it to this process, whose interruption stops
+    them. The comparison then reuses these workers. Only the moment of starting
+    the processes ignores Ctrl-C here (a fraction of a second): waiting for them is
+    interruptible.
+    """
+    from joblib import Parallel, delayed, effective_n_jobs
+
+    n_workers = effective_n_jobs(n_jobs)
+    if n_workers == 1 or os.name != "posix":
+        return
+    with _interrupts_ignored():
+        # A generator returns once its first tasks are dispatched: the workers
+        # are started (forked and executed) by then.
+        started = Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(os.getpid)() for _ in range(n_workers))
+    for _ in started:
+        pass
+
+
+def _is_interruption(message):
+    """A fit's warning that it was interrupted and kept a partial result."""
+    return ".fit was interrupted" in message
+
+
+def _compare(estimators, X, y, cv, args, meta):
+    """The comparison's records and the distinct warnings of its fits.
+
+    Raises
+    ------
+    Interrupted
+        A fit was interrupted (in a worker process that caught the Ctrl-C): its
+        score is not that of a complete fit.
+    InputError
+        Every fit failed.
+    """
+    from .model_selection import compare_estimators
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        records = compare_estimators(estimators, X, y, ranks=args.ranks, cv=cv,
+                                     n_jobs=args.n_jobs, verbose=args.verbose,
+                                     as_frame=False, **(meta or {}))
+    messages = [str(w.message) for w in caught]
+    if any(_is_interruption(m) for m in messages):
+        raise Interrupted
+    _raise_if_interrupted()
+    if not any(np.isfinite(r["score"]) for r in records):
+        failures = [m for m in messages if m.startswith("Fitting ")]
+        raise InputError("every fit failed"
+                         + (f"; the first: {failures[0]}" if failures else "."))
+    return records, messages
+
+
 def run_selection(X, y, args, title, *, meta=None, extra=None):
     """Cross-validate, print the table, write results.json and rank_selection.png.
 
     With ``meta`` (``trial_index``, and ``epochs`` and ``inputs`` when known) the
     folds are contiguous blocks of trials scored by the predicting score, and with
     ``args.learning_test`` the two networks' scores on those folds give the
-    learning test.
+    learning test. The data and options are checked before the first fit; the
+    outputs are written only when every fit has finished.
     """
-    from .model_selection import compare_estimators, rank_selection_summary
+    from .model_selection import rank_selection_summary
 
-    # Fail before hours of fitting, not after.
-    if importlib.util.find_spec("matplotlib") is None:
-        raise InputError("the figure needs matplotlib: pip install matplotlib "
-                         "(or the package's [plot] extra).")
-    ranks = sorted(set(args.ranks))
-    if ranks[0] < 1:
-        raise InputError(f"--ranks must be positive integers, got {args.ranks}.")
-    cv = _folds(X, y, args, blocks=meta is not None)
-    estimators = _build(args.estimators, n_units=args.n_units, tau=args.tau,
-                        max_iter=args.max_iter, random_state=args.random_state,
-                        sigma=args.smooth, zscore=args.zscore,
-                        trial_length_scale=args.trial_length_scale)
-    if meta is not None:
-        # TCA and PCA have no prior over the session: they infer each held-out
-        # trial's parameters from its held-in neurons, a different score.
-        estimators = {(f"{name} (co-smoothing)" if name in ("TCA", "TrialPCA")
-                       else name): est for name, est in estimators.items()}
+    cv, estimators = _prepare(X, y, args, meta)
+    _start_workers(args.n_jobs)
     protocol = ("held-out blocks of trials, predicted from their place in the "
                 "session" if meta is not None else "co-smoothing score")
+    if getattr(args, "loss", "mse") == "poisson":
+        protocol += "; spike counts, Poisson loss, scored in bits per spike"
     print(f"{title}: X of shape {X.shape} (trials x time x neurons).")
-    print(f"Cross-validating ranks {ranks} of {', '.join(estimators)} with "
+    print(f"Cross-validating ranks {args.ranks} of {', '.join(estimators)} with "
           f"{args.cv} folds over trials ({protocol}), n_jobs={args.n_jobs} ...",
           flush=True)
     t0 = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        records = compare_estimators(estimators, X, y, ranks=ranks, cv=cv,
-                                     n_jobs=args.n_jobs, verbose=args.verbose,
-                                     as_frame=False, **(meta or {}))
+    records, messages = _compare(estimators, X, y, cv, args, meta)
     # compare_estimators reports each distinct warning of the fits once.
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
+    for message in messages:
+        print(f"warning: {message}", file=sys.stderr)
     summary = rank_selection_summary(records)
     print()
     print(summary.text)
@@ -235,19 +508,16 @@ def run_selection(X, y, args, title, *, meta=None, extra=None):
         learning = _learning_test(records, cv, X, y)
     elapsed = time.perf_counter() - t0
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    fig_path = out / "rank_selection.png"
-    _plot(summary, fig_path, title, learning)
     payload = {
-        "title": title, "shape": list(X.shape), "ranks": ranks, "cv": repr(cv),
+        "title": title, "shape": list(X.shape), "ranks": args.ranks, "cv": repr(cv),
         "score": summary.score_name, "seconds": elapsed,
         "best_rank": summary.best_rank, "one_se_rank": summary.one_se_rank,
         "references": summary.references, "table": summary.table,
         "learning_test": learning, "folds": records, **(extra or {}),
     }
-    with open(out / "results.json", "w") as fh:
-        json.dump(payload, fh, indent=2, default=_json_default)
-    print(f"\nWrote {fig_path} and {out / 'results.json'} ({elapsed:.0f} s).")
+    write_outputs(out, {"rank_selection.png": _figure_png(summary, title, learning),
+                        "results.json": strict_json(payload)},
+                  done=f"({elapsed:.0f} s)")
     return summary
 
 
@@ -290,14 +560,108 @@ def _learning_test(records, cv, X, y):
             "method": res.method}
 
 
-def _json_default(obj):
+# --------------------------------------------------------------------------- #
+# writing the outputs
+# --------------------------------------------------------------------------- #
+def _jsonable(obj):
+    """``obj`` with numpy values as Python ones and NaN and infinities as None."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in obj]
     if isinstance(obj, np.generic):
-        return obj.item()
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def _plot(summary, path, title, learning=None):
-    """The rank selection; beside it the learning test's folds, when there is one."""
+def strict_json(payload):
+    """``payload`` as strict JSON: ``null`` where a number is NaN or infinite.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_ltr.__main__ import strict_json
+    >>> strict_json({"score": np.float64("nan"), "rank": np.int64(2)}).split()
+    ['{', '"score":', 'null,', '"rank":', '2', '}']
+    """
+    return json.dumps(_jsonable(payload), indent=2, allow_nan=False)
+
+
+@contextlib.contextmanager
+def _on_sigint(handler):
+    """Ctrl-C handled by ``handler`` (or ignored: ``signal.SIG_IGN``) in the block.
+
+    Nothing changes outside the main thread, where signals are not ours to handle.
+    """
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupts_ignored():
+    """Ctrl-C is ignored, for a moment (renaming finished files, starting workers)."""
+    return _on_sigint(signal.SIG_IGN)
+
+
+def _write_temporary(path, data):
+    """``data`` in a new hidden file beside ``path``, flushed to disk; its path."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                               suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def write_outputs(out, files, *, done=""):
+    """Write ``{name: str or bytes}`` into the folder ``out`` atomically.
+
+    Every file is first written in full to a temporary file in ``out`` and flushed
+    to disk; only then are they renamed over their names (``os.replace``, atomic).
+    A failure on the way (a full disk, Ctrl-C) removes the temporary files and
+    leaves the earlier outputs as they were; no reader ever sees a partial file.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    temporary = {}
+    try:
+        for name, data in files.items():
+            if isinstance(data, str):
+                data = data.encode("utf-8")
+            temporary[name] = _write_temporary(out / name, data)
+        _raise_if_interrupted()
+        with _interrupts_ignored():
+            for name, tmp in temporary.items():
+                os.replace(tmp, out / name)
+            if os.name == "posix":  # the renames themselves, to disk
+                fd = os.open(out, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            print(f"\nWrote {' and '.join(str(out / n) for n in files)} {done}"
+                  .rstrip() + ".")
+    finally:
+        for tmp in temporary.values():
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _figure_png(summary, title, learning=None):
+    """The rank selection, and beside it the learning test's folds: PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -317,8 +681,10 @@ def _plot(summary, path, title, learning=None):
         _plot_learning(ax2, learning)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
     plt.close(fig)
+    return png.getvalue()
 
 
 def _plot_learning(ax, learning):
@@ -380,7 +746,7 @@ def select_rank(args):
     meta = _session_arrays(args.data, args, X.shape[0])
     run_selection(X, y, args, Path(args.data).name, meta=meta,
                   extra={"data": str(args.data), "smooth": args.smooth,
-                         "zscore": args.zscore})
+                         "zscore": args.zscore, "loss": args.loss})
     return 0
 
 
@@ -400,10 +766,9 @@ def demo(args):
           "perturbation, washout; one gradient step per trial) ...", flush=True)
     data = make_motor_learning(**(QUICK_SESSION if args.quick else {}),
                                random_state=args.random_state)
-    ranks = sorted(set(args.ranks))
     # The ground truth the cross-validated rank is compared with: how many CP
     # components the network's weight changes over the session need.
-    curve = tensor_rank_curve(data.weights - data.weights[0], ranks, n_init=2,
+    curve = tensor_rank_curve(data.weights - data.weights[0], args.ranks, n_init=2,
                               random_state=args.random_state)
     print("Ground truth, CP variance explained of its weight changes W - W[0]: "
           + ", ".join(f"rank {r}: {v:.3f}" for r, v in
@@ -422,16 +787,18 @@ def demo(args):
     return 0
 
 
+
 def _common_options(p, *, estimators, n_units, ranks=(1, 2, 3, 4, 5), max_iter=1000,
                     trial_length_scale=10.0):
     p.add_argument("--ranks", type=int, nargs="+", default=list(ranks),
                    help="ranks to compare (default: %(default)s)")
     p.add_argument("--cv", type=int, default=5, help="number of folds over trials")
     p.add_argument("--estimators", nargs="+", choices=sorted(ESTIMATORS),
-                   default=estimators, help="ltr: LowTensorRankRNN, lr: LowRankRNN, "
+                   default=None, help="ltr: LowTensorRankRNN, lr: LowRankRNN, "
                    "tca: TCA, pca: TrialPCA, avg: ConditionAverage, avg-smooth: "
                    "ConditionAverage weighted over the session "
-                   "(default: %(default)s)")
+                   f"(default: {' '.join(estimators)})")
+    p.set_defaults(default_estimators=list(estimators))
     p.add_argument("--n-units", type=int, default=n_units,
                    help="units of the fitted RNNs (default: %(default)s)")
     p.add_argument("--max-iter", type=int, default=max_iter,
@@ -442,20 +809,15 @@ def _common_options(p, *, estimators, n_units, ranks=(1, 2, 3, 4, 5), max_iter=1
     p.add_argument("--n-jobs", type=int, default=-1,
                    help="parallel fits (default: all cores)")
     p.add_argument("--random-state", type=int, default=0)
-    p.add_argument("--verbose", type=int, default=5,
-                   help="progress messages (0: none; default: %(default)s)")
+    p.add_argument("--verbose", type=int, default=1,
+                   help="0: quiet; 1: progress on stderr, the fits done out of "
+                   "all, elapsed time and time left (default: %(default)s)")
     p.add_argument("--no-learning-test", dest="learning_test",
                    action="store_false",
                    help="skip the learning test (with held-out blocks of trials)")
 
 
-def main(argv=None):
-    """Run the command line; return the exit status (0, or 1 after an error line)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m sklearn_ltr",
-        description="Low-tensor-rank RNN models of neural activity over learning.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_select_rank(sub):
     p = sub.add_parser(
         "select-rank", help="cross-validated rank selection on a file of recordings",
         description="Cross-validated rank selection on recordings: compares the "
@@ -467,6 +829,10 @@ def main(argv=None):
     p.add_argument("--axis-order", nargs=3, choices=AXES, default=list(AXES),
                    metavar="AXIS", help="axis order in the file, e.g. "
                    "'time trial neuron' (default: trial time neuron)")
+    p.add_argument("--loss", choices=("mse", "poisson"), default="mse",
+                   help="mse: squared error, scored by R²; poisson: spike counts, "
+                   "fitted with the Poisson loss and scored in bits per spike (the "
+                   "networks and condition averages; default: %(default)s)")
     p.add_argument("--smooth", type=float, default=0.0, metavar="SIGMA",
                    help="Gaussian smoothing along time, in bins (0: none)")
     p.add_argument("--zscore", action="store_true",
@@ -487,6 +853,8 @@ def main(argv=None):
                     n_units=100)
     p.set_defaults(func=select_rank)
 
+
+def _add_demo(sub):
     p = sub.add_parser("demo", help="cross-validated rank selection on the built-in "
                        "dataset: prints a table and writes a figure")
     p.add_argument("--out", default="sklearn_ltr_demo", help="output folder")
@@ -497,14 +865,60 @@ def main(argv=None):
     _common_options(p, estimators=["ltr", "lr", "avg", "avg-smooth"], n_units=100,
                     ranks=(2, 4, 6, 8), max_iter=3000, trial_length_scale=40.0)
     # The RNNs take the time constant of the simulated network.
-    p.set_defaults(func=demo, smooth=0.0, zscore=False, tau=None)
+    p.set_defaults(func=demo, smooth=0.0, zscore=False, tau=None, loss="mse")
 
-    args = parser.parse_args(argv)
+
+def build_parser():
+    """The command line's parser: one subparser per subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sklearn_ltr",
+        description="Low-tensor-rank RNN models of neural activity over learning.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_select_rank(sub)
+    _add_demo(sub)
+    return parser
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt():
+    """Ctrl-C raises :class:`Interrupted`; a second one exits at once."""
+    def again(signum, frame):
+        os._exit(EXIT_INTERRUPTED)
+
+    def stop(signum, frame):
+        _interrupt_requested.set()
+        # While the run unwinds (the workers are stopped), a second Ctrl-C
+        # does not wait for it.
+        signal.signal(signal.SIGINT, again)
+        raise Interrupted
+
+    _interrupt_requested.clear()
     try:
-        return args.func(args)
-    except (ValueError, OSError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        with _on_sigint(stop):
+            yield
+    finally:
+        _interrupt_requested.clear()
+
+
+def main(argv=None):
+    """Run the command line; return the exit status.
+
+    0 when the run finished, 1 after an ``error:`` line on stderr, 130 when
+    interrupted (one ``interrupted:`` line; nothing written).
+    """
+    args = build_parser().parse_args(argv)
+    with _stop_on_interrupt():
+        try:
+            check_options(args)
+            return args.func(args)
+        except Interrupted:
+            print("interrupted: the run stopped before it finished; nothing was "
+                  "written (earlier results are unchanged).", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except (ValueError, OSError, ImportError, MemoryError) as exc:
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            print(f"error: {message}", file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

@@ -4,41 +4,56 @@
 an untrusted source is a program. The format here holds only data, and
 :func:`load` never imports a name read from the file:
 
-* one ``.npz`` archive (numpy's zip of ``.npy`` arrays), read with
-  ``allow_pickle=False``, so no Python object is ever unpickled;
+* one ``.npz`` archive (numpy's zip of ``.npy`` arrays), whose members hold plain
+  numeric arrays (and strings for condition labels), never Python objects;
 * a JSON header in the archive (member ``__header__``, stored as UTF-8 bytes) with
   the format name and version, the versions of sklearn_ltr, numpy, torch,
   scikit-learn and Python that wrote it, the estimator's class name, its parameters
-  (``get_params``) and a description of every fitted attribute (kind, and for arrays
-  their dtype and shape);
+  (``get_params``), a description of every fitted attribute (kind, and for arrays
+  their dtype and shape) and the SHA-256 checksum of all of it;
 * one array per fitted array attribute (public ones with a trailing underscore and
   the private ones inference needs, e.g. ``_cand_states`` of the recurrent networks),
   stored as ``attr.<name>``.
 
-At load the class name is looked up in an allow-list of this package's estimator
-classes (those registered in :mod:`sklearn_ltr._registry` as they were defined), the
-parameters are validated by the estimator's ``_parameter_constraints``, and each
-array is checked against the header and against the fitted state the class declares
-in its ``_fitted_schema`` (e.g. ``left_factors_`` of shape ``(n_units, rank)``); a
-truncated, tampered or foreign file raises a :class:`ValueError` that says what is
-wrong. This module imports none of the estimator modules: it finds their classes in
-the registry, so that the estimators (whose ``save`` comes from here) and this module
+The fitted attributes are those the class declares in its ``_fitted_schema`` (see
+:mod:`sklearn_ltr._schema`), with the type, dtype, shape and range of each value.
+
+Loading bounds its work and trusts nothing in the file:
+
+1. the class name is looked up in an allow-list of this package's estimator classes
+   (those registered in :mod:`sklearn_ltr._registry` as they were defined), and the
+   parameters are validated by the estimator's ``_parameter_constraints``;
+2. the header must describe exactly the attributes of the class's schema, with the
+   types, dtypes and shapes it declares, before any array is read; only the members
+   it describes are read, each after its size in the archive was checked against
+   that shape (:mod:`sklearn_ltr._npz`), so a zip bomb or a huge declared shape is
+   refused from a few bytes of the archive's directory;
+3. the checksum must match (a file damaged or edited by hand is refused), and every
+   value must be in range (finite, positive scales, indices in bounds, labels
+   sorted) and consistent with the others (``_check_fitted_state`` of the class).
+
+Anything else is a :class:`ValueError` that says what is wrong. Files of format
+version 1 written before the checksum existed (sklearn_ltr 0.1) load without it.
+This module imports none of the estimator modules: it finds their classes in the
+registry, so that the estimators (whose ``save`` comes from here) and this module
 never import each other.
 """
 
+import hashlib
 import json
 import os
 import re
 import sys
 import uuid
-import zipfile
 from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
+from ._npz import Archive
 from ._registry import registered_classes
+from ._schema import Array, Declared, allowed_dtype, attribute_names, check_state
 from ._torch_utils import usable_device
 from ._version import __version__
 
@@ -48,9 +63,21 @@ FORMAT_NAME = "sklearn_ltr.model"
 FORMAT_VERSION = 1
 _HEADER_KEY = "__header__"
 _ARRAY_PREFIX = "attr."
-_NAME = re.compile(r"^_?[A-Za-z][A-Za-z0-9_]*$")
-# A header describes a few dozen attributes; anything far larger is not ours.
+_PARAM_PREFIX = "param."
+_CHECKSUM = "sha256"
+_HEADER_FIELDS = {"format", "format_version", "class", "versions", "params",
+                  "attributes", _CHECKSUM}
+# A header describes a few dozen attributes (the longest part is loss_curve_, one
+# float per iteration); anything far larger is not ours.
 _MAX_HEADER_BYTES = 2 ** 24
+# What a header may say an array's dtype is (checked before numpy parses it).
+_DTYPE_TEXT = re.compile(
+    r"^(\|[biu]1|<[iuf][248]|<U[1-9][0-9]{0,5}|\|S[1-9][0-9]{0,5})$")
+_ENTRY_FIELDS = {"none": set(), "array": {"dtype", "shape"}}
+
+
+class _NewerFormat(ValueError):
+    """A file of a later format version (its message names the fix: upgrade)."""
 
 
 # --------------------------------------------------------------------------- #
@@ -75,12 +102,14 @@ def _encode(name, value, arrays, key):
     if isinstance(value, torch.device):
         return {"kind": "device", "value": str(value)}
     if isinstance(value, np.ndarray):
-        if value.dtype.kind not in "biufcUS" or value.dtype.fields is not None:
+        if value.dtype.kind not in "biufUS" or value.dtype.fields is not None:
             raise ValueError(
                 f"{name} is an array of dtype {value.dtype}, which cannot be saved "
                 f"without pickle.")
-        arrays[key] = value
-        return {"kind": "array", "dtype": value.dtype.str, "shape": list(value.shape)}
+        # Files hold little-endian data only; the values are the same.
+        arrays[key] = value.astype(value.dtype.newbyteorder("<"), copy=False)
+        return {"kind": "array", "dtype": arrays[key].dtype.str,
+                "shape": list(value.shape)}
     if isinstance(value, np.random.RandomState):
         kind, keys, pos, has_gauss, cached = value.get_state()
         return {"kind": "RandomState", "value": [kind, keys.tolist(), int(pos),
@@ -101,13 +130,24 @@ def _encode(name, value, arrays, key):
         f"pickle or joblib for this estimator.")
 
 
-def _header_bytes(header):
-    return np.frombuffer(json.dumps(header, allow_nan=True).encode("utf-8"),
-                         dtype=np.uint8)
+def _checksum(header, arrays):
+    """SHA-256 of the header (without its checksum) and of every array's content."""
+    digest = hashlib.sha256(json.dumps(
+        {k: v for k, v in header.items() if k != _CHECKSUM}, sort_keys=True,
+        separators=(",", ":"), allow_nan=True).encode("utf-8"))
+    for key in sorted(arrays):
+        array = np.ascontiguousarray(arrays[key])
+        digest.update(f"\0{key}\0{array.dtype.str}\0{array.shape}\0".encode("utf-8"))
+        digest.update(array.reshape(-1).view(np.uint8))
+    return digest.hexdigest()
 
 
 def save(estimator, file):
     """Save a fitted estimator of this package to ``file`` in the safe ``.npz`` format.
+
+    Only the fitted state the class declares (its ``_fitted_schema``) and its
+    parameters are written; other attributes (e.g. the configuration of
+    ``set_output`` or of metadata routing) are not part of the format.
 
     Parameters
     ----------
@@ -129,7 +169,8 @@ def save(estimator, file):
     ValueError
         If a parameter or fitted attribute cannot be stored without pickle (e.g.
         ``random_state`` set to something other than None, an int or a
-        ``RandomState``).
+        ``RandomState``), or the fitted state is not one :func:`load` would accept
+        (an attribute missing, non-finite or out of range).
 
     See Also
     --------
@@ -150,11 +191,11 @@ def save(estimator, file):
     True
     """
     check_is_fitted(estimator)
-    name = type(estimator).__name__
-    if registered_classes().get(name) is not type(estimator):
+    cls, name = type(estimator), type(estimator).__name__
+    if registered_classes().get(name) is not cls:
         raise TypeError(
             f"Only estimators of sklearn_ltr can be saved in this format, got "
-            f"{type(estimator).__module__}.{name}; use pickle or joblib instead.")
+            f"{cls.__module__}.{name}; use pickle or joblib instead.")
     import sklearn
 
     arrays = {}
@@ -168,16 +209,30 @@ def save(estimator, file):
             "torch": torch.__version__, "scikit-learn": sklearn.__version__,
             "python": sys.version.split()[0],
         },
-        "params": {k: _encode(f"parameter {k!r}", v, arrays, f"param.{k}")
+        "params": {k: _encode(f"parameter {k!r}", v, arrays, _PARAM_PREFIX + k)
                    for k, v in params.items()},
-        "attributes": {},
+        "attributes": {
+            key: _encode(f"attribute {key!r}", getattr(estimator, key), arrays,
+                         _ARRAY_PREFIX + key)
+            for key in attribute_names(cls._fitted_schema) if hasattr(estimator, key)},
     }
-    for key, value in vars(estimator).items():
-        if key in params or key.startswith("__"):
-            continue
-        header["attributes"][key] = _encode(
-            f"attribute {key!r}", value, arrays, _ARRAY_PREFIX + key)
-    arrays[_HEADER_KEY] = _header_bytes(header)
+    # The state exactly as load will read it back, checked as load checks it: save
+    # never writes a file that load refuses.
+    state = {key: _decode(f"attribute {key!r}", entry,
+                          lambda key, dtype, shape: arrays[key], _ARRAY_PREFIX + key)
+             for key, entry in header["attributes"].items()}
+    try:
+        _check_fitted(cls, params, state)
+    except ValueError as exc:
+        raise ValueError(f"This {name} cannot be saved: its fitted state is not "
+                         f"valid ({exc}) Fit it again.") from None
+    header[_CHECKSUM] = _checksum(header, arrays)
+    arrays[_HEADER_KEY] = np.frombuffer(
+        json.dumps(header, allow_nan=True).encode("utf-8"), dtype=np.uint8)
+    _write(file, arrays)
+
+
+def _write(file, arrays):
     if hasattr(file, "write"):
         np.savez(file, **arrays)
         return
@@ -199,121 +254,191 @@ def _invalid(file, reason):
     return ValueError(f"{file!r} is not a valid sklearn_ltr model file: {reason}")
 
 
-def _decode(file, name, entry, npz, key, used):
-    if not isinstance(entry, dict) or "kind" not in entry:
-        raise _invalid(file, f"the header entry of {name} is malformed.")
+def _declared(name, entry):
+    """The dtype and shape the header declares for an array, checked for form."""
+    dtype, shape = entry.get("dtype"), entry.get("shape")
+    if not isinstance(dtype, str) or not _DTYPE_TEXT.match(dtype):
+        raise ValueError(f"{name} has dtype {dtype!r:.40}; model files hold native "
+                         f"little-endian numbers or strings only.")
+    if not isinstance(shape, list) or len(shape) > 8 or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+        raise ValueError(f"{name} has an invalid shape {shape!r:.80}.")
+    return Declared(np.dtype(dtype), tuple(shape))
+
+
+def _decode(name, entry, read_array, key):
+    """The value an entry of the header describes.
+
+    ``read_array(key, dtype, shape)`` reads (or stands for) an array member.
+    """
+    if not isinstance(entry, dict) or not isinstance(entry.get("kind"), str):
+        raise ValueError(f"the header entry of {name} is malformed.")
     kind, value = entry["kind"], entry.get("value")
-    scalar_types = {"bool": bool, "int": int, "float": (int, float), "str": str}
+    if set(entry) - {"kind"} != _ENTRY_FIELDS.get(kind, {"value"}):
+        raise ValueError(f"the header entry of {name} has fields {sorted(entry)}.")
+    scalar_types = {"bool": bool, "int": int, "float": float, "str": str}
     if kind == "none":
         return None
     if kind in scalar_types:
         if not isinstance(value, scalar_types[kind]) or (
-                kind in ("int", "float") and isinstance(value, bool)):
-            raise _invalid(file, f"{name} should be a {kind}, got {value!r}.")
-        return float(value) if kind == "float" else value
+                kind == "int" and isinstance(value, bool)):
+            article = "an" if kind == "int" else "a"
+            raise ValueError(f"{name} should be {article} {kind}, got {value!r:.80}.")
+        return value
     if kind in ("list", "tuple"):
         if not isinstance(value, list) or not all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            raise _invalid(file, f"{name} should be a list of numbers.")
+            raise ValueError(f"{name} should be a list of numbers.")
         return list(value) if kind == "list" else tuple(value)
     if kind == "json":
         return value
     if kind == "device":
         try:
             return torch.device(value)
-        except (RuntimeError, TypeError):
-            raise _invalid(file, f"{name} is not a torch device: {value!r}.") from None
+        except (RuntimeError, TypeError, ValueError):
+            raise ValueError(f"{name} is not a torch device: {value!r:.80}.") from None
     if kind == "RandomState":
-        try:
-            state = (value[0], np.asarray(value[1], dtype=np.uint32), int(value[2]),
-                     int(value[3]), float(value[4]))
-            rs = np.random.RandomState()
-            rs.set_state(state)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            raise _invalid(file, f"{name} is not a valid RandomState.") from None
-        return rs
+        return _random_state(name, value)
     if kind == "array":
-        if key not in npz.files:
-            raise _invalid(file, f"the array of {name} is missing.")
-        try:
-            # The .npy header is compared with the JSON header before the data are
-            # read: numpy allocates the declared shape up front, so a tampered
-            # shape must not get that far.
-            with npz.zip.open(key + ".npy") as f:
-                version = np.lib.format.read_magic(f)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
-                shape, _, dtype = read_header(f)
-            if (dtype.str != entry.get("dtype") or list(shape) != entry.get("shape")):
-                raise _invalid(
-                    file, f"{name} has dtype {dtype.str} and shape {tuple(shape)}, but "
-                          f"the header says {entry.get('dtype')} and "
-                          f"{entry.get('shape')}.")
-            size = npz.zip.getinfo(key + ".npy").file_size
-            if size < int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
-                raise _invalid(file, f"the array of {name} is truncated.")
-            array = npz[key]
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-            if str(exc).startswith(repr(file)):
-                raise
-            raise _invalid(
-                file, f"the array of {name} cannot be read ({exc}).") from None
-        used.add(key)
-        if array.dtype.kind in "fc" and not np.isfinite(array).all():
-            raise _invalid(file, f"{name} holds non-finite values.")
-        return array
-    raise _invalid(file, f"{name} has an unknown kind {kind!r}.")
+        declared = _declared(name, entry)
+        return read_array(key, declared.dtype, declared.shape)
+    raise ValueError(f"{name} has an unknown kind {kind!r:.40}.")
 
 
-def _check_state(file, est, state, expected):
-    """Check the fitted attributes against the class's schema ``expected``.
+def _random_state(name, value):
+    try:
+        if len(value[1]) != 624:
+            raise ValueError
+        state = (value[0], np.asarray(value[1], dtype=np.uint32), int(value[2]),
+                 int(value[3]), float(value[4]))
+        rs = np.random.RandomState()
+        rs.set_state(state)
+    except (TypeError, ValueError, IndexError, OverflowError, KeyError):
+        raise ValueError(f"{name} is not a valid RandomState.") from None
+    return rs
 
-    All must be present, and the arrays' shapes consistent with the schema, the
-    parameters and each other.
+
+def _check_fitted(cls, params, state):
+    """Check a whole fitted state: the class's schema, then its own checks."""
+    check_state(state, cls._fitted_schema, params, cls.__name__)
+    with np.errstate(all="ignore"):
+        cls._check_fitted_state(state)
+
+
+def _read_header(archive):
+    if _HEADER_KEY not in archive.names:
+        raise ValueError("it has no sklearn_ltr header (another .npz file?).")
+    try:
+        raw = archive.read(_HEADER_KEY, np.uint8, max_length=_MAX_HEADER_BYTES)
+    except ValueError as exc:
+        raise ValueError(f"its header cannot be read ({exc}).") from None
+    try:
+        header = json.loads(raw.tobytes().decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        # RecursionError: a header nested deeper than the interpreter's limit.
+        raise ValueError(f"its header cannot be read ({type(exc).__name__}: "
+                         f"{str(exc)[:100]}).") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+        raise ValueError(f"its header does not name the format {FORMAT_NAME!r}.")
+    version = header.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"its format version {version!r:.40} is not valid.")
+    if version > FORMAT_VERSION:
+        versions = header.get("versions")
+        writer = versions.get("sklearn_ltr") if isinstance(versions, dict) else None
+        raise _NewerFormat(
+            f"was written in format version {version} by sklearn_ltr {writer!r:.40}; "
+            f"this version of sklearn_ltr reads up to version {FORMAT_VERSION}. "
+            f"Upgrade sklearn_ltr.")
+    unknown = sorted(set(header) - _HEADER_FIELDS)
+    if unknown:
+        raise ValueError(f"its header has unknown fields {unknown[:5]}.")
+    if not isinstance(header.get("params"), dict) or not isinstance(
+            header.get("attributes"), dict):
+        raise ValueError("its header lacks the parameters or attributes.")
+    versions = header.get("versions", {})
+    if not isinstance(versions, dict) or not all(
+            isinstance(v, str) for v in versions.values()):
+        raise ValueError("its header's versions are not a dict of version strings.")
+    checksum = header.get(_CHECKSUM)
+    if checksum is not None and not (isinstance(checksum, str)
+                                     and re.fullmatch("[0-9a-f]{64}", checksum)):
+        raise ValueError(f"its checksum {checksum!r:.80} is not a SHA-256 digest.")
+    return header
+
+
+def _read_params(cls, header, archive, arrays):
+    """The estimator, built from the parameters of the header and validated."""
+    params_in = header["params"]
+    valid = cls().get_params(deep=False)
+    unknown = sorted(set(params_in) - set(valid))
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no parameter(s) {unknown[:5]}.")
+
+    def read_array(key, dtype, shape):
+        if not allowed_dtype(Array(shape, "label"), dtype):
+            raise ValueError(f"{key} has dtype {dtype.str}; parameters hold numbers "
+                             f"or strings only.")
+        if int(np.prod(shape, dtype=object)) > archive.max_elements:
+            raise ValueError(f"{key} declares a shape {shape} larger than the file "
+                             f"can hold.")
+        arrays[key] = archive.read(key, dtype, shape)
+        return arrays[key]
+
+    est = cls(**{k: _decode(f"parameter {k!r}", v, read_array, _PARAM_PREFIX + k)
+                 for k, v in params_in.items()})
+    try:
+        est._validate_params()
+    except ValueError as exc:
+        raise ValueError(f"invalid parameters ({exc}).") from None
+    return est
+
+
+def _read_state(cls, header, archive, params, arrays):
+    """Read the fitted attributes.
+
+    Their types and shapes are checked against the schema from the header alone,
+    before any array is read.
     """
-    params = est.get_params(deep=False)
-    bound = {}
-    for spec_name, shape in expected.items():
-        nullable = spec_name.endswith("?")
-        attr = spec_name.rstrip("?")
-        if attr not in state:
-            raise _invalid(file, f"the fitted attribute {attr} is missing.")
-        value = state[attr]
-        if shape is None or (nullable and value is None):
-            continue
-        if not isinstance(value, np.ndarray):
-            raise _invalid(file, f"{attr} should be an array.")
-        if value.ndim != len(shape):
-            raise _invalid(file, f"{attr} has {value.ndim} dimensions, expected "
-                                 f"{len(shape)}.")
-        for axis, (dim, size) in enumerate(zip(shape, value.shape)):
-            if isinstance(dim, int):
-                want = dim
-            elif dim in params:
-                want = params[dim]
-            elif dim in state and dim != attr:
-                want = state[dim]
-            else:
-                want = bound.setdefault(dim, size)
-            if not isinstance(want, (int, np.integer)) or want != size:
-                wanted = want if isinstance(dim, int) else f"{dim}={want}"
-                raise _invalid(
-                    file, f"{attr} has shape {value.shape}, which does not match "
-                          f"{wanted} (axis {axis}).")
-    n_features = state.get("n_features_in_")
-    if not isinstance(n_features, int) or n_features < 1:
-        raise _invalid(file, f"n_features_in_ should be a positive int, got "
-                             f"{n_features!r}.")
+    names = set(attribute_names(cls._fitted_schema))
+    attrs_in = header["attributes"]
+    unknown = sorted(set(attrs_in) - names)
+    if unknown:
+        raise ValueError(f"{unknown[0]!r:.80} is not a fitted attribute of "
+                         f"{cls.__name__}.")
+    declared = {key: _decode(f"attribute {key!r}", entry,
+                             lambda key, dtype, shape: Declared(dtype, shape),
+                             _ARRAY_PREFIX + key)
+                for key, entry in attrs_in.items()}
+    # Sizes and types are checked before a single array is read; what files of an
+    # earlier version lack is filled in afterwards (from checked sizes).
+    check_state(declared, cls._fitted_schema, params, cls.__name__, partial=True,
+                max_size=archive.max_elements)
+
+    def read_array(key, dtype, shape):
+        arrays[key] = archive.read(key, dtype, shape)
+        return arrays[key]
+
+    state = {key: read_array(_ARRAY_PREFIX + key, value.dtype, value.shape)
+             if isinstance(value, Declared) else value
+             for key, value in declared.items()}
+    extra = sorted(archive.names - set(arrays) - {_HEADER_KEY})
+    if extra:
+        raise ValueError(f"it holds arrays the header does not describe: "
+                         f"{extra[:5]}.")
+    return state
 
 
 def load(file):
     """Load an estimator saved with its ``save`` method (or :func:`save`).
 
-    No code from the file is run: the archive is read with ``allow_pickle=False``,
-    the class is taken from an allow-list of this package's estimators, parameters
-    are validated and every array is checked against the shapes the estimator
-    expects. A model fitted on a GPU loads on a machine without one: its ``device_``
-    falls back to the CPU, with a warning.
+    No code from the file is run, and the work is bounded by the file's size: the
+    class is taken from an allow-list of this package's estimators, parameters are
+    validated, the header must describe exactly the fitted state the class declares,
+    every array is checked against the shape the estimator expects before it is
+    read, and the file's checksum and every value are checked before the estimator
+    is built. A model fitted on a GPU loads on a machine without one: its
+    ``device_`` falls back to the CPU, with a warning.
 
     Parameters
     ----------
@@ -332,9 +457,10 @@ def load(file):
         If ``file`` does not exist.
     ValueError
         If the file is not a model file of this format (e.g. another ``.npz``, a
-        text file), is truncated or was tampered with (unknown class, invalid
-        parameters, missing or reshaped arrays), or was written by a newer version
-        of the format.
+        text file), is truncated, damaged or was tampered with (unknown class or
+        attribute, invalid parameters or values, missing, reshaped or oversized
+        arrays, another compression method, a checksum that does not match), or was
+        written by a newer version of the format.
 
     Examples
     --------
@@ -354,76 +480,30 @@ def load(file):
     else:
         label = str(getattr(file, "name", "<file object>"))
     try:
-        npz = np.load(file, allow_pickle=False)
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise _invalid(
-            label, f"it cannot be read as a numpy .npz archive ({exc}).") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise _invalid(label, "it holds a single array, not a model archive.")
-    with npz:
-        if _HEADER_KEY not in npz.files:
-            raise _invalid(label, "it has no sklearn_ltr header (another .npz file?).")
-        try:
-            if npz.zip.getinfo(_HEADER_KEY + ".npy").file_size > _MAX_HEADER_BYTES:
-                raise ValueError("the header is implausibly large")
-            raw = npz[_HEADER_KEY]
-            if raw.dtype != np.uint8 or raw.ndim != 1:
-                raise ValueError("the header is not a byte string")
-            header = json.loads(raw.tobytes().decode("utf-8"))
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile,
-                UnicodeDecodeError) as exc:
-            raise _invalid(label, f"its header cannot be read ({exc}).") from None
-        if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
-            raise _invalid(
-                label, f"its header does not name the format {FORMAT_NAME!r}.")
-        version = header.get("format_version")
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise _invalid(label, f"its format version {version!r} is not valid.")
-        if version > FORMAT_VERSION:
-            raise ValueError(
-                f"{label!r} was written in format version {version} by sklearn_ltr "
-                f"{header.get('versions', {}).get('sklearn_ltr')}; this version of "
-                f"sklearn_ltr reads up to version {FORMAT_VERSION}. Upgrade "
-                f"sklearn_ltr.")
-        registry = registered_classes()
-        class_name = header.get("class")
-        if not isinstance(class_name, str) or class_name not in registry:
-            raise _invalid(label, f"its class {class_name!r} is not one of the "
-                                  f"estimators of sklearn_ltr {sorted(registry)}.")
-        cls = registry[class_name]
-        params_in, attrs_in = header.get("params"), header.get("attributes")
-        if not isinstance(params_in, dict) or not isinstance(attrs_in, dict):
-            raise _invalid(label, "its header lacks the parameters or attributes.")
-        valid = cls().get_params(deep=False)
-        unknown = sorted(set(params_in) - set(valid))
-        if unknown:
-            raise _invalid(label, f"{class_name} has no parameter(s) {unknown}.")
-        used = set()
-        params = {k: _decode(label, f"parameter {k!r}", v, npz, f"param.{k}", used)
-                  for k, v in params_in.items()}
-        est = cls(**params)
-        try:
-            est._validate_params()
-        except ValueError as exc:
-            raise _invalid(label, f"invalid parameters ({exc}).") from None
-        state = {}
-        for key, entry in attrs_in.items():
-            if (not isinstance(key, str) or not _NAME.match(key) or key in valid
-                    or hasattr(cls, key)):
-                raise _invalid(label, f"{key!r} is not a fitted attribute of "
-                                      f"{class_name}.")
-            state[key] = _decode(label, f"attribute {key!r}", entry, npz,
-                                 _ARRAY_PREFIX + key, used)
-        extra = sorted(set(npz.files) - used - {_HEADER_KEY})
-        if extra:
-            raise _invalid(label, f"it holds arrays the header does not describe: "
-                                  f"{extra[:5]}.")
-    state = cls._complete_fitted_state(state)
-    _check_state(label, est, state, cls._fitted_schema)
+        with Archive(file) as archive:
+            header = _read_header(archive)
+            registry = registered_classes()
+            cls = registry.get(header.get("class")) if isinstance(
+                header.get("class"), str) else None
+            if cls is None:
+                raise ValueError(f"its class {header.get('class')!r:.80} is not one "
+                                 f"of the estimators of sklearn_ltr "
+                                 f"{sorted(registry)}.")
+            arrays = {}
+            est = _read_params(cls, header, archive, arrays)
+            params = est.get_params(deep=False)
+            state = _read_state(cls, header, archive, params, arrays)
+        if header.get(_CHECKSUM) not in (None, _checksum(header, arrays)):
+            raise ValueError("its content does not match the checksum in its header "
+                             "(the file was damaged or edited).")
+        state = cls._complete_fitted_state(state)
+        _check_fitted(cls, params, state)
+    except _NewerFormat as exc:
+        raise ValueError(f"{label!r} {exc}") from None
+    except ValueError as exc:
+        raise _invalid(label, exc) from None
     for key, value in state.items():
         if isinstance(value, torch.device):
-            value = usable_device(value, class_name)
+            value = usable_device(value, cls.__name__)
         setattr(est, key, value)
     return est

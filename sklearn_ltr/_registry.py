@@ -6,67 +6,21 @@ it is defined (:class:`sklearn_ltr.base.SaveMixin` calls :func:`register` from
 ``__init_subclass__``). The persistence code looks classes up here by name: it never
 imports an estimator module, and an estimator module never has to be imported by
 it, so the two cannot import each other in a cycle. This module imports no other
-module of the package for the same reason.
+module of the package but :mod:`sklearn_ltr._schema`, for the same reason.
 
-The schema is a dict from the name of each fitted attribute that inference needs to
-the shape of its value:
-
-* ``None``: a scalar, list or device attribute that must be present;
-* a tuple with one entry per axis of an array attribute, each entry an int, the name
-  of a parameter (``"rank"``), the name of an integer fitted attribute
-  (``"n_features_in_"``), or any other name: a symbol that must have the same size in
-  every array where it appears (``"n_states"``);
-* a trailing ``?`` on the attribute name: the attribute may also be None.
+The schema is a dict from the name of each fitted attribute to what its value must
+be, in the language of :mod:`sklearn_ltr._schema`: a ``Value`` (type and range), an
+``Array`` (dtype, shape and range) or a shape tuple (an array of finite floats).
 """
 
-import re
-from numbers import Integral
+from ._schema import check_schema
 
-__all__ = ["check_schema", "register", "registered_classes"]
-
-_ATTRIBUTE = re.compile(r"^_?[A-Za-z][A-Za-z0-9_]*\??$")
-_DIMENSION = re.compile(r"^_?[A-Za-z][A-Za-z0-9_]*$")
+__all__ = ["register", "registered_classes"]
 
 # Filled once, as the package's modules define their classes; read-only afterwards.
 # It is module state by necessity: the classes register from wherever they are
 # defined, and load finds them here by the name written in a file.
 _CLASSES = {}
-
-
-def check_schema(schema, owner):
-    """Check a ``_fitted_schema`` against the mini-language of this module.
-
-    Parameters
-    ----------
-    schema : dict
-        The schema to check.
-    owner : str
-        Name of the class that declares it, for the error message.
-
-    Raises
-    ------
-    TypeError
-        If the schema is not a dict of attribute names to None or to tuples of
-        dimensions (ints or names).
-    """
-    if not isinstance(schema, dict) or not schema:
-        raise TypeError(
-            f"{owner}._fitted_schema must be a non-empty dict of fitted attribute "
-            f"names to shapes, got {schema!r}.")
-    for name, shape in schema.items():
-        if not isinstance(name, str) or not _ATTRIBUTE.match(name):
-            raise TypeError(
-                f"{owner}._fitted_schema has the key {name!r}; keys must be attribute "
-                f"names, with a trailing '?' when the attribute may be None.")
-        if shape is None:
-            continue
-        if not isinstance(shape, tuple) or not all(
-                (isinstance(dim, Integral) and not isinstance(dim, bool) and dim >= 0)
-                or (isinstance(dim, str) and _DIMENSION.match(dim)) for dim in shape):
-            raise TypeError(
-                f"{owner}._fitted_schema[{name!r}] is {shape!r}; a shape must be None "
-                f"(not an array) or a tuple of sizes, each a non-negative int or the "
-                f"name of a parameter, a fitted attribute or a symbol.")
 
 
 def register(cls):

@@ -80,14 +80,15 @@ class TrialsInputMixin:
 class SaveMixin:
     """``save`` for every estimator and transformer of the package.
 
-    A subclass that can be saved declares ``_fitted_schema``: the fitted attributes
-    its inference needs and the shapes of their arrays, in the mini-language of
-    :mod:`sklearn_ltr._registry` (e.g. ``{"n_features_in_": None,
-    "mean_?": ("n_features_in_",)}``). A subclass defined in this package, with a
-    public name and a schema, is registered when its class statement runs, which puts
-    it on the allow-list of :func:`sklearn_ltr.load`. Private bases (and abstract
-    public ones, which declare no schema) are not; nor is any class defined outside
-    the package, so that a file can only ever build a class of sklearn_ltr.
+    A subclass that can be saved declares ``_fitted_schema``: its fitted attributes
+    and what each value must be (type, range, and for arrays dtype and shape), in
+    the language of :mod:`sklearn_ltr._schema` (e.g. ``{"n_features_in_":
+    Value("int", low=1), "mean_?": ("n_features_in_",)}``). A subclass defined in
+    this package, with a public name and a schema, is registered when its class
+    statement runs, which puts it on the allow-list of :func:`sklearn_ltr.load`.
+    Private bases (and abstract public ones, which declare no schema) are not; nor
+    is any class defined outside the package, so that a file can only ever build a
+    class of sklearn_ltr.
     """
 
     # None: not saveable (no schema); saveable classes declare their own.
@@ -118,6 +119,26 @@ class SaveMixin:
         state : dict
         """
         return state
+
+    @classmethod
+    def _check_fitted_state(cls, state):
+        """Check relations between fitted values that ``_fitted_schema`` cannot state.
+
+        :func:`sklearn_ltr.load` (and ``save``) call it once the state has passed the
+        schema: every attribute is present, with its type, dtype, shape and range. A
+        class whose inference needs more (e.g. outputs that stay finite) overrides
+        it.
+
+        Parameters
+        ----------
+        state : dict
+            Fitted attributes by name.
+
+        Raises
+        ------
+        ValueError
+            Saying which values are inconsistent.
+        """
 
     def save(self, file):
         """Save the fitted estimator in a format that loads without running code.

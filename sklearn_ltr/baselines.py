@@ -27,6 +27,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._cp import fit_best_cp
 from ._memory import check_memory
+from ._schema import Array, Value
 from ._torch_utils import limit_threads
 from ._validation import (
     check_conditions,
@@ -231,10 +232,12 @@ class TCA(BaseLatentModel):
 
     # The fitted state a saved TCA must hold (see sklearn_ltr._registry).
     _fitted_schema = {
-        "n_features_in_": None, "n_iter_": None, "reconstruction_error_": None,
+        "n_features_in_": Value("int", low=1), "n_iter_": Value("int", low=0),
+        "reconstruction_error_": Value("float", low=0, finite=False),
+        # Normalised by normalize_cp: the scale is in the trial factors.
         "trial_factors_": ("n_trials", "rank"),
-        "time_factors_": ("n_timepoints", "rank"),
-        "neuron_factors_": ("n_features_in_", "rank"),
+        "time_factors_": Array(("n_timepoints", "rank"), unit_norm=0),
+        "neuron_factors_": Array(("n_features_in_", "rank"), unit_norm=0),
     }
     _parameter_constraints = {
         "rank": [Interval(Integral, 1, None, closed="left")],
@@ -390,7 +393,7 @@ class TrialPCA(BaseLatentModel):
     For trials not seen in :meth:`fit` (``transform``, ``predict`` and the
     co-smoothing ``score``), the latents of each time point of each trial are
     solved by least squares on that time point's observed neurons with the
-    components frozen,
+    components frozen::
 
         z[k, t] = argmin_z || m * (x[k, t] - mean_ - components_.T @ z) ||^2,
 
@@ -453,8 +456,8 @@ class TrialPCA(BaseLatentModel):
 
     # The fitted state a saved TrialPCA must hold (see sklearn_ltr._registry).
     _fitted_schema = {
-        "n_features_in_": None,
-        "components_": ("rank", "n_features_in_"),
+        "n_features_in_": Value("int", low=1),
+        "components_": Array(("rank", "n_features_in_"), unit_norm=1),
         "mean_": ("n_features_in_",),
         "explained_variance_": ("rank",),
         "explained_variance_ratio_": ("rank",),
@@ -607,14 +610,15 @@ class ConditionAverage(SaveMixin, TrialsInputMixin, BaseEstimator):
     """
 
     _fitted_schema = {
-        "n_features_in_": None,
-        "conditions_?": ("n_conditions",),
+        "n_features_in_": Value("int", low=1),
+        # One mean per condition (one in all without conditions).
+        "conditions_?": Array(("n_means",), "label", increasing=True),
         "condition_means_": ("n_means", "n_timepoints", "n_features_in_"),
         "trials_": ("n_trials", "n_timepoints", "n_features_in_"),
-        "observed_": ("n_trials", "n_timepoints", "n_features_in_"),
-        "trial_conditions_": ("n_trials",),
-        "trial_index_": ("n_trials",),
-        "epochs_?": ("n_trials",),
+        "observed_": Array(("n_trials", "n_timepoints", "n_features_in_"), "bool"),
+        "trial_conditions_": Array(("n_trials",), "int", index_of="n_means"),
+        "trial_index_": Array(("n_trials",), distinct=True),
+        "epochs_?": Array(("n_trials",), "label"),
     }
     _parameter_constraints = {
         "trial_smoothing": [Interval(Real, 0, None, closed="neither"), None],

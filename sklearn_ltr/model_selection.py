@@ -30,6 +30,7 @@ from sklearn.utils import Bunch, check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ._pipeline import final_step
+from ._progress import Progress
 from ._validation import MissingDataWarning, check_session, check_trials_array
 from .metrics import bits_per_spike, r2_observed
 from .preprocessing import TrialFactors  # moved there; importable from here too
@@ -560,6 +561,36 @@ def _fit_and_score(est, X, y, meta, train, test, error_score, label):
     return score, fit_time, score_time, raised
 
 
+def _indexed(i, function, args):
+    return i, function(*args)
+
+
+def _run_tasks(function, arguments, *, n_jobs, verbose, what="fits"):
+    """``[function(*args) for args in arguments]`` in one ``joblib.Parallel`` call.
+
+    With ``verbose``, the finished tasks out of all, the elapsed time and an
+    estimate of the time left are shown on stderr as results arrive (in any order;
+    all at the end with a joblib backend that returns no generator, such as
+    multiprocessing or dask).
+    """
+    try:
+        parallel = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
+    except ValueError:  # the active backend returns lists only
+        parallel = Parallel(n_jobs=n_jobs)
+    progress = Progress(len(arguments), what=what) if verbose else None
+    outputs = [None] * len(arguments)
+    try:
+        for i, output in parallel(delayed(_indexed)(i, function, args)
+                                  for i, args in enumerate(arguments)):
+            outputs[i] = output
+            if progress is not None:
+                progress.update()
+    finally:
+        if progress is not None:
+            progress.close()
+    return outputs
+
+
 def compare_estimators(estimators, X, y=None, *, ranks=None, param="rank", cv=5,
                        groups=None, trial_index=None, epochs=None, inputs=None,
                        n_jobs=None, verbose=0, error_score=np.nan, as_frame="auto"):
@@ -602,7 +633,10 @@ def compare_estimators(estimators, X, y=None, *, ranks=None, param="rank", cv=5,
     n_jobs : int, default=None
         Number of parallel fits (joblib).
     verbose : int, default=0
-        joblib's progress messages.
+        Progress on stderr: 0 none; 1 or more the fits done out of all, the
+        elapsed time and an estimate of the time left (one line rewritten on a
+        terminal, otherwise a line every 10 s). The estimators print nothing
+        unless their own ``verbose`` is set.
     error_score : 'raise' or float, default=np.nan
         Score recorded, with a ``FitFailedWarning``, when a fit fails (e.g. a rank
         too large for one estimator); ``'raise'`` re-raises.
@@ -666,10 +700,12 @@ def compare_estimators(estimators, X, y=None, *, ranks=None, param="rank", cv=5,
                     candidate.set_params(**{key: rank})
                     rank = int(rank)
                 tasks.append((name, rank, fold, candidate, train, test))
-    outputs = Parallel(n_jobs=n_jobs, verbose=verbose)(
-        delayed(_fit_and_score)(cand, X, y, meta, train, test, error_score,
-                                f"{name} with {param}={rank} on fold {fold}")
-        for name, rank, fold, cand, train, test in tasks)
+    outputs = _run_tasks(
+        _fit_and_score,
+        [(cand, X, y, meta, train, test, error_score,
+          f"{name} with {param}={rank} on fold {fold}")
+         for name, rank, fold, cand, train, test in tasks],
+        n_jobs=n_jobs, verbose=verbose)
     score_names = {name: _score_name(est, index is not None) for name, est in named}
     records, raised = [], OrderedDict()
     for (name, rank, fold, _, train, test), (score, fit_t, score_t, caught) in zip(
@@ -863,7 +899,8 @@ def _corrected_t_test(differences, n_train, n_test):
 
 
 def learning_test(X, y=None, *, rank, trial_index=None, epochs=None, inputs=None,
-                  cv=None, estimator_params=None, n_jobs=None, random_state=None):
+                  cv=None, estimator_params=None, n_jobs=None, random_state=None,
+                  verbose=0):
     """Test whether connectivity changed over a session, on held-out trials.
 
     Fits :class:`~sklearn_ltr.LowTensorRankRNN` (connectivity that changes over
@@ -911,6 +948,8 @@ def learning_test(X, y=None, *, rank, trial_index=None, epochs=None, inputs=None
         Parallel fits (joblib).
     random_state : int, RandomState instance or None, default=None
         ``random_state`` of both networks (the same for both).
+    verbose : int, default=0
+        Progress on stderr, as :func:`compare_estimators`.
 
     Returns
     -------
@@ -955,9 +994,9 @@ def learning_test(X, y=None, *, rank, trial_index=None, epochs=None, inputs=None
                                            if k in shared})}
     tasks = [(name, fold, clone(est)) for fold in range(len(splits))
              for name, est in models.items()]
-    outputs = Parallel(n_jobs=n_jobs)(
-        delayed(_fit_and_score_session)(est, X, y, meta, *splits[fold])
-        for name, fold, est in tasks)
+    outputs = _run_tasks(_fit_and_score_session,
+                         [(est, X, y, meta, *splits[fold]) for _, fold, est in tasks],
+                         n_jobs=n_jobs, verbose=verbose)
     scores = {name: np.full(len(splits), np.nan) for name in models}
     raised = OrderedDict()
     for (name, fold, _), (score, caught) in zip(tasks, outputs):

@@ -256,9 +256,9 @@ def plot_trial_factors(estimator, epochs=None, *, ax=None, reference=None):
         Ground-truth trial factors (e.g.
         ``make_low_tensor_rank_rnn(...).trial_factors``),
         drawn dashed in the colour of the fitted component each is paired with
-        (assignment by |cosine similarity|, scale fitted by least squares: CP
-        components are defined only up to order and scale). Unpaired reference
-        columns are drawn dashed in grey.
+        (assignment by the absolute cosine similarity, scale fitted by least
+        squares: CP components are defined only up to order and scale). Unpaired
+        reference columns are drawn dashed in grey.
 
     Returns
     -------

@@ -29,6 +29,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._pipeline import final_step, through_pipeline
+from ._schema import Array, Value
 from ._validation import check_training_trials, check_trials_array
 from .base import SaveMixin, TrialsInputMixin
 
@@ -165,9 +166,9 @@ class StandardScaler3D(_PerNeuronAffine):
 
     # The fitted state a saved scaler must hold (see sklearn_ltr._registry).
     _fitted_schema = {
-        "n_features_in_": None,
+        "n_features_in_": Value("int", low=1),
         "mean_?": ("n_features_in_",),
-        "scale_?": ("n_features_in_",),
+        "scale_?": Array(("n_features_in_",), low=0, closed="right"),
     }
     _parameter_constraints = {"with_mean": ["boolean"], "with_std": ["boolean"]}
 
@@ -238,10 +239,10 @@ class SoftNormalizer(_PerNeuronAffine):
 
     # The fitted state a saved normaliser must hold (see sklearn_ltr._registry).
     _fitted_schema = {
-        "n_features_in_": None,
+        "n_features_in_": Value("int", low=1),
         "data_min_": ("n_features_in_",),
         "data_max_": ("n_features_in_",),
-        "scale_": ("n_features_in_",),
+        "scale_": Array(("n_features_in_",), low=0, closed="right"),
         "mean_?": ("n_features_in_",),
     }
     _parameter_constraints = {
@@ -344,7 +345,7 @@ class GaussianSmoother(_Base3DTransformer):
     """
 
     # Nothing is learned: fit only records the number of neurons.
-    _fitted_schema = {"n_features_in_": None}
+    _fitted_schema = {"n_features_in_": Value("int", low=1)}
     _parameter_constraints = {
         "sigma": [Interval(Real, 0, None, closed="left")],
         "truncate": [Interval(Real, 0, None, closed="neither")],
@@ -448,7 +449,7 @@ class TrialCropper(_Base3DTransformer):
     """
 
     # Nothing is learned: fit only records the number of neurons.
-    _fitted_schema = {"n_features_in_": None}
+    _fitted_schema = {"n_features_in_": Value("int", low=1)}
     _parameter_constraints = {
         "start": [Integral, None],
         "stop": [Integral, None],

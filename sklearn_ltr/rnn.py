@@ -24,6 +24,7 @@ from ._model import (
     TrainableNetwork,
 )
 from ._priors import GaussianProcessPrior, TrialGP, TrialInvariant
+from ._schema import Array, Value
 from ._torch_utils import resolve_device, seed_from, to_numpy, to_tensor, usable_device
 from ._validation import (
     check_conditions,
@@ -313,28 +314,72 @@ def _store_candidates(est, C, state_index, U, n_timepoints):
 
 
 # The fitted state a saved network must hold for inference (the schema of
-# sklearn_ltr._registry, checked at load); LowTensorRankRNN adds its trial factors.
+# sklearn_ltr._schema, checked at save and load); LowTensorRankRNN adds its trial
+# factors. Arrays of the network in its own, standardised units are of order one
+# after any fit; the bound is far above that, and keeps inference in float32, which
+# squares residuals, finite. Readout arrays are in the units of X and checked with
+# the scale in _check_fitted_state.
+_NETWORK = {"low": -2.0 ** 32, "high": 2.0 ** 32}
 _RNN_STATE = {
-    "n_features_in_": None, "n_inputs_": None, "device_": None, "n_iter_": None,
-    "n_forced_": None, "loss_curve_": None, "best_loss_": None, "_alpha": None,
-    "_n_trials_fit": None,
-    "_data_scale": None,
-    "left_factors_": ("n_units", "rank"),
-    "right_factors_": ("n_units", "rank"),
+    "n_features_in_": Value("int", low=1), "n_inputs_": Value("int", low=0),
+    "device_": Value("device"), "n_iter_": Value("int", low=0),
+    "n_forced_": Value("int", low=0),
+    # Diagnostics that inference never reads: a fit stopped early may have no
+    # finite loss yet.
+    "loss_curve_": Value("floats", finite=False),
+    "best_loss_": Value("float", finite=False),
+    "_alpha": Value("float", low=0, high=1, closed="right"),
+    "_n_trials_fit": Value("int", low=1),
+    "_data_scale": Value("float", low=0, closed="right"),
+    "left_factors_": Array(("n_units", "rank"), **_NETWORK),
+    "right_factors_": Array(("n_units", "rank"), **_NETWORK),
     "readout_": ("n_features_in_", "n_units"),
     "readout_bias_": ("n_features_in_",),
     "_data_offset": ("n_features_in_",),
-    "initial_states_": ("n_states", "rank"),
-    "conditions_?": ("n_states",),
-    "input_map_?": ("rank", "n_inputs_"),
-    "_cand_states": ("n_candidates", "rank"),
-    "_cand_factors": ("n_candidates", "rank"),
-    "_cand_condition?": ("n_candidates",),
-    "_cand_recon": ("n_candidates", "n_timepoints", "n_features_in_"),
-    "trial_index_": ("_n_trials_fit",),
-    "epochs_?": ("_n_trials_fit",),
+    "initial_states_": Array(("n_states", "rank"), **_NETWORK),
+    "conditions_?": Array(("n_states",), "label", increasing=True),
+    "input_map_?": Array(("rank", "n_inputs_"), **_NETWORK),
+    "_cand_states": Array(("n_candidates", "rank"), **_NETWORK),
+    "_cand_factors": Array(("n_candidates", "rank"), **_NETWORK),
+    "_cand_condition?": Array(("n_candidates",), "int", index_of="n_states"),
+    "_cand_recon": Array(("n_candidates", "n_timepoints", "n_features_in_"),
+                         **_NETWORK),
+    "trial_index_": Array(("_n_trials_fit",), distinct=True),
+    "epochs_?": Array(("_n_trials_fit",), "label"),
     "readout_drift_?": ("_n_trials_fit", "n_features_in_"),
 }
+
+
+def _check_network_state(state):
+    """Check relations between a fitted network's attributes (raise ValueError).
+
+    What the schema cannot state: which attributes are None together, and that the
+    readout's outputs stay finite.
+    """
+    # Fitted with inputs exactly when there is an input map, with conditions
+    # exactly when the kept candidates have theirs.
+    if (state["input_map_"] is None) != (state["n_inputs_"] == 0):
+        raise ValueError(f"n_inputs_={state['n_inputs_']}, but input_map_ is "
+                         f"{'None' if state['input_map_'] is None else 'given'}.")
+    if (state["conditions_"] is None) != (state["_cand_condition"] is None):
+        raise ValueError("conditions_ and _cand_condition must both be None or "
+                         "both be given.")
+    # The readout is D tanh(x) + d (+ drift) with |tanh| <= 1: its largest output
+    # is known from the parameters alone, in the units of X and in the
+    # standardised units inference computes in.
+    scale, offset = state["_data_scale"], state["_data_offset"]
+    drift = state["readout_drift_"]
+    spread = np.abs(state["readout_"]).sum(1) + (
+        0.0 if drift is None else np.abs(drift).max(0, initial=0.0))
+    largest = np.max(spread + np.abs(state["readout_bias_"]), initial=0.0)
+    standardised = np.max((spread + np.abs(state["readout_bias_"] - offset))
+                          / scale, initial=0.0)
+    if not (np.isfinite(largest) and standardised <= _NETWORK["high"]):
+        raise ValueError(
+            f"the readout (readout_, readout_bias_, readout_drift_) can reach "
+            f"{largest:.3g} in the units of X, {standardised:.3g} times "
+            f"_data_scale={scale:.3g} from _data_offset: its predictions would "
+            f"not be finite.")
 
 
 class _BaseRNN(BaseLatentModel):
@@ -392,6 +437,10 @@ class _BaseRNN(BaseLatentModel):
         state.setdefault("epochs_", None)
         state.setdefault("readout_drift_", None)
         return state
+
+    @classmethod
+    def _check_fitted_state(cls, state):
+        _check_network_state(state)
 
     def _score_kind(self):
         return "bits_per_spike" if self.loss == "poisson" else "r2"
@@ -711,7 +760,7 @@ _COMMON_PARAMS_DOC = """
     orthonormal_readout : bool, default=False
         Constrain the readout D to orthonormal rows (needs n_neurons <= n_units).
     activity_penalty : float, default=1e-4
-        Weight of the mean squared unit state |x|^2 / N added to the loss (for
+        Weight of the mean squared unit state ``|x|^2 / N`` added to the loss (for
         'mse', relative to the squared error of the standardised data).
     init : {'pca', 'random'}, default='pca'
         'pca' starts from the principal components of X: latent trajectories from PC
@@ -902,7 +951,7 @@ class LowTensorRankRNN(_BaseRNN):
     """
 
     _fitted_schema = {**_BaseRNN._fitted_schema,
-                      "trial_factors_": ("_n_trials_fit", "rank")}
+                      "trial_factors_": Array(("_n_trials_fit", "rank"), **_NETWORK)}
     _parameter_constraints = {
         **_BaseRNN._parameter_constraints,
         "trial_length_scale": [Interval(Real, 0, None, closed="neither"), None],
@@ -1021,6 +1070,6 @@ class LowRankRNN(_BaseRNN):
 # be docstrings at all).
 for _cls in (LowTensorRankRNN, LowRankRNN):
     _cls.__doc__ = (_cls.__doc__
-                    .replace("{common_params}", _COMMON_PARAMS_DOC.strip("\n"))
-                    .replace("{common_attrs}", _COMMON_ATTRS_DOC.strip("\n")))
+                    .replace("{common_params}", _COMMON_PARAMS_DOC.strip())
+                    .replace("{common_attrs}", _COMMON_ATTRS_DOC.strip()))
 del _cls

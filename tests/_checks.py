@@ -1,8 +1,13 @@
 """What the test modules share: the public classes of the package, grouped by what
-they can do; the one helper that builds small, fast instances of any of them; and
-helpers that collect and compare what a fitted instance returns."""
+they can do; the one helper that builds small, fast instances of any of them;
+helpers that collect and compare what a fitted instance returns; and helpers that
+take model files (zip archives of .npy members) apart and put them together."""
 
 import inspect
+import io
+import json
+import struct
+import zipfile
 
 import joblib
 import numpy as np
@@ -10,6 +15,7 @@ from sklearn.base import BaseEstimator
 
 import sklearn_ltr
 from sklearn_ltr import TCA, TrialPCA
+from sklearn_ltr._persistence import _checksum
 
 # scikit-learn checks that need no data (or only tiny 2D data that our estimators
 # reject only after the check has what it needs).
@@ -136,3 +142,83 @@ def assert_same_state(est, other):
             assert_same_state(value, other_value)
         else:
             assert other_value == value and type(other_value) is type(value), key
+
+
+# --------------------------------------------------------------------------- #
+# model files
+# --------------------------------------------------------------------------- #
+def npy_bytes(array):
+    """``array`` as the bytes of a .npy file (objects pickled, as a forger could)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
+
+
+def archive_members(content):
+    """The members of the zip archive ``content`` (bytes), by name."""
+    with zipfile.ZipFile(io.BytesIO(content)) as zf:
+        return {info.filename: zf.read(info) for info in zf.infolist()}
+
+
+def archive_bytes(members, methods=None):
+    """A zip archive of ``members`` (pairs of name and bytes), stored unless
+    ``methods`` gives a member another compression method."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, content in members:
+            zf.writestr(name, content, (methods or {}).get(name, zipfile.ZIP_STORED))
+    return buffer.getvalue()
+
+
+CENTRAL, LOCAL = b"PK\x01\x02", b"PK\x03\x04"
+# Offsets (in a central directory entry, in a local file header) and struct formats
+# of the fields of a zip archive's records (APPNOTE 4.3.7 and 4.3.12).
+ZIP_FIELDS = {"flags": (8, 6, "<H"), "method": (10, 8, "<H"), "crc": (16, 14, "<I"),
+              "compress_size": (20, 18, "<I"), "file_size": (24, 22, "<I"),
+              "name_length": (28, 26, "<H"), "extra_length": (30, 28, "<H"),
+              "offset": (42, None, "<I")}
+
+
+def zip_records(content, signature):
+    """Offsets of the records starting with ``signature`` in ``content``."""
+    at, found = content.find(signature), []
+    while at >= 0:
+        found.append(at)
+        at = content.find(signature, at + 1)
+    return found
+
+
+def set_zip_field(content, record, field, value):
+    """``content`` with ``field`` of the record at offset ``record`` (a central
+    directory entry or a local header) set to ``value``; also returns the old."""
+    central, local, fmt = ZIP_FIELDS[field]
+    at = record + (central if content[record:record + 4] == CENTRAL else local)
+    size = struct.calcsize(fmt)
+    old = struct.unpack(fmt, content[at:at + size])[0]
+    return content[:at] + struct.pack(fmt, value) + content[at + size:], old
+
+
+def member_record(content, name, signature=CENTRAL):
+    """Offset of the central directory entry (or local header) of member ``name``."""
+    skip = 46 if signature == CENTRAL else 30
+    for at in zip_records(content, signature):
+        if content[at + skip:at + skip + len(name)] == name.encode():
+            return at
+    raise KeyError(name)
+
+
+def model_header(members):
+    """The JSON header of a model file's ``members``."""
+    raw = np.load(io.BytesIO(members["__header__.npy"]))
+    return json.loads(raw.tobytes().decode())
+
+
+def set_model_header(members, header, *, sign=False):
+    """Write ``header`` into ``members``; ``sign``: with the checksum of the new
+    content, as a deliberately crafted file would have (not a damaged one)."""
+    if sign:
+        arrays = {name[:-len(".npy")]: np.load(io.BytesIO(content))
+                  for name, content in members.items() if name != "__header__.npy"}
+        header = {**header, "sha256": _checksum(header, arrays)}
+    members["__header__.npy"] = npy_bytes(
+        np.frombuffer(json.dumps(header, allow_nan=True).encode(), dtype=np.uint8))

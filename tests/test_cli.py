@@ -1,17 +1,31 @@
 """The command line: the README's main-job command and ``select-rank``, fast."""
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from sklearn_ltr.__main__ import load_recordings, main
+import sklearn_ltr
+from sklearn_ltr.__main__ import load_recordings, main, strict_json, write_outputs
 from sklearn_ltr.datasets import make_low_tensor_rank_rnn
+from sklearn_ltr.metrics import bits_per_spike
 
 pytest.importorskip("matplotlib")
 
 FAST = ["--cv", "2", "--n-jobs", "1", "--max-iter", "40", "--verbose", "0"]
+
+
+def _npz(path, **arrays):
+    np.savez(path, **arrays)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +65,7 @@ def test_demo_prints_table_and_writes_figure(tmp_path, capsys):
 
 def test_select_rank_npz_all_estimators(tmp_path, capsys, recordings):
     X, y = recordings
-    path = tmp_path / "rec.npz"
-    np.savez(path, X=X, y=y)
+    path = _npz(tmp_path / "rec.npz", X=X, y=y)
     out = tmp_path / "out"
     code = main(["select-rank", str(path), "--ranks", "1", "2", "--n-units", "20",
                  "--smooth", "1", "--zscore", "--out", str(out), *FAST])
@@ -104,8 +117,9 @@ def test_select_rank_npy_axis_order_and_mat(tmp_path, recordings):
     ("strings", [], "not numeric"),
     ("bad_y", [], "'y' has 3 labels but the data have 16 trials"),
     ("ok", ["--axis-order", "time", "time", "neuron"], "must name trial, time and"),
-    ("ok", ["--cv", "1"], "--cv 1 must be between 2"),
-    ("ok", ["--ranks", "0", "1"], "--ranks must be positive"),
+    ("ok", ["--cv", "1"], "--cv must be an integer >= 2, got 1"),
+    ("ok", ["--cv", "17"], "--cv 17 must be between 2 and the number of trials"),
+    ("ok", ["--ranks", "0", "1"], "--ranks must be positive integers, got 0 1"),
     ("rare_y", [], "condition 1 has only 1 trial"),
 ])
 def test_select_rank_bad_input_one_line_on_stderr(tmp_path, capsys, recordings, setup,
@@ -148,9 +162,8 @@ def test_bad_command_exits_nonzero(capsys):
 def test_select_rank_held_out_blocks_with_epochs(tmp_path, capsys):
     data = make_low_tensor_rank_rnn(n_trials=48, n_timepoints=10, n_neurons=8, rank=2,
                                     random_state=0)
-    path = tmp_path / "session.npz"
-    np.savez(path, X=data.X, y=data.y, block=np.repeat([0, 1], 24),
-             trial=np.arange(48) * 2)
+    path = _npz(tmp_path / "session.npz", X=data.X, y=data.y,
+                block=np.repeat([0, 1], 24), trial=np.arange(48) * 2)
     out = tmp_path / "out"
     code = main(["select-rank", str(path), "--ranks", "1", "2", "--n-units", "10",
                  "--estimators", "ltr", "lr", "avg", "--epoch-key", "block",
@@ -166,8 +179,7 @@ def test_select_rank_held_out_blocks_with_epochs(tmp_path, capsys):
 
 def test_select_rank_session_keys_are_checked(tmp_path, capsys, recordings):
     X, y = recordings
-    path = tmp_path / "rec.npz"
-    np.savez(path, X=X, y=y, block=np.zeros(5))
+    path = _npz(tmp_path / "rec.npz", X=X, y=y, block=np.zeros(5))
     assert main(["select-rank", str(path), "--epoch-key", "nope", *FAST]) == 1
     assert "has no array 'nope'" in capsys.readouterr().err
     assert main(["select-rank", str(path), "--epoch-key", "block", *FAST]) == 1
@@ -179,7 +191,236 @@ def test_select_rank_blocks_that_would_drop_a_condition_are_refused(tmp_path, ca
     # guards would remove two conditions from its training trials.
     data = make_low_tensor_rank_rnn(n_trials=32, n_timepoints=6, n_neurons=5, rank=1,
                                     random_state=0)
-    path = tmp_path / "session.npz"
-    np.savez(path, X=data.X, y=data.y)
+    path = _npz(tmp_path / "session.npz", X=data.X, y=data.y)
     assert main(["select-rank", str(path), "--blocks", *FAST]) == 1
     assert "have no trial of condition(s)" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- #
+# every argument is checked before the first fit
+# --------------------------------------------------------------------------- #
+@pytest.fixture(scope="module")
+def counts(recordings):
+    X, y = recordings
+    return np.random.RandomState(0).poisson(np.exp(X)).astype(float), y
+
+
+@pytest.mark.parametrize("data, args, match", [
+    ("rates", ["--n-units", "0"], "--n-units must be a positive integer, got 0"),
+    ("rates", ["--tau", "0.5"], "--tau must be a finite number of time bins >= 1, "
+                                "got 0.5"),
+    ("rates", ["--tau", "nan"], "--tau must be a finite number"),
+    ("rates", ["--max-iter", "0"], "--max-iter must be a positive integer, got 0"),
+    ("rates", ["--smooth", "-1"], "--smooth must be a finite number of time bins "
+                                  ">= 0"),
+    ("rates", ["--smooth", "11"], "--smooth 11.0 is longer than a trial "
+                                  r"\(10 time bins\)"),
+    ("rates", ["--trial-length-scale", "0"], "--trial-length-scale must be a finite "
+                                             "positive"),
+    ("rates", ["--n-jobs", "0"], "--n-jobs must be a non-zero integer"),
+    ("rates", ["--random-state", "-1"], "--random-state must be an integer between"),
+    ("rates", ["--verbose", "-1"], "--verbose must be 0"),
+    ("rates", ["--ranks", "100000000000000000000"],
+     "--ranks 100000000000000000000 is larger than --n-units 100"),
+    ("rates", ["--ranks", "100000000000000000000", "--estimators", "pca"],
+     "too large for TrialPCA: at most 8, from the data's 8 neurons"),
+    ("rates", ["--ranks", "2", "100000000000000000000", "--estimators", "tca"],
+     "too large for TCA: at most 26"),
+    ("all-nan", [], r"X has 16 trial\(s\) with no observed entry \(all NaN\)"),
+    ("rates", ["--out", "FILE"], "is an existing file, not a folder"),
+    ("rates", ["--loss", "poisson"], r"--loss poisson needs spike counts \(integers "
+                                     r">= 0\), but the data hold 1280 other"),
+    ("counts", ["--loss", "poisson", "--estimators", "ltr", "tca", "pca"],
+     "TCA, TrialPCA fit.* squared error, not spike counts"),
+    ("counts", ["--loss", "poisson", "--zscore"], "drop --zscore"),
+    ("counts", ["--loss", "poisson", "--smooth", "1"], "drop --smooth"),
+    # The memory guard of the networks, before any fit.
+    ("counts", ["--loss", "poisson", "--ranks", "1", "--n-units", "1000000000000"],
+     "LowTensorRankRNN.fit on X of shape .* would need about"),
+])
+def test_arguments_are_refused_before_any_fit(tmp_path, capsys, recordings, counts,
+                                              data, args, match):
+    X, y = counts if data == "counts" else recordings
+    if data == "all-nan":
+        X = np.full_like(X, np.nan)
+    path = _npz(tmp_path / "rec.npz", X=X, y=y)
+    out = tmp_path / "out"
+    args = [str(path) if a == "FILE" else a for a in args]
+    code = main(["select-rank", str(path), "--out", str(out), "--cv", "2", *args])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err.count("\n") == 1 and captured.err.startswith("error: ")
+    assert re.search(match, captured.err), captured.err
+    # Refused before the comparison started: nothing announced, nothing written.
+    assert "Cross-validating" not in captured.out
+    assert not out.exists()
+
+
+def test_parse_errors_exit_with_status_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["select-rank", "x.npz", "--ranks", "two"])
+    assert exc.value.code == 2
+    assert "invalid int value: 'two'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- #
+# Ctrl-C stops the run: status 130, earlier results untouched, no traceback
+# --------------------------------------------------------------------------- #
+ROOT = Path(sklearn_ltr.__file__).resolve().parents[1]
+# Seconds between the announcement of the comparison and the Ctrl-C: early in the
+# first fit, and during later fits (with two jobs, after the workers have loaded
+# the package). The run itself lasts far longer (12 fits of up to 3000 iterations).
+DELAYS = (0.5, 2.0, 4.0)
+PREVIOUS = b'{"previous": "results", "left": "untouched"}\n'
+
+
+def _interrupt_when_fitting(process, delay):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) ``delay``
+    seconds after the command announces the comparison."""
+    for line in process.stdout:
+        if line.startswith("Cross-validating"):
+            time.sleep(delay)
+            os.killpg(process.pid, signal.SIGINT)
+            return
+
+
+@pytest.mark.parametrize("n_jobs", ["1", "2"])
+def test_ctrl_c_stops_the_run_and_keeps_earlier_results(tmp_path, recordings,
+                                                         n_jobs):
+    X, y = recordings
+    path = _npz(tmp_path / "rec.npz", X=X, y=y)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    runs = []
+    for delay in DELAYS:
+        out = tmp_path / f"out_{delay}"
+        out.mkdir()
+        (out / "results.json").write_bytes(PREVIOUS)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sklearn_ltr", "select-rank", str(path),
+             "--estimators", "ltr", "lr", "--ranks", "1", "2", "3", "--n-units", "10",
+             "--cv", "2", "--max-iter", "3000", "--n-jobs", n_jobs, "--verbose", "1",
+             "--out", str(out)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, start_new_session=True)
+        thread = threading.Thread(target=_interrupt_when_fitting,
+                                  args=(process, delay))
+        thread.start()
+        runs.append((delay, out, process, thread))
+    for delay, out, process, thread in runs:
+        thread.join(timeout=300)
+        try:
+            _, err = process.communicate(timeout=300)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+        assert process.returncode == 130, (delay, process.returncode, err)
+        assert "Traceback" not in err, err
+        assert err.strip().splitlines()[-1].startswith("interrupted: "), err
+        # Nothing written: not the results, not the figure, no temporary file.
+        assert os.listdir(out) == ["results.json"]
+        assert (out / "results.json").read_bytes() == PREVIOUS
+
+
+# --------------------------------------------------------------------------- #
+# outputs: strict JSON, written atomically
+# --------------------------------------------------------------------------- #
+def _no_constants(name):
+    raise ValueError(f"not strict JSON: {name}")
+
+
+def test_strict_json_writes_null_for_nan_and_infinities():
+    payload = {"score": np.float64("nan"), "se": float("inf"), "low": -np.inf,
+               "rank": np.int64(3), "per_fold": np.array([0.5, np.nan]),
+               "nested": [{"ok": np.float32(0.25)}], 2: (True, None)}
+    text = strict_json(payload)
+    assert json.loads(text, parse_constant=_no_constants) == {
+        "score": None, "se": None, "low": None, "rank": 3, "per_fold": [0.5, None],
+        "nested": [{"ok": 0.25}], "2": [True, None]}
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX limits")
+def test_a_full_disk_leaves_earlier_results_untouched(tmp_path, capsys, recordings):
+    import resource
+
+    X, y = recordings
+    path = _npz(tmp_path / "rec.npz", X=X, y=y)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_bytes(PREVIOUS)
+    # A file-size limit below the size of the figure: writing it fails as on a
+    # full disk (EFBIG instead of the signal that would kill the process).
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2000, limits[1]))
+    try:
+        code = main(["select-rank", str(path), "--estimators", "pca", "--ranks", "1",
+                     "2", "--out", str(out), *FAST])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "File too large" in err
+    assert os.listdir(out) == ["results.json"]
+    assert (out / "results.json").read_bytes() == PREVIOUS
+
+
+def test_write_outputs_replaces_every_file_or_none(tmp_path, capsys):
+    out = tmp_path / "out"
+    write_outputs(out, {"a.json": "{}", "b.png": b"\x89PNG"})
+    assert (out / "a.json").read_text() == "{}"
+    assert "Wrote" in capsys.readouterr().out
+    # The second file cannot be written: the first is not replaced either.
+    with pytest.raises(TypeError):
+        write_outputs(out, {"a.json": '{"new": 1}', "b.png": object()})
+    assert (out / "a.json").read_text() == "{}"
+    assert (out / "b.png").read_bytes() == b"\x89PNG"
+    assert sorted(os.listdir(out)) == ["a.json", "b.png"]
+
+
+# --------------------------------------------------------------------------- #
+# spike counts: the Poisson loss, scored in bits per spike; progress on stderr
+# --------------------------------------------------------------------------- #
+def test_select_rank_poisson_scores_bits_per_spike(tmp_path, capsys, counts):
+    from sklearn.model_selection import StratifiedKFold
+
+    X, y = counts
+    path = _npz(tmp_path / "counts.npz", X=X, y=y)
+    out = tmp_path / "out"
+    code = main(["select-rank", str(path), "--loss", "poisson", "--ranks", "1", "2",
+                 "--n-units", "10", "--cv", "2", "--n-jobs", "1", "--max-iter", "40",
+                 "--verbose", "1", "--out", str(out)])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "co-smoothing bits/spike, mean +/- standard error" in captured.out
+    assert "scored in bits per spike" in captured.out
+    # Progress on stderr only: 2 networks x 2 ranks x 2 folds and 2 references.
+    assert "12/12 fits done" in captured.err
+    assert "fits done" not in captured.out
+    results = json.loads((out / "results.json").read_text(),
+                         parse_constant=_no_constants)
+    assert results["score"] == "co-smoothing bits/spike"
+    assert results["loss"] == "poisson"
+    # TCA and PCA fit squared error: not part of a Poisson comparison.
+    assert {r["estimator"] for r in results["folds"]} == {
+        "LowTensorRankRNN", "LowRankRNN", "ConditionAverage",
+        "ConditionAverage (smoothed)"}
+    assert all(np.isfinite(r["score"]) for r in results["folds"])
+    # The condition average's score is its held-out trials' bits per spike.
+    splits = StratifiedKFold(2, shuffle=True, random_state=0).split(X, y)
+    for fold, (train, test) in enumerate(splits):
+        means = {c: X[train][y[train] == c].mean(axis=0) for c in np.unique(y)}
+        expected = bits_per_spike(X[test], np.stack([means[c] for c in y[test]]))
+        record, = [r for r in results["folds"]
+                   if r["estimator"] == "ConditionAverage" and r["fold"] == fold]
+        np.testing.assert_allclose(record["score"], expected, rtol=1e-10)
+
+
+def test_select_rank_quiet_with_verbose_0(tmp_path, capsys, recordings):
+    X, y = recordings
+    path = _npz(tmp_path / "rec.npz", X=X, y=y)
+    assert main(["select-rank", str(path), "--estimators", "pca", "--ranks", "1",
+                 "--out", str(tmp_path / "o"), *FAST]) == 0
+    assert capsys.readouterr().err == ""

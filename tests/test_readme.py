@@ -14,10 +14,14 @@ def _commands(text):
 
 
 def test_ci_runs_the_readme_test_command():
+    # The test command, then the documentation site's build.
     readme = (ROOT / "README.rst").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    (ci_command,) = [line for line in ci.splitlines() if line.startswith("pip ")]
-    assert ci_command in _commands(readme), ci_command
+    ci_commands = [line for line in ci.splitlines() if line.startswith("pip ")]
+    assert len(ci_commands) == 2, ci_commands
+    assert "pytest" in ci_commands[0] and "sphinx -W" in ci_commands[1]
+    for ci_command in ci_commands:
+        assert ci_command in _commands(readme), ci_command
 
 
 def test_readme_main_job_is_the_demo():
