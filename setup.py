@@ -24,7 +24,7 @@ setup(
     packages=find_packages(include=["sklearn_ltr", "sklearn_ltr.*"]),
     python_requires=">=3.10",
     install_requires=[
-        "numpy>=1.23",
+        "numpy>=1.24",
         "scipy>=1.9",
         "scikit-learn>=1.6",
         "torch>=2.1",

@@ -80,19 +80,55 @@ def _raise_if_interrupted():
 # --------------------------------------------------------------------------- #
 # reading recordings
 # --------------------------------------------------------------------------- #
-def _pick(arrays, key, path):
+def _pick(shapes, key, path):
+    """Name of the data array among ``shapes`` (array name -> shape)."""
     if key is not None:
-        if key not in arrays:
+        if key not in shapes:
             raise InputError(f"{path} has no array {key!r}; it has "
-                             f"{sorted(arrays)}. Choose one with --key.")
-        return arrays[key]
-    if "X" in arrays:
-        return arrays["X"]
-    candidates = [k for k, v in arrays.items() if np.ndim(v) == 3]
+                             f"{sorted(shapes)}. Choose one with --key.")
+        return key
+    if "X" in shapes:
+        return "X"
+    candidates = [k for k, shape in shapes.items() if len(shape) == 3]
     if len(candidates) == 1:
-        return arrays[candidates[0]]
+        return candidates[0]
     raise InputError(f"{path} has no array 'X' and {len(candidates)} 3D arrays "
-                     f"({sorted(arrays)}); name the data with --key.")
+                     f"({sorted(shapes)}); name the data with --key.")
+
+
+def _npz_shapes(npz):
+    """Shape of every array of an open ``.npz`` file, from the member headers only.
+
+    No array is read: a file may hold large arrays the command does not use.
+    """
+    shapes = {}
+    for name in npz.files:
+        with npz.zip.open(name + ".npy") as member:
+            version = np.lib.format.read_magic(member)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shapes[name] = read(member, max_header_size=10000)[0]
+    return shapes
+
+
+def _read_arrays(path, suffix, key, y_key):
+    """The data array and the labels (or None) of a recordings file."""
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as f:
+            shapes = _npz_shapes(f)
+            name = _pick(shapes, key, path)
+            return f[name], (f[y_key] if y_key in shapes else None)
+    if suffix == ".npy":
+        arrays = {"X": np.load(path, allow_pickle=False)}
+    elif suffix == ".mat":
+        from scipy.io import loadmat
+
+        arrays = {k: v for k, v in loadmat(path).items() if not k.startswith("__")}
+    else:
+        raise InputError(f"{path}: unsupported file type {suffix!r}; use .npz "
+                         f"(array 'X', optional 'y'), .npy or .mat.")
+    name = _pick({k: np.shape(v) for k, v in arrays.items()}, key, path)
+    return arrays[name], arrays.get(y_key)
 
 
 def load_recordings(path, *, key=None, y_key="y", axis_order=AXES):
@@ -120,23 +156,12 @@ def load_recordings(path, *, key=None, y_key="y", axis_order=AXES):
         raise InputError(f"no such file: {path}")
     suffix = path.suffix.lower()
     try:
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files}
-        elif suffix == ".npy":
-            arrays = {"X": np.load(path, allow_pickle=False)}
-        elif suffix == ".mat":
-            from scipy.io import loadmat
-
-            arrays = {k: v for k, v in loadmat(path).items() if not k.startswith("__")}
-        else:
-            raise InputError(f"{path}: unsupported file type {suffix!r}; use .npz "
-                             f"(array 'X', optional 'y'), .npy or .mat.")
+        X, y = _read_arrays(path, suffix, key, y_key)
     except InputError:
         raise
     except Exception as exc:  # corrupt or foreign files: one line, no traceback
         raise InputError(f"could not read {path}: {exc}") from None
-    X = np.asarray(_pick(arrays, key, path))
+    X = np.asarray(X)
     if X.dtype.kind not in "fiub":
         raise InputError(f"the data in {path} are not numeric (dtype {X.dtype}).")
     if X.ndim != 3:
@@ -147,7 +172,6 @@ def load_recordings(path, *, key=None, y_key="y", axis_order=AXES):
         raise InputError(f"--axis-order must name trial, time and neuron once each, "
                          f"got {' '.join(axis_order)}.")
     X = np.transpose(X, [list(axis_order).index(a) for a in AXES])
-    y = arrays.get(y_key)
     if y is not None:
         y = np.ravel(y)
         if y.shape[0] != X.shape[0]:

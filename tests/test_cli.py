@@ -107,6 +107,28 @@ def test_select_rank_npy_axis_order_and_mat(tmp_path, recordings):
     assert code == 0
 
 
+def test_npz_members_the_command_does_not_use_are_never_read(tmp_path, recordings):
+    # Issue 19, row 3: a 256 MiB member (deflated to a few hundred kB) beside the
+    # data. Reading it would allocate 256 MiB; only the data and labels are read.
+    import tracemalloc
+
+    X, y = recordings
+    path = tmp_path / "rec.npz"
+    np.savez_compressed(path, X=X, y=y, video=np.zeros((256, 1024, 1024), np.uint8))
+    tracemalloc.start()
+    try:
+        X_read, y_read = load_recordings(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(X_read, X)
+    np.testing.assert_array_equal(y_read, y)
+    assert peak < 16 * 2 ** 20, peak
+    # The only 3D array is found from the headers alone, too.
+    np.savez_compressed(path, rates=X, video=np.zeros((2 ** 28,), np.uint8))
+    np.testing.assert_array_equal(load_recordings(path)[0], X)
+
+
 @pytest.mark.parametrize("setup, args, match", [
     (None, [], "no such file"),
     ("npz_no_X", [], "has no array 'X'"),
