@@ -12,6 +12,7 @@ that existing imports keep working.
 """
 
 import contextlib
+import functools
 from numbers import Integral
 
 import numpy as np
@@ -43,13 +44,79 @@ from ._validation import (
 from .metrics import bits_per_spike, cosmoothing_folds, cosmoothing_predict, r2_observed
 
 __all__ = [
-    "BaseLatentModel", "SaveMixin", "TrialsInputMixin",
+    "BaseLatentModel", "SaveMixin", "TrialsInputMixin", "publishes_fit",
+    "clear_fitted",
     # re-exported
     "MissingDataWarning", "MOSTLY_MISSING", "check_memory", "check_trials_array",
     "check_training_trials", "check_conditions", "check_inputs", "cosmoothing_folds",
     "r2_observed", "bits_per_spike", "flush_denormals", "limit_threads",
     "resolve_device", "seed_from", "to_numpy", "to_tensor",
 ]
+
+
+def _is_fitted_name(est, name, params):
+    """Whether the attribute ``name`` of ``est`` is fitted state.
+
+    Fitted state is what ``fit`` sets: public names with a trailing underscore and
+    the private names a class declares in its ``_fitted_schema``. Parameters and
+    scikit-learn's own configuration (``set_output``, metadata requests) are not.
+    """
+    if name in params or name.startswith("__"):
+        return False
+    schema = getattr(type(est), "_fitted_schema", None) or {}
+    return name.endswith("_") or name in schema or f"{name}?" in schema
+
+
+def _unfitted_state(est):
+    """A new dict of ``est``'s attributes without its fitted state."""
+    params = est.get_params(deep=False)
+    return {k: v for k, v in vars(est).items()
+            if not _is_fitted_name(est, k, params)}
+
+
+def clear_fitted(est):
+    """Remove the fitted state of ``est`` in one step (after a failed fit).
+
+    The estimator then reads as unfitted instead of half-fitted. The attribute
+    dict is replaced, never edited in place, so that a pickle or ``save`` taken
+    from another thread sees the old state or the unfitted one.
+    """
+    est.__dict__ = _unfitted_state(est)
+
+
+def publishes_fit(fit):
+    """Decorator of every ``fit`` of the package: all or nothing, in one step.
+
+    ``fit`` runs on an unfitted copy of the estimator (the same parameter
+    objects, no fitted attribute). When it returns, the copy's attribute dict
+    becomes the estimator's in one assignment, so that a pickle or ``save``
+    taken from another thread during a fit sees the previous fitted state or the
+    new one, never a mixture. When it raises (a ``ValueError`` for bad data, a
+    ``KeyboardInterrupt`` before anything could be kept), the estimator is left
+    unfitted, as the README promises of a failed fit.
+
+    Parameters
+    ----------
+    fit : callable
+        The method ``fit(self, X, ...)``, returning ``self``.
+
+    Returns
+    -------
+    wrapper : callable
+    """
+    @functools.wraps(fit)
+    def wrapper(self, *args, **kwargs):
+        staged = object.__new__(type(self))
+        staged.__dict__.update(_unfitted_state(self))
+        try:
+            fit(staged, *args, **kwargs)
+        except BaseException:
+            clear_fitted(self)
+            raise
+        self.__dict__ = staged.__dict__
+        return self
+
+    return wrapper
 
 
 class TrialsInputMixin:
@@ -195,16 +262,6 @@ class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimat
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
         return tags
-
-    def _clear_fitted(self):
-        """Remove the fitted attributes, e.g. after a failed fit.
-
-        The estimator then reads as unfitted instead of half-fitted.
-        """
-        params = self.get_params(deep=False)
-        for key in [k for k in vars(self) if k.endswith("_") and k not in params
-                    and not k.startswith("__")]:
-            delattr(self, key)
 
     def _validate_params(self):
         """scikit-learn's parameter validation, and no bool where an int is expected.

@@ -20,7 +20,9 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
+from scipy.optimize import nnls
 from sklearn.base import BaseEstimator, _fit_context
+from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -34,7 +36,7 @@ from ._validation import (
     check_session,
     check_training_trials,
 )
-from .base import BaseLatentModel, SaveMixin, TrialsInputMixin
+from .base import BaseLatentModel, SaveMixin, TrialsInputMixin, publishes_fit
 from .metrics import bits_per_spike, r2_observed
 
 __all__ = ["TCA", "TrialPCA", "ConditionAverage"]
@@ -86,8 +88,6 @@ def _masked_least_squares(design, X, *, nonneg=False):
     G = G + lam[:, None, None] * np.eye(rank)
     if not nonneg:
         return np.linalg.solve(G, b[..., None])[..., 0]
-    from scipy.optimize import nnls
-
     # ||D c - x||^2 over the observed entries equals ||L^T c - L^{-1} b||^2 + const
     # with G = L L^T, so each NNLS runs on a (rank x rank) system instead of one with
     # n_entries rows.
@@ -260,6 +260,7 @@ class TCA(BaseLatentModel):
         self.cosmoothing_folds = cosmoothing_folds
         self.n_threads = n_threads
 
+    @publishes_fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, *, trial_index=None, epochs=None, inputs=None):
         """Fit the CP decomposition to trials.
@@ -473,6 +474,7 @@ class TrialPCA(BaseLatentModel):
         self.cosmoothing_folds = cosmoothing_folds
         self.n_threads = n_threads
 
+    @publishes_fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, *, trial_index=None, epochs=None, inputs=None):
         """Fit PCA to the trial-unfolded data.
@@ -508,8 +510,6 @@ class TrialPCA(BaseLatentModel):
         MissingDataWarning
             A trial or a neuron of X is more than half missing.
         """
-        from sklearn.decomposition import PCA
-
         _reject_inputs(self, inputs)
         X, observed = check_training_trials(X)
         check_session(trial_index, epochs, X.shape[0])
@@ -632,6 +632,7 @@ class ConditionAverage(SaveMixin, TrialsInputMixin, BaseEstimator):
     def _score_kind(self):
         return "bits_per_spike" if self.loss == "poisson" else "r2"
 
+    @publishes_fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, *, trial_index=None, epochs=None, inputs=None):
         """Store the training trials and the mean trajectory of each condition.

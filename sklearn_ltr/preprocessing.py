@@ -30,7 +30,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._pipeline import final_step, through_pipeline
 from ._validation import check_training_trials, check_trials_array
-from .base import SaveMixin, TrialsInputMixin
+from .base import SaveMixin, TrialsInputMixin, publishes_fit
 
 # The 3D-to-3D transformers. TrialFactors is public too (exported by the package and
 # by model_selection) but stays out of this list: the save format's allow-list and
@@ -61,6 +61,7 @@ class _PerNeuronAffine(_Base3DTransformer):
     statistics.
     """
 
+    @publishes_fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Compute the per-neuron statistics on training trials.
@@ -358,6 +359,7 @@ class GaussianSmoother(_Base3DTransformer):
         self.mode = mode
         self.fill_missing = fill_missing
 
+    @publishes_fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Check X and record the number of neurons (nothing is learned).
@@ -474,6 +476,7 @@ class TrialCropper(_Base3DTransformer):
                 f"of trials of {n_timepoints} bins; start must come before stop.")
         return window
 
+    @publishes_fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Check X and the window, and record the number of neurons.
@@ -563,6 +566,7 @@ class TrialFactors(TrialsInputMixin, TransformerMixin, BaseEstimator):
     def __init__(self, estimator):
         self.estimator = estimator
 
+    @publishes_fit
     def fit(self, X, y=None, **fit_params):
         """Fit the latent model to trials ``X`` (``y`` is ignored).
 

@@ -9,6 +9,7 @@ from sklearn.base import _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
+from tqdm.auto import tqdm
 
 from . import _model, _solver
 from ._memory import check_memory
@@ -32,7 +33,7 @@ from ._validation import (
     check_session,
     check_training_trials,
 )
-from .base import BaseLatentModel
+from .base import BaseLatentModel, publishes_fit
 
 __all__ = ["LowTensorRankRNN", "LowRankRNN"]
 
@@ -392,6 +393,7 @@ class _BaseRNN(BaseLatentModel):
         return "bits_per_spike" if self.loss == "poisson" else "r2"
 
     # ------------------------------------------------------------------ fit
+    @publishes_fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, *, trial_index=None, epochs=None, inputs=None):
         """Fit the network to trials.
@@ -450,24 +452,27 @@ class _BaseRNN(BaseLatentModel):
         offset, scale = _standardisation(X, self.loss, self.orthonormal_readout)
         # Rebinding X frees the validated copy when check_training_trials made one.
         X = (X - offset) / scale
-        try:
-            self.device_ = device
-            self.n_features_in_ = X.shape[2]
-            self.n_inputs_ = 0 if U is None else U.shape[2]
-            self.conditions_ = labels
-            self.trial_index_, self.epochs_ = index, epoch_labels
-            self._alpha = 1.0 / self.tau
-            self._data_offset, self._data_scale = offset, scale
-            with self._torch_context():
-                data = Data.from_numpy(X, U, device, DTYPE)
-                gain = _readout_gain(X, self.loss, self.orthonormal_readout)
-                model, result = self._fit_model(data, state_index, labels, gain)
+        # This runs on an unfitted copy, published whole at the end (publishes_fit).
+        self.device_ = device
+        self.n_features_in_ = X.shape[2]
+        self.n_inputs_ = 0 if U is None else U.shape[2]
+        self.conditions_ = labels
+        self.trial_index_, self.epochs_ = index, epoch_labels
+        self._alpha = 1.0 / self.tau
+        self._data_offset, self._data_scale = offset, scale
+        with self._torch_context():
+            data = Data.from_numpy(X, U, device, DTYPE)
+            gain = _readout_gain(X, self.loss, self.orthonormal_readout)
+            model, result = self._fit_model(data, state_index, labels, gain)
+            try:
                 self._set_fitted(model, result, state_index, U, X.shape[1])
-        except BaseException:
-            # A failed fit must not leave a half-fitted estimator that
-            # check_is_fitted would accept.
-            self._clear_fitted()
-            raise
+            except KeyboardInterrupt:
+                # Ctrl-C after the optimisation: exporting the fitted network
+                # is short, so finish it rather than lose the fit.
+                self._set_fitted(model, result, state_index, U, X.shape[1])
+                warnings.warn(
+                    f"{type(self).__name__}.fit was interrupted after its last "
+                    f"iteration; the fitted parameters are kept.", UserWarning)
         return self
 
     def _check_fit_arguments(self, X):
@@ -496,13 +501,16 @@ class _BaseRNN(BaseLatentModel):
             try:
                 model, targets = self._initial_model(data, sidx, n_states, gain,
                                                      seed + i_init)
+                # The solver keeps its best parameters on Ctrl-C from its first
+                # instruction; an interrupt before that leaves no parameters of
+                # this initialisation.
+                result = self._optimize(model, data, targets, i_init)
             except KeyboardInterrupt:
-                # Between two initialisations: keep the earlier ones, if any.
+                # Keep the earlier initialisations, if any.
                 if best is None:
                     raise
                 interrupted = (i_init, 0)
                 break
-            result = self._optimize(model, data, targets, i_init)
             if best is None or result.loss < best[1].loss:
                 best = (model, result)
             if result.interrupted:
@@ -550,8 +558,6 @@ class _BaseRNN(BaseLatentModel):
 
         progress = None
         if self.verbose:
-            from tqdm.auto import tqdm
-
             progress = tqdm(total=self.max_iter, leave=False,
                             desc=f"{type(self).__name__} init {i_init + 1}")
         try:
