@@ -10,8 +10,10 @@ raw traceback, nothing half-done.
 """
 
 import io
+import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -22,12 +24,36 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from _checks import ALL, RNNS, WRAPPERS, assert_same_state, class_id, make_small
+from _checks import (
+    ALL,
+    BASELINES,
+    ESTIMATORS,
+    REFERENCES,
+    RNNS,
+    TRANSFORMERS,
+    WRAPPERS,
+    assert_same_state,
+    class_id,
+    make_small,
+    methods,
+)
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 import sklearn_ltr
-from sklearn_ltr import TCA, _solver, rnn
+from sklearn_ltr import (
+    TCA,
+    ConditionAverage,
+    LowRankRNN,
+    LowTensorRankRNN,
+    TrialPCA,
+    _cp,
+    _memory,
+    _solver,
+    _torch_utils,
+    preprocessing,
+    rnn,
+)
 from sklearn_ltr.datasets import make_low_tensor_rank_rnn
 
 pytestmark = [
@@ -249,3 +275,319 @@ def test_fits_import_nothing_a_ctrl_c_could_cut_in_half():
                          cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+# --------------------------------------------------------------------------- #
+# 3. memory: every allocation that scales with the problem is counted first
+# --------------------------------------------------------------------------- #
+def test_a_huge_network_is_refused_before_its_initialisation(X):
+    # The initialisation's n_units x n_units float64 matrices (8 TB here) used to
+    # be ignored: torch's allocator failed with a raw RuntimeError.
+    with pytest.raises(ValueError, match=r"LowTensorRankRNN.fit on X of shape "
+                                         r"\(12, 8, 6\) with n_units=1000000, rank=2 "
+                                         r"would need about \d+\.\d GiB .*three "
+                                         r"n_units x n_units float64"):
+        LowTensorRankRNN(rank=2, n_units=10 ** 6).fit(X)
+
+
+def test_network_size_counts_in_the_memory_guard(X, monkeypatch):
+    # With 500 MiB free, n_units=20000 (9.6 GB of initialisation) is refused, a
+    # small network is not; L-BFGS's history of the parameters is counted too.
+    monkeypatch.setattr(_memory, "_available_memory", lambda device: 500 * 2 ** 20)
+    with pytest.raises(ValueError, match="only 500.0 MiB is available"):
+        make_small(LowTensorRankRNN, n_units=20000).fit(X)
+    make_small(LowTensorRankRNN, n_units=500).fit(X)
+    _, adam = rnn._fit_memory(12, 8, 6000, n_units=2000, rank=2)
+    _, lbfgs = rnn._fit_memory(12, 8, 6000, n_units=2000, rank=2, lbfgs_iter=100)
+    assert lbfgs > adam + 100 * 12 * 2000 * 6000
+    with pytest.raises(ValueError, match="Or use solver='adam'"):
+        make_small(LowTensorRankRNN, n_units=200, solver="lbfgs", max_iter=100).fit(
+            np.tile(X, (1, 1, 1000)))
+
+
+_MEASURE_INIT = textwrap.dedent("""
+    import json, sys, warnings
+    import numpy as np, torch
+    torch.set_num_threads(1)
+    from sklearn_ltr import LowTensorRankRNN
+    warnings.simplefilter("ignore")
+    K, T, n, N, R = {shape}
+    X = np.random.RandomState(0).standard_normal((K, T, n))
+    def status(field):
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) * 1024 for l in f if l.startswith(field))
+    LowTensorRankRNN(rank=R, n_units=8, max_iter=2, infer_max_iter=2).fit(X[:, :3])
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets the peak resident memory (VmHWM)
+    before = status("VmRSS")
+    LowTensorRankRNN(rank=R, n_units=N, max_iter={max_iter}, infer_max_iter=2,
+                     solver="{solver}", teacher_forcing=0.0, tol=0.0).fit(X)
+    print(json.dumps(status("VmHWM") - before))
+""")
+
+
+@pytest.mark.slow  # fresh processes: imports the package (seconds)
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"),
+                    reason="needs Linux's resettable peak resident memory")
+@pytest.mark.parametrize("shape, solver, max_iter", [
+    ((6, 5, 100, 2500, 2), "adam", 5),  # the (n_units, n_units) initialisation
+    ((6, 5, 600, 600, 3), "lbfgs", 40),  # L-BFGS's history of the parameters
+], ids=["network-size", "lbfgs-history"])
+def test_memory_estimate_of_large_networks_matches_measured_peak(shape, solver,
+                                                                 max_iter):
+    script = _MEASURE_INIT.format(shape=shape, solver=solver, max_iter=max_iter)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                         text=True, timeout=300,
+                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.returncode == 0, out.stderr
+    measured = json.loads(out.stdout.strip().splitlines()[-1])
+    host, device = rnn._fit_memory(*shape[:3], n_units=shape[3], rank=shape[4],
+                                   lbfgs_iter=max_iter if solver == "lbfgs" else 0)
+    # The estimate must not be below the measured peak by much, nor far above it.
+    assert 0.85 * measured <= host + device <= 2.0 * measured, (measured,
+                                                                host + device)
+
+
+@pytest.mark.parametrize("Est", RNNS, ids=_ids)
+def test_weight_tensor_and_inference_check_memory_first(Est, X, monkeypatch):
+    est = make_small(Est).fit(X)
+    monkeypatch.setattr(_memory, "_available_memory", lambda device: 1000)
+    with pytest.raises(ValueError, match=rf"{Est.__name__}.weight_tensor\(\) of 12 "
+                                         r"trials and n_units=8 would need about "
+                                         r"6.0 KiB .* Work with the factors"):
+        est.weight_tensor()
+    for method in ("transform", "predict", "score", "trial_features"):
+        with pytest.raises(ValueError, match=rf"Inference of {Est.__name__} \(n_units="
+                                             r"8\) on \d+ trials .* Pass fewer "
+                                             r"trials at a time"):
+            getattr(est, method)(X)
+    monkeypatch.undo()
+    assert est.weight_tensor().shape == (12, 8, 8)
+
+
+def test_inference_memory_estimate_covers_the_cosmoothing_folds(X, monkeypatch):
+    # score infers each of its co-smoothing folds on a copy of the trials: the
+    # guard counts them all.
+    est = make_small(LowTensorRankRNN).fit(X)
+    host, device = rnn._inference_memory(12, 8, 6, n_units=8, rank=2)
+    monkeypatch.setattr(_memory, "_available_memory",
+                        lambda device_: 2 * (host + device))
+    est.predict(X)
+    with pytest.raises(ValueError, match=r"on 60 trials of 8 time points"):
+        est.score(X)  # 5 folds
+
+
+@pytest.mark.parametrize("sigma, match", [
+    (1e308, r"GaussianSmoother\(sigma=1e\+308, truncate=4.0\) has a kernel of about "
+            r"inf time bins, too many to build"),
+    (1e10, r"GaussianSmoother\(sigma=10000000000.0, truncate=4.0\) on X of shape "
+           r"\(12, 8, 6\) \(a kernel of 80000000001 time bins\) would need about "
+           r"\d+\.\d GiB"),
+], ids=["overflow", "596GiB"])
+def test_smoothing_kernels_are_checked_before_they_are_built(X, sigma, match):
+    with pytest.raises(ValueError, match=match):
+        preprocessing.GaussianSmoother(sigma=sigma).fit(X)
+    smoother = preprocessing.GaussianSmoother(sigma=1.0).fit(X)
+    with pytest.raises(ValueError, match=match):
+        smoother.set_params(sigma=sigma).transform(X)
+
+
+# --------------------------------------------------------------------------- #
+# 4. numerics: unit-free at both ends of the float range, or refused clearly
+# --------------------------------------------------------------------------- #
+@pytest.fixture(scope="module")
+def scores_in_units(X):
+    """Each estimator's fit and score on X, for comparison at other scales."""
+    return {Est: make_small(Est).fit(X).score(X) for Est in ESTIMATORS + REFERENCES}
+
+
+@pytest.mark.parametrize("scale", [1e-170, 1e-250, 1e150, 1e299],
+                         ids=["1e-170", "1e-250", "1e150", "1e299"])
+@pytest.mark.parametrize("Est", ESTIMATORS + REFERENCES, ids=_ids)
+def test_scores_are_unit_free_at_both_ends_of_the_float_range(Est, scale, X,
+                                                              scores_in_units):
+    # Squares of values below 1e-154 underflow and above 1e154 overflow: a
+    # constant-looking fit that scored 1.0 (1e-170), raw LinAlgErrors and a TCA
+    # with NaN factors (1e200). Now the same score as in the units of X, or a
+    # clear refusal (TrialPCA's explained variances cannot exceed float64).
+    X_scaled = X / np.abs(X).max() * scale
+    X_ref = X / np.abs(X).max()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        if Est is TrialPCA and scale > 1e154:
+            with pytest.raises(ValueError, match="explained_variance_. exceed the "
+                                                 "largest float64. Divide X"):
+                make_small(Est).fit(X_scaled)
+            return
+        est = make_small(Est).fit(X_scaled)
+        score = est.score(X_scaled)
+    assert score == pytest.approx(make_small(Est).fit(X_ref).score(X_ref), abs=1e-6)
+    assert score == pytest.approx(scores_in_units[Est], abs=1e-6)
+    for name, value in vars(est).items():
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            assert np.isfinite(value).all(), name
+    np.testing.assert_allclose(est.predict(X_scaled[:3]) / scale,
+                               make_small(Est).fit(X_ref).predict(X_ref[:3]),
+                               rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("Est", ESTIMATORS + REFERENCES + TRANSFORMERS, ids=_ids)
+def test_values_too_close_to_overflow_are_refused(Est, X):
+    X_huge = X / np.abs(X).max() * 1e305
+    with pytest.raises(ValueError, match=r"X has values up to 1e\+305; values beyond "
+                                         r"\+-1e\+300 .* Divide X by a constant"):
+        make_small(Est).fit(X_huge)
+    fitted = make_small(Est).fit(X)
+    for method in ("transform", "predict", "score"):
+        if hasattr(fitted, method):
+            with pytest.raises(ValueError, match="values beyond"):
+                getattr(fitted, method)(X_huge)
+
+
+@pytest.mark.parametrize("Est", RNNS, ids=_ids)
+def test_subnormal_data_are_refused_by_the_networks(Est, X):
+    # Below float64's smallest normal number the fit's flush-denormal mode reads
+    # values as 0: it predicted zeros and scored 1.0 on X * 1e-310.
+    with pytest.raises(ValueError, match=r"X varies by about 1.*e-310, below the "
+                                         r"smallest normal float64 .* Multiply X"):
+        make_small(Est).fit(X / np.abs(X).std() * 1e-310)
+
+
+@pytest.mark.parametrize("Est", BASELINES + REFERENCES, ids=_ids)
+def test_baselines_fit_subnormal_data(Est, X):
+    # numpy alone, no flush-denormal mode: subnormal data are fitted in units of
+    # their power-of-two scale, up to their reduced precision.
+    X_tiny = X * 1e-310
+    est = make_small(Est).fit(X_tiny)
+    assert est.score(X_tiny) == pytest.approx(make_small(Est).fit(X).score(X),
+                                              abs=1e-4)
+
+
+def test_nan_fitted_state_is_never_published(X, monkeypatch):
+    # The last line of defence: whatever computed it, a fit with a non-finite
+    # fitted array is refused and leaves the estimator unfitted.
+    est = make_small(TCA).fit(X)
+    monkeypatch.setattr(_cp, "normalize_cp",
+                        lambda factors: [f * np.nan for f in factors])
+    with pytest.raises(ValueError, match=r"TCA.fit computed non-finite values in "
+                                         r"(trial|time|neuron)_factors_"):
+        est.fit(X)
+    _assert_unfitted(est)
+
+
+def test_tca_on_constant_data_is_the_same_everywhere(X):
+    # Issue 18: rank 2 on a constant tensor met a singular system on some BLAS
+    # builds only. Refused on every machine; rank 1 fits it exactly.
+    X_const = np.full(X.shape, 2.5)
+    X_const[0, 0, 0] = np.nan  # with missing entries too
+    for nonneg in (False, True):
+        with pytest.raises(ValueError, match="exactly a rank-1 tensor"):
+            TCA(rank=2, nonneg=nonneg).fit(X_const)
+        est = TCA(rank=1, nonneg=nonneg).fit(X_const)
+        np.testing.assert_allclose(est.predict(X_const), 2.5, rtol=1e-6)
+    rank_one = np.einsum("i,j,k->ijk", np.arange(1.0, 13.0), np.ones(8),
+                         np.linspace(1, 2, 6))
+    with pytest.raises(ValueError, match="exactly a rank-1 tensor"):
+        TCA(rank=2).fit(rank_one)
+    TCA(rank=2, random_state=0).fit(rank_one + 1e-3 * X)  # not exactly: fitted
+
+
+# --------------------------------------------------------------------------- #
+# 5. parameters and inputs that gave raw errors or were silently misread
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("device, match", [
+    ("meta", r"device='meta' is not supported: the estimators compute on the CPU "
+             r"or a CUDA GPU; use 'cpu', 'cuda', 'cuda:N' or 'auto'"),
+    ("mps", r"device='mps' is not supported"),
+    ("bogus", r"device='bogus' is not a valid device"),
+    ("cuda:7", r"device='cuda:7' was requested but"),
+])
+def test_unusable_devices_are_a_clear_error(X, device, match):
+    est = make_small(LowRankRNN, device=device)
+    with pytest.raises(ValueError, match=match):
+        est.fit(X)
+    _assert_unfitted(est)
+
+
+@pytest.mark.parametrize("Est", [LowRankRNN, TCA, TrialPCA], ids=_ids)
+def test_thread_counts_beyond_the_cpus_are_capped(Est, X):
+    before = torch.get_num_threads()
+    est = make_small(Est, n_threads=10 ** 30).fit(X)  # overflowed a C long
+    assert np.isfinite(est.score(X))
+    assert torch.get_num_threads() == before
+    with _torch_utils.limit_threads(10 ** 30):
+        assert torch.get_num_threads() == os.cpu_count()
+
+
+@pytest.mark.parametrize("y, error, match", [
+    ([None, "a", 1] * 4, ValueError, r"y \(condition labels\) contains missing "
+                                     r"labels \(None\)"),
+    (["a", 1, 2.5] * 4, TypeError, r"y \(condition labels\) mixes kinds of labels "
+                                   r"\(number, str\), which cannot be sorted"),
+    ([1.0, float("nan"), 2.0] * 4, ValueError, r"y \(condition labels\) contains "
+                                               r"missing labels \(nan\)"),
+    (np.array(["2020-01-01"] * 12, dtype="datetime64[D]"), TypeError,
+     r"holds datetime64\[D\] values"),
+], ids=["None", "mixed", "nan", "datetime"])
+def test_condition_labels_that_cannot_be_sorted(X, y, error, match):
+    y = np.array(y, dtype=object) if isinstance(y, list) else y
+    for est in (make_small(LowRankRNN), ConditionAverage()):
+        with pytest.raises(error, match=match):
+            est.fit(X, y)
+    fitted = make_small(LowRankRNN).fit(X, np.arange(12) % 3)
+    with pytest.raises(error, match=match):
+        fitted.predict(X, y)
+    with pytest.raises(ValueError, match="epochs .* missing labels"):
+        make_small(LowTensorRankRNN).fit(X, epochs=np.array([None] * 12))
+
+
+def test_object_labels_of_one_kind_are_accepted(X):
+    y = np.array(["left", "right", "up"] * 4, dtype=object)
+    est = make_small(LowRankRNN).fit(X, y)
+    assert list(est.conditions_) == ["left", "right", "up"]
+    assert np.isfinite(est.predict(X, y)).all()
+    with pytest.raises(TypeError, match="cannot be compared with the condition "
+                                        "labels seen in fit"):
+        est.predict(X, np.arange(12) % 3)
+
+
+@pytest.mark.parametrize("Est", ALL, ids=_ids)
+def test_masked_entries_are_missing(Est, X):
+    # numpy.ma masked arrays: the mask used to be ignored (the masked values were
+    # fitted); masked entries are missing, exactly as NaN.
+    mask = np.zeros(X.shape, dtype=bool)
+    mask[1, 2:5, 3] = mask[4, :, 0] = True
+    X_masked = np.ma.masked_array(X.copy(), mask=mask)
+    X_masked.data[mask] = 1e6  # a value that must never be used
+    X_nan = np.where(mask, np.nan, X)
+    a, b = make_small(Est).fit(X_masked), make_small(Est).fit(X_nan)
+    for method in methods(a):
+        np.testing.assert_array_equal(getattr(a, method)(X_masked[:4]),
+                                      getattr(b, method)(X_nan[:4]), err_msg=method)
+
+
+@pytest.mark.parametrize("dtype", ["datetime64[ns]", "timedelta64[s]"])
+@pytest.mark.parametrize("Est", ALL, ids=_ids)
+def test_dates_and_durations_are_refused(Est, X, dtype):
+    X_dates = (np.abs(X) * 1000).astype("int64").astype(dtype)
+    with pytest.raises(TypeError, match=rf"X holds {re.escape(dtype)} values \(dates "
+                                        r"or durations\), not measurements"):
+        make_small(Est).fit(X_dates)
+    with pytest.raises(TypeError, match="masked array of dtype"):
+        make_small(Est).fit(np.ma.masked_array(X_dates))
+
+
+@pytest.mark.parametrize("Est", RNNS + REFERENCES, ids=_ids)
+def test_poisson_models_refuse_negative_counts_after_fit(Est, X):
+    counts = np.abs(np.round(3 * X))
+    est = make_small(Est, loss="poisson").fit(counts)
+    negative = counts.copy()
+    negative[2, 3, 1] = -1.0
+    for method in ("transform", "predict", "score"):
+        if hasattr(est, method):
+            with pytest.raises(ValueError, match=r"loss='poisson' needs non-negative "
+                                                 r"counts, but X has negative values "
+                                                 r"\(first at index \(2, 3, 1\)\)"):
+                getattr(est, method)(negative)
+    with pytest.raises(ValueError, match="non-negative counts"):
+        make_small(Est, loss="poisson").fit(negative)
