@@ -15,6 +15,12 @@ from typing import NamedTuple
 
 import numpy as np
 
+# Imported with the package, not in the first fit, where a Ctrl-C landing in the
+# import would leave half-imported modules behind. Functions are looked up at each
+# call (``decomposition.parafac``), so that tests can replace them.
+import tensorly as tl
+from tensorly import decomposition
+
 __all__ = ["CPFit", "fit_best_cp", "normalize_cp"]
 
 
@@ -182,11 +188,6 @@ def fit_best_cp(X, rank, *, random_states, init="random", max_iter, tol, mask=No
     >>> [F.shape for F in fit.factors], bool(fit.sse < 1e-12 * np.sum(X ** 2))
     ([(8, 2), (6, 2), (5, 2)], True)
     """
-    # Imported here so that importing the package does not import tensorly, and so
-    # that tests can replace tensorly's functions.
-    import tensorly as tl
-    from tensorly.decomposition import non_negative_parafac, parafac
-
     core = X if bases is None else np.einsum("kij,ka,ib,jc->abc", X, *bases,
                                              optimize=True)
     best = interrupted = None
@@ -201,9 +202,9 @@ def fit_best_cp(X, rank, *, random_states, init="random", max_iter, tol, mask=No
                 if nonneg:
                     # non_negative_parafac takes no callback: an interrupt keeps the
                     # previous initialisations only.
-                    cp, errors = non_negative_parafac(core, **kw)
+                    cp, errors = decomposition.non_negative_parafac(core, **kw)
                 else:
-                    cp, errors = parafac(core, callback=last, **kw)
+                    cp, errors = decomposition.parafac(core, callback=last, **kw)
                 # tensorly records one error per iteration, none when tol=0.
                 n_iter = len(errors) if tol > 0 else max_iter
             except np.linalg.LinAlgError:

@@ -4,7 +4,7 @@ import os
 
 import torch
 
-__all__ = ["check_memory", "format_bytes"]
+__all__ = ["check_memory", "check_memory_on", "format_bytes"]
 
 
 def format_bytes(n):
@@ -119,3 +119,30 @@ def check_memory(needed, device, *, what, remedy):
         f"{what} would need about {format_bytes(needed)} of memory on "
         f"{torch.device(device)}, but only {format_bytes(available)} is available. "
         f"{remedy}")
+
+
+def check_memory_on(host, device_bytes, device, *, what, remedy):
+    """Check host and device memory; on the CPU, their sum (see check_memory).
+
+    ``host`` bytes must fit in host memory and ``device_bytes`` on ``device``.
+
+    Parameters
+    ----------
+    host, device_bytes : int
+        Estimated peaks in host memory and on the device.
+    device : torch.device
+    what, remedy : str
+        As in :func:`check_memory`; off the CPU, the device's refusal also suggests
+        ``device='cpu'``.
+
+    Raises
+    ------
+    ValueError
+        When either does not fit.
+    """
+    if device.type == "cpu":
+        check_memory(host + device_bytes, device, what=what, remedy=remedy)
+        return
+    check_memory(host, "cpu", what=what, remedy=remedy)
+    check_memory(device_bytes, device, what=what,
+                 remedy=remedy + " Or use device='cpu'.")

@@ -702,18 +702,21 @@ def _rate_regressions(kappa, A, Xc, inputs, alpha, ridge):
         HX.addmm_(H.t(), Xc[t])
     if m_in:
         FF[N:, :N] = FF[:N, N:].t()
+    # The ridges are added to the diagonals in place: an (N, N) identity and sum
+    # would raise the peak memory of the initialisation by half (see
+    # rnn._fit_memory, which counts three (N, N) float64 matrices).
     if T > 1:
-        lam_f = ridge * torch.trace(FF) / FF.shape[0] + 1e-8
-        coef = torch.linalg.solve(
-            FF + lam_f * torch.eye(FF.shape[0], dtype=dt, device=device), FY)
+        FF.diagonal().add_(ridge * torch.trace(FF) / FF.shape[0] + 1e-8)
+        coef = torch.linalg.solve(FF, FY)
+        del FF
         # gain = alpha / sqrt(N) (trial factors start at 1): B^T h * gain = coef^T h
         Bs = coef[:N] * math.sqrt(N) / alpha
         M = coef[N:].t() / alpha if m_in else None
     else:
         Bs = torch.zeros(N, R, dtype=dt, device=device)
         M = torch.zeros(R, m_in, dtype=dt, device=device) if m_in else None
-    lam = ridge * torch.trace(gram) / N + 1e-8
-    D = torch.linalg.solve(gram + lam * torch.eye(N, dtype=dt, device=device), HX).t()
+    gram.diagonal().add_(ridge * torch.trace(gram) / N + 1e-8)
+    D = torch.linalg.solve(gram, HX).t()
     return Bs, M, D
 
 

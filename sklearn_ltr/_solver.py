@@ -26,6 +26,30 @@ __all__ = [
 ]
 
 
+def _import_optimizer_dependencies():
+    """Run what the first optimiser of a process imports lazily, at import time.
+
+    The first optimiser a process builds imports ``torch._dynamo`` (and sympy) for
+    about a second, and its first step a few more modules. A Ctrl-C landing in
+    such an import, inside a fit, would leave half-imported modules behind that
+    break every later fit of the process; done here, with the package, no fit
+    can be interrupted in them. Both optimisers take one step on a throwaway
+    tensor (nothing global is changed).
+    """
+    w = torch.zeros(1, requires_grad=True)
+    for opt in (torch.optim.Adam([w]), torch.optim.LBFGS([w], max_iter=1)):
+        def closure(opt=opt):
+            opt.zero_grad()
+            value = (w - 1.0).pow(2).sum()
+            value.backward()
+            return value
+
+        opt.step(closure)
+
+
+_import_optimizer_dependencies()
+
+
 class FitDiverged(RuntimeError):
     """Raised when the loss stays non-finite after all learning-rate back-offs."""
 
@@ -414,14 +438,19 @@ def optimize(
     """
     if n_decays is None:
         n_decays = 0 if solver == "lbfgs" else 2
-    for p in params.values():
-        p.requires_grad_(True)
-    run = _Run(loss_fn, params, max_iter, PlateauRule(tol, n_iter_no_change),
-               history_size=history_size, max_backoffs=max_backoffs,
-               progress=progress, callback=callback)
     n_forced = min(forcing_iter, max_iter - 1) if forcing > 0 else 0
     converged = interrupted = False
+
+    def new_run():
+        return _Run(loss_fn, params, max_iter, PlateauRule(tol, n_iter_no_change),
+                    history_size=history_size, max_backoffs=max_backoffs,
+                    progress=progress, callback=callback)
+
+    run = None
     try:
+        run = new_run()
+        for p in params.values():
+            p.requires_grad_(True)
         if n_forced > 0:
             run_phase(run, Phase("adam", forcing_lr, n_forced, warmup=warmup,
                                  forcing=forcing, n_decays=None,
@@ -442,6 +471,8 @@ def optimize(
             decay_factor=decay_factor)) == "plateau"
     except KeyboardInterrupt:
         interrupted = True
+        if run is None:  # before the first step: the parameters are the initial ones
+            run = new_run()
     return _finish(run, converged, interrupted, n_forced)
 
 

@@ -1,10 +1,12 @@
 """Torch plumbing shared by every estimator: devices, threads, conversions, seeds."""
 
 import contextlib
+import os
 import warnings
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 __all__ = [
     "resolve_device", "usable_device", "limit_threads", "flush_denormals",
@@ -13,19 +15,36 @@ __all__ = [
 
 
 def resolve_device(device):
-    """Map ``device`` ('cpu', 'cuda', 'cuda:1', 'auto') to a torch device."""
+    """Map ``device`` ('cpu', 'cuda', 'cuda:1', 'auto') to a torch device.
+
+    Only devices the estimators can compute on are accepted, and only when this
+    machine has them: anything else (a misspelling, 'meta', which holds no data, a
+    CUDA index beyond the GPUs present) is a ValueError that says what to use.
+    """
+    usable = "use 'cpu', 'cuda', 'cuda:N' or 'auto'"
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
-    except RuntimeError:
+    except (RuntimeError, TypeError, ValueError):
         raise ValueError(
-            f"device={device!r} is not a valid device; use 'cpu', 'cuda', 'cuda:N' "
-            f"or 'auto'.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
+            f"device={device!r} is not a valid device; {usable}.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} was requested but CUDA is not available on this "
+                f"machine; use device='cpu' or device='auto'.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r} was requested but this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s), numbered from 0; "
+                f"{usable}.")
+    elif dev.type != "cpu":
+        # 'meta' holds no data; Apple's 'mps' has no float64, which the
+        # initialisation computes in.
         raise ValueError(
-            f"device={device!r} was requested but CUDA is not available on this "
-            f"machine; use device='cpu' or device='auto'.")
+            f"device={device!r} is not supported: the estimators compute on the CPU "
+            f"or a CUDA GPU; {usable}.")
     return dev
 
 
@@ -41,7 +60,7 @@ def limit_threads(n_threads):
     Parameters
     ----------
     n_threads : int or None
-        Thread count inside the block.
+        Thread count inside the block, capped at the number of CPUs.
 
     Examples
     --------
@@ -57,12 +76,13 @@ def limit_threads(n_threads):
     if n_threads is None:
         yield
         return
-    from threadpoolctl import threadpool_limits
-
+    # More threads than CPUs never helps, and torch cannot represent more than a
+    # C int of them: counts above the CPU count are capped at it.
+    n_threads = max(1, min(int(n_threads), os.cpu_count() or 1))
     old = torch.get_num_threads()
-    torch.set_num_threads(int(n_threads))
+    torch.set_num_threads(n_threads)
     try:
-        with threadpool_limits(limits=int(n_threads), user_api="blas"):
+        with threadpool_limits(limits=n_threads, user_api="blas"):
             yield
     finally:
         torch.set_num_threads(old)

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 __all__ = [
-    "MissingDataWarning", "MOSTLY_MISSING", "check_trials_array",
+    "MissingDataWarning", "MOSTLY_MISSING", "check_trials_array", "check_counts",
+    "unit_scale",
     "check_training_trials", "check_conditions", "check_known_conditions",
     "check_inputs", "check_session",
 ]
@@ -19,6 +20,84 @@ def _describe(a):
     return f"{a.ndim}D array of shape {a.shape}"
 
 
+def _unmask(X, name):
+    """A masked array as a float array with its masked entries missing (NaN)."""
+    if X.dtype.kind in "Mm":
+        raise TypeError(f"{name} must hold numbers, got a masked array of dtype "
+                        f"{X.dtype}.")
+    try:
+        data = np.ma.getdata(X).astype(np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must hold numbers, got a masked array of dtype "
+                        f"{X.dtype}.") from None
+    return np.where(np.ma.getmaskarray(X), np.nan, data)
+
+
+def unit_scale(X, axis=None):
+    """The power of two nearest below the largest magnitude of the entries of X.
+
+    Computations on ``X / unit_scale(X)``, whose entries lie within [-2, 2], are
+    unit-free: dividing by a power of two only shifts exponents, so it is exact,
+    and results scaled back equal those on X bit for bit whenever the
+    computations on X itself neither overflow nor underflow. They do at both ends
+    of the float range: squares of values below 1e-154 underflow to 0 (a variance
+    of 0 reads as constant data), and of values above 1e154 overflow to inf.
+
+    Parameters
+    ----------
+    X : ndarray
+        Data; NaN entries are ignored.
+    axis : int or tuple of int, optional
+        Axes over which to take the largest magnitude; None: all of them.
+
+    Returns
+    -------
+    scale : float or ndarray
+        Powers of two (1.0 where there is no finite non-zero entry), with the axes
+        of ``axis`` kept (of size 1) when it is given.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_ltr._validation import unit_scale
+    >>> unit_scale(np.array([3.0, -5.0, np.nan])), unit_scale(np.zeros(2))
+    (4.0, 1.0)
+    >>> x = np.array([3e-200, 1e-200])
+    >>> float(np.var(x)), float(np.var(x / unit_scale(x)) > 0)
+    (0.0, 1.0)
+    """
+    X = np.asarray(X, dtype=np.float64)
+    keep = axis is not None
+    largest = np.fmax.reduce(np.abs(X), axis=axis, keepdims=keep, initial=0.0)
+    exponent = np.frexp(largest)[1]
+    usable = np.isfinite(largest) & (largest > 0)
+    scale = np.where(usable, np.ldexp(1.0, np.where(usable, exponent - 1, 0)), 1.0)
+    return scale if keep else float(scale)
+
+
+def check_counts(X, *, name="X"):
+    """Refuse negative values in data fitted or scored as Poisson counts.
+
+    Parameters
+    ----------
+    X : ndarray
+        Validated data (NaN marks missing entries).
+    name : str
+        Name used in the error message.
+
+    Raises
+    ------
+    ValueError
+        When an observed entry is negative.
+    """
+    if np.nanmin(X, initial=0.0) < 0:
+        where = tuple(int(i) for i in np.argwhere(X < 0)[0])
+        raise ValueError(
+            f"loss='poisson' needs non-negative counts, but {name} has negative "
+            f"values (first at index {where}); use loss='mse' for standardised "
+            f"data.")
+
+
 def check_trials_array(X, *, name="X", allow_nan=True, min_trials=1, min_timepoints=1,
                        dtype=np.float64, what="(n_trials, n_timepoints, n_neurons)"):
     """Validate a 3D array of trials and return it as a float array.
@@ -26,7 +105,8 @@ def check_trials_array(X, *, name="X", allow_nan=True, min_trials=1, min_timepoi
     Parameters
     ----------
     X : array-like of shape (n_trials, n_timepoints, n_neurons)
-        Data. NaN marks a missing entry when ``allow_nan`` is True.
+        Data. NaN marks a missing entry when ``allow_nan`` is True, and so does a
+        masked entry of a ``numpy.ma`` masked array.
     name : str
         Name used in error messages.
     allow_nan : bool
@@ -44,9 +124,9 @@ def check_trials_array(X, *, name="X", allow_nan=True, min_trials=1, min_timepoi
     ------
     ValueError
         Wrong dimensionality, empty axes, infinite or (when not allowed) NaN values,
-        ragged trials, complex values.
+        values beyond +-1e300 (``MAX_MAGNITUDE``), ragged trials, complex values.
     TypeError
-        Non-numeric data.
+        Non-numeric data, dates or durations (datetime64, timedelta64).
 
     Examples
     --------
@@ -57,6 +137,8 @@ def check_trials_array(X, *, name="X", allow_nan=True, min_trials=1, min_timepoi
     """
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu().numpy()
+    if isinstance(X, np.ma.MaskedArray):
+        X = _unmask(X, name)
     if isinstance(X, (list, tuple)):
         try:
             shapes = {np.shape(x) for x in X}
@@ -76,7 +158,12 @@ def check_trials_array(X, *, name="X", allow_nan=True, min_trials=1, min_timepoi
         raise ValueError(
             f"{name} could not be converted to a regular array ({exc}); trials must "
             f"share n_timepoints and n_neurons (pad with NaN).") from None
-    if arr.dtype == object or arr.dtype.kind in "USVMm":
+    if arr.dtype.kind in "Mm":
+        raise TypeError(
+            f"{name} holds {arr.dtype} values (dates or durations), not measurements; "
+            f"convert them to numbers in a unit of your choice, e.g. "
+            f"{name} / np.timedelta64(1, 's').")
+    if arr.dtype == object or arr.dtype.kind in "USV":
         try:
             arr = arr.astype(np.float64)
         except (TypeError, ValueError):
@@ -116,7 +203,18 @@ def check_trials_array(X, *, name="X", allow_nan=True, min_trials=1, min_timepoi
                 f"Replace them, or mark them missing with NaN.")
         if not allow_nan:
             raise ValueError(f"{name} contains NaN, which is not allowed here.")
+    largest = np.fmax.reduce(np.abs(arr), axis=None, initial=0.0)
+    if largest > MAX_MAGNITUDE:
+        raise ValueError(
+            f"{name} has values up to {largest:.3g}; values beyond +-{MAX_MAGNITUDE:g} "
+            f"leave no room for the sums of a fit before float64 overflows (at "
+            f"1.8e308). Divide {name} by a constant (e.g. {name} / {largest:.0e}).")
     return arr
+
+
+# Largest magnitude accepted in the data: sums over up to 1e8 entries of such values
+# stay below float64's largest number (1.8e308).
+MAX_MAGNITUDE = 1e300
 
 
 class MissingDataWarning(UserWarning):
@@ -206,6 +304,42 @@ def check_training_trials(X, *, min_trials=2, min_timepoints=1):
     return X, observed
 
 
+def _check_labels(labels, name, what):
+    """Labels that can be sorted and compared: no missing label, one kind of value.
+
+    ``np.unique`` and ``np.searchsorted`` sort the labels; an object array that
+    mixes kinds (None, str and int) or holds a missing label (None, NaN) would
+    fail there with a bare TypeError, or give NaN its own label each time.
+    """
+    if labels.dtype.kind in "fc" and not np.isfinite(labels).all():
+        raise ValueError(f"{name} ({what}) contains NaN or infinite values.")
+    if labels.dtype.kind in "Mm":
+        raise TypeError(
+            f"{name} ({what}) holds {labels.dtype} values; use numbers or strings.")
+    if labels.dtype != object:
+        return labels
+    values = labels.tolist()
+    missing = [v for v in values if v is None or (isinstance(v, float) and v != v)]
+    if missing:
+        raise ValueError(
+            f"{name} ({what}) contains missing labels ({missing[0]!r}); give every "
+            f"trial a label.")
+    kinds = {"number" if isinstance(v, (int, float, np.number)) and not isinstance(
+        v, (bool, np.bool_)) else type(v).__name__ for v in values}
+    if len(kinds) > 1:
+        raise TypeError(
+            f"{name} ({what}) mixes kinds of labels ({', '.join(sorted(kinds))}), "
+            f"which cannot be sorted; use labels of one kind, e.g. "
+            f"np.asarray({name}).astype(str).")
+    try:
+        np.unique(labels)
+    except TypeError:
+        raise TypeError(
+            f"{name} ({what}) holds labels of type {kinds.pop()} that cannot be "
+            f"sorted; use numbers or strings.") from None
+    return labels
+
+
 def check_conditions(y, n_trials):
     """Validate condition labels; return (labels, index into labels) or (None, None)."""
     if y is None:
@@ -215,8 +349,7 @@ def check_conditions(y, n_trials):
         raise ValueError(
             f"y must hold one condition label per trial: expected shape ({n_trials},), "
             f"got {y.shape}.")
-    if y.dtype.kind == "f" and not np.isfinite(y).all():
-        raise ValueError("y (condition labels) contains NaN or infinite values.")
+    y = _check_labels(y, "y", "condition labels")
     labels, index = np.unique(y, return_inverse=True)
     return labels, index
 
@@ -228,8 +361,15 @@ def check_known_conditions(y, conditions, n_trials):
         raise ValueError(
             f"y must hold one condition label per trial: expected shape "
             f"({n_trials},), got {y.shape}.")
-    index = np.clip(np.searchsorted(conditions, y), 0, len(conditions) - 1)
-    unknown = conditions[index] != y
+    y = _check_labels(y, "y", "condition labels")
+    try:
+        index = np.clip(np.searchsorted(conditions, y), 0, len(conditions) - 1)
+        unknown = np.asarray(conditions[index] != y, dtype=bool)
+    except TypeError:  # e.g. str labels in fit, numbers now
+        raise TypeError(
+            f"y holds labels of dtype {y.dtype} that cannot be compared with the "
+            f"condition labels seen in fit ({list(conditions)[:10]}); pass labels "
+            f"of the same kind.") from None
     if unknown.any():
         raise ValueError(
             f"y contains condition labels not seen in fit, e.g. {y[unknown][0]!r}; "
@@ -321,8 +461,7 @@ def check_session(trial_index, epochs, n_trials, *, required=False):
         raise ValueError(
             f"epochs must hold one label per trial: expected shape ({n_trials},), "
             f"got {labels.shape}.")
-    if labels.dtype.kind == "f" and not np.isfinite(labels).all():
-        raise ValueError("epochs contains NaN or infinite labels.")
+    labels = _check_labels(labels, "epochs", "epoch labels")
     if labels.dtype == object:
         labels = labels.astype(str)
     return index, labels

@@ -12,6 +12,7 @@ that existing imports keep working.
 """
 
 import contextlib
+import functools
 from numbers import Integral
 
 import numpy as np
@@ -35,6 +36,7 @@ from ._validation import (
     MOSTLY_MISSING,
     MissingDataWarning,
     check_conditions,
+    check_counts,
     check_inputs,
     check_session,
     check_training_trials,
@@ -43,13 +45,97 @@ from ._validation import (
 from .metrics import bits_per_spike, cosmoothing_folds, cosmoothing_predict, r2_observed
 
 __all__ = [
-    "BaseLatentModel", "SaveMixin", "TrialsInputMixin",
+    "BaseLatentModel", "SaveMixin", "TrialsInputMixin", "publishes_fit",
+    "clear_fitted",
     # re-exported
     "MissingDataWarning", "MOSTLY_MISSING", "check_memory", "check_trials_array",
     "check_training_trials", "check_conditions", "check_inputs", "cosmoothing_folds",
     "r2_observed", "bits_per_spike", "flush_denormals", "limit_threads",
     "resolve_device", "seed_from", "to_numpy", "to_tensor",
 ]
+
+
+def _is_fitted_name(est, name, params):
+    """Whether the attribute ``name`` of ``est`` is fitted state.
+
+    Fitted state is what ``fit`` sets: public names with a trailing underscore and
+    the private names a class declares in its ``_fitted_schema``. Parameters and
+    scikit-learn's own configuration (``set_output``, metadata requests) are not.
+    """
+    if name in params or name.startswith("__"):
+        return False
+    schema = getattr(type(est), "_fitted_schema", None) or {}
+    return name.endswith("_") or name in schema or f"{name}?" in schema
+
+
+def _unfitted_state(est):
+    """A new dict of ``est``'s attributes without its fitted state."""
+    params = est.get_params(deep=False)
+    return {k: v for k, v in vars(est).items()
+            if not _is_fitted_name(est, k, params)}
+
+
+def clear_fitted(est):
+    """Remove the fitted state of ``est`` in one step (after a failed fit).
+
+    The estimator then reads as unfitted instead of half-fitted. The attribute
+    dict is replaced, never edited in place, so that a pickle or ``save`` taken
+    from another thread sees the old state or the unfitted one.
+    """
+    est.__dict__ = _unfitted_state(est)
+
+
+def _check_finite_state(est):
+    """Refuse a fit that computed non-finite (NaN or infinite) fitted arrays.
+
+    The last line of defence behind every estimator's own numerical guards: no
+    estimator returns NaN parameters silently.
+    """
+    params = est.get_params(deep=False)
+    for name, value in vars(est).items():
+        if (_is_fitted_name(est, name, params) and isinstance(value, np.ndarray)
+                and value.dtype.kind in "fc" and not np.isfinite(value).all()):
+            raise ValueError(
+                f"{type(est).__name__}.fit computed non-finite values in {name}; the "
+                f"fit is refused. Check that X is not degenerate, and divide it by a "
+                f"constant if its values are very large.")
+
+
+def publishes_fit(fit):
+    """Decorator of every ``fit`` of the package: all or nothing, in one step.
+
+    ``fit`` runs on an unfitted copy of the estimator (the same parameter
+    objects, no fitted attribute). When it returns, the copy's attribute dict
+    becomes the estimator's in one assignment, so that a pickle or ``save``
+    taken from another thread during a fit sees the previous fitted state or the
+    new one, never a mixture. When it raises (a ``ValueError`` for bad data, a
+    ``KeyboardInterrupt`` before anything could be kept) or computes a non-finite
+    fitted array, the estimator is left unfitted, as the README promises of a
+    failed fit.
+
+    Parameters
+    ----------
+    fit : callable
+        The method ``fit(self, X, ...)``, returning ``self``.
+
+    Returns
+    -------
+    wrapper : callable
+    """
+    @functools.wraps(fit)
+    def wrapper(self, *args, **kwargs):
+        staged = object.__new__(type(self))
+        staged.__dict__.update(_unfitted_state(self))
+        try:
+            fit(staged, *args, **kwargs)
+            _check_finite_state(staged)
+        except BaseException:
+            clear_fitted(self)
+            raise
+        self.__dict__ = staged.__dict__
+        return self
+
+    return wrapper
 
 
 class TrialsInputMixin:
@@ -66,7 +152,11 @@ class TrialsInputMixin:
         return tags
 
     def _check_X_new(self, X):
-        """Validate X after fit: fitted, 3D, finite or NaN, same neurons as in fit."""
+        """Validate X after fit: fitted, 3D, finite or NaN, same neurons as in fit.
+
+        Models of spike counts (``loss='poisson'``) refuse negative values, as
+        their ``fit`` does.
+        """
         check_is_fitted(self)
         X = check_trials_array(X)
         if X.shape[2] != self.n_features_in_:
@@ -74,6 +164,8 @@ class TrialsInputMixin:
                 f"X has {X.shape[2]} neurons, but {type(self).__name__} was fitted "
                 f"with {self.n_features_in_} neurons; X must have shape (n_trials, "
                 f"n_timepoints, {self.n_features_in_}).")
+        if getattr(self, "loss", None) == "poisson":
+            check_counts(X)
         return X
 
 
@@ -217,16 +309,6 @@ class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimat
         tags.non_deterministic = False
         return tags
 
-    def _clear_fitted(self):
-        """Remove the fitted attributes, e.g. after a failed fit.
-
-        The estimator then reads as unfitted instead of half-fitted.
-        """
-        params = self.get_params(deep=False)
-        for key in [k for k in vars(self) if k.endswith("_") and k not in params
-                    and not k.startswith("__")]:
-            delattr(self, key)
-
     def _validate_params(self):
         """scikit-learn's parameter validation, and no bool where an int is expected.
 
@@ -283,6 +365,7 @@ class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimat
         """
         X = self._check_X_new(X)
         session = self._check_new_session(X.shape[0], trial_index, epochs)
+        self._check_inference_memory(X.shape)
         with self._torch_context():
             latents, _ = self._infer(X, y, inputs, session)
         return latents
@@ -307,6 +390,7 @@ class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimat
         """
         X = self._check_X_new(X)
         session = self._check_new_session(X.shape[0], trial_index, epochs)
+        self._check_inference_memory(X.shape)
         with self._torch_context():
             _, recon = self._infer(X, y, inputs, session)
         return recon
@@ -365,6 +449,7 @@ class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimat
         session = self._check_new_session(X.shape[0], trial_index, epochs)
         with self._torch_context():
             if session is not None and self._predicts_from_session(y):
+                self._check_inference_memory(X.shape)
                 pred = self._infer(X, y, inputs, session)[1]
             else:
                 pred = self._cosmooth_predict(X, y, inputs, session)
@@ -424,6 +509,7 @@ class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimat
         array(['trial_factor0', 'trial_factor1'], dtype=object)
         """
         X = self._check_X_new(X)
+        self._check_inference_memory(X.shape)
         with self._torch_context():
             return self._trial_features(X, y, inputs)
 
@@ -462,9 +548,19 @@ class BaseLatentModel(SaveMixin, TrialsInputMixin, TransformerMixin, BaseEstimat
     def _trial_feature_name(self):
         return "mean_latent"
 
+    def _check_inference_memory(self, shape):
+        """Refuse inference on trials of ``shape`` that would not fit in memory.
+
+        Called before ``_infer`` allocates anything. Models whose inference needs
+        memory beyond a few copies of the data (the recurrent networks: their unit
+        states and gradients) override it; by default nothing is checked.
+        """
+
     def _cosmooth_predict(self, X, y, inputs, session=None):
         """Predict each neuron from parameters inferred without it (folds at once)."""
         n_folds = min(self.cosmoothing_folds, X.shape[2])
+        # Inferred at once, stacked along the trial axis.
+        self._check_inference_memory((n_folds * X.shape[0],) + X.shape[1:])
         if session is not None:
             # The folds are stacked along the trial axis: so are the places.
             session = Bunch(

@@ -20,7 +20,9 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
+from scipy.optimize import nnls
 from sklearn.base import BaseEstimator, _fit_context
+from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -31,11 +33,13 @@ from ._schema import Array, Value
 from ._torch_utils import limit_threads
 from ._validation import (
     check_conditions,
+    check_counts,
     check_known_conditions,
     check_session,
     check_training_trials,
+    unit_scale,
 )
-from .base import BaseLatentModel, SaveMixin, TrialsInputMixin
+from .base import BaseLatentModel, SaveMixin, TrialsInputMixin, publishes_fit
 from .metrics import bits_per_spike, r2_observed
 
 __all__ = ["TCA", "TrialPCA", "ConditionAverage"]
@@ -87,8 +91,6 @@ def _masked_least_squares(design, X, *, nonneg=False):
     G = G + lam[:, None, None] * np.eye(rank)
     if not nonneg:
         return np.linalg.solve(G, b[..., None])[..., 0]
-    from scipy.optimize import nnls
-
     # ||D c - x||^2 over the observed entries equals ||L^T c - L^{-1} b||^2 + const
     # with G = L L^T, so each NNLS runs on a (rank x rank) system instead of one with
     # n_entries rows.
@@ -120,6 +122,41 @@ def _tca_bytes_per_entry(nonneg, missing):
     # Measured with tracemalloc: 41-44 bytes per entry without missing entries,
     # 65-66 with, 89 non-negative with; the constants leave a margin.
     return 48 + (24 if missing else 0) + (24 if nonneg else 0)
+
+
+def _is_exactly_rank_one(X, observed):
+    """Whether the observed entries of X form an exact rank-1 tensor (e.g. constant).
+
+    A rank-1 tensor equals ``a o b o c / x**2`` with ``a``, ``b`` and ``c`` the three
+    fibres through any of its non-zero entries ``x``; this checks that identity (to
+    1e-12 of the largest entry) on the observed entries, through the largest entry
+    whose three fibres are observed (False when there is none). O(size of X) time,
+    no decomposition; one trial at a time, so its memory is that of one trial.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_trials, n_timepoints, n_neurons)
+        Data with missing entries set to 0.
+    observed : ndarray of bool, same shape
+    """
+    across_trials, across_time, across_neurons = (observed.all(0), observed.all(1),
+                                                  observed.all(2))
+    pivot, largest = None, 0.0
+    for k, trial in enumerate(np.abs(X)):
+        largest = max(largest, trial.max())
+        usable = across_trials & across_time[k][None, :] & across_neurons[k][:, None]
+        magnitude = np.where(usable, trial, 0.0)
+        t, n = np.unravel_index(np.argmax(magnitude), magnitude.shape)
+        if magnitude[t, n] > 0 and (pivot is None or magnitude[t, n] > abs(
+                X[pivot])):
+            pivot = (k, t, n)
+    if pivot is None:
+        return False
+    k, t, n = pivot
+    a, b, c = X[:, t, n] / X[pivot], X[k, :, n] / X[pivot], X[k, t, :]
+    outer = np.outer(b, c)
+    return all(np.abs(np.where(observed[i], X[i] - a[i] * outer, 0.0)).max()
+               <= 1e-12 * largest for i in range(X.shape[0]))
 
 
 # TrialPCA.fit: mean-filled unfolding, centred copy and SVD factors (tracemalloc
@@ -263,6 +300,7 @@ class TCA(BaseLatentModel):
         self.cosmoothing_folds = cosmoothing_folds
         self.n_threads = n_threads
 
+    @publishes_fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, *, trial_index=None, epochs=None, inputs=None):
         """Fit the CP decomposition to trials.
@@ -290,8 +328,9 @@ class TCA(BaseLatentModel):
         ------
         ValueError
             Invalid X (see :func:`~sklearn_ltr.base.check_training_trials`);
-            rank too large for the data, data that are all zero or have fewer
-            independent components than ``rank``;
+            rank too large for the data, data that are all zero, exactly rank 1
+            (e.g. constant) with ``rank > 1``, or have fewer independent components
+            than ``rank``;
             a fit estimated to need more memory than is available.
 
         Warns
@@ -322,12 +361,25 @@ class TCA(BaseLatentModel):
         mask = observed.astype(np.float64)
         # tensorly multiplies the data by the mask, so missing entries must be finite;
         # their value is then replaced by the current model at every iteration.
+        # The CP model is fitted on the data divided by a power of two (unit_scale),
+        # exactly, so that its squares neither underflow nor overflow; the trial
+        # factors carry the scale back.
+        s = unit_scale(X)
         X0 = np.where(observed, X, 0.0)
+        X0 /= s
         norm = np.sqrt(np.sum(X0 ** 2))
         if norm == 0:
             raise ValueError(
                 "Every observed entry of X is 0: there is nothing for TCA to "
                 "decompose (its factors would be undetermined).")
+        if self.rank > 1 and _is_exactly_rank_one(X0, observed):
+            # Every component beyond the first would have nothing to fit: the
+            # least-squares systems are singular, and whether the solver notices
+            # depends on the BLAS. Refused on every machine instead.
+            raise ValueError(
+                f"X is exactly a rank-1 tensor (e.g. constant data): TCA has "
+                f"nothing to fit beyond one component, so rank={self.rank} is "
+                f"undetermined. Use rank=1.")
         rng = check_random_state(self.random_state)
         with limit_threads(self.n_threads):
             fit = fit_best_cp(
@@ -342,7 +394,8 @@ class TCA(BaseLatentModel):
             warnings.warn(
                 f"TCA reached max_iter={self.max_iter} before converging "
                 f"(tol={self.tol}); increase max_iter.", ConvergenceWarning)
-        self.trial_factors_, self.time_factors_, self.neuron_factors_ = fit.factors
+        C, self.time_factors_, self.neuron_factors_ = fit.factors
+        self.trial_factors_ = C * s
         self.reconstruction_error_ = float(np.sqrt(fit.sse) / norm)
         self.n_iter_ = fit.n_iter
         self.n_features_in_ = n_neurons
@@ -476,6 +529,7 @@ class TrialPCA(BaseLatentModel):
         self.cosmoothing_folds = cosmoothing_folds
         self.n_threads = n_threads
 
+    @publishes_fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, *, trial_index=None, epochs=None, inputs=None):
         """Fit PCA to the trial-unfolded data.
@@ -504,6 +558,7 @@ class TrialPCA(BaseLatentModel):
         ValueError
             Invalid X (see :func:`~sklearn_ltr.base.check_training_trials`);
             rank above ``n_neurons`` or ``n_trials * n_timepoints``;
+            values above 1e154, whose variances overflow;
             a fit estimated to need more memory than is available.
 
         Warns
@@ -511,8 +566,6 @@ class TrialPCA(BaseLatentModel):
         MissingDataWarning
             A trial or a neuron of X is more than half missing.
         """
-        from sklearn.decomposition import PCA
-
         _reject_inputs(self, inputs)
         X, observed = check_training_trials(X)
         check_session(trial_index, epochs, X.shape[0])
@@ -524,15 +577,23 @@ class TrialPCA(BaseLatentModel):
             raise ValueError(
                 f"rank={self.rank} must be <= {bound} for TrialPCA; lower rank.")
         _check_fit_memory(self, X.shape, _TRIALPCA_BYTES_PER_ENTRY)
-        flat = X.reshape(n_samples, n_neurons)
+        # PCA of the data divided by a power of two (unit_scale), exactly, so that
+        # its squares neither underflow nor overflow.
+        s = unit_scale(X)
+        if s > 2.0 ** 510:
+            raise ValueError(
+                f"X has values up to {np.nanmax(np.abs(X)):.3g}: their variances "
+                f"(TrialPCA's explained_variance_) exceed the largest float64. Divide "
+                f"X by a constant (the components do not depend on it).")
+        flat = X.reshape(n_samples, n_neurons) / s
         mean = np.nanmean(flat, axis=0)
         flat = np.where(np.isnan(flat), mean, flat)
         with limit_threads(self.n_threads), np.errstate(invalid="ignore",
                                                         divide="ignore"):
             pca = PCA(n_components=self.rank, random_state=self.random_state).fit(flat)
         self.components_ = pca.components_
-        self.mean_ = pca.mean_
-        self.explained_variance_ = pca.explained_variance_
+        self.mean_ = pca.mean_ * s
+        self.explained_variance_ = pca.explained_variance_ * s ** 2
         # Constant data have no variance to explain: 0 / 0, reported as 0.
         self.explained_variance_ratio_ = np.nan_to_num(pca.explained_variance_ratio_,
                                                        nan=0.0)
@@ -636,6 +697,7 @@ class ConditionAverage(SaveMixin, TrialsInputMixin, BaseEstimator):
     def _score_kind(self):
         return "bits_per_spike" if self.loss == "poisson" else "r2"
 
+    @publishes_fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, *, trial_index=None, epochs=None, inputs=None):
         """Store the training trials and the mean trajectory of each condition.
@@ -657,6 +719,8 @@ class ConditionAverage(SaveMixin, TrialsInputMixin, BaseEstimator):
         self : object
         """
         X, observed = check_training_trials(X)
+        if self.loss == "poisson":
+            check_counts(X)
         labels, index = check_conditions(y, X.shape[0])
         self.trial_index_, self.epochs_ = check_session(trial_index, epochs,
                                                         X.shape[0])

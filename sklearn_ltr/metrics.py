@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from ._validation import unit_scale
+
 __all__ = ["cosmoothing_folds", "cosmoothing_predict", "r2_observed", "bits_per_spike"]
 
 
@@ -136,6 +138,11 @@ def r2_observed(X, P, sample_weight=None):
     >>> r2_observed(X, X + 1.0), r2_observed(X, X)
     (0.8, 1.0)
     """
+    # R^2 is unit-free; computed on X and P divided by a power of two (exact), its
+    # squares neither underflow (values below 1e-154 gave 0 / 0, read as a perfect
+    # score) nor overflow.
+    s = unit_scale(X)
+    X, P = np.asarray(X, dtype=np.float64) / s, np.asarray(P) / s
     obs = ~np.isnan(X)
     w = _trial_weights(sample_weight, X) * obs
     Xo = np.where(obs, X, 0.0)

@@ -28,10 +28,11 @@ from sklearn.base import (
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._memory import check_memory
 from ._pipeline import final_step, through_pipeline
 from ._schema import Array, Value
-from ._validation import check_training_trials, check_trials_array
-from .base import SaveMixin, TrialsInputMixin
+from ._validation import check_training_trials, check_trials_array, unit_scale
+from .base import SaveMixin, TrialsInputMixin, publishes_fit
 
 # The 3D-to-3D transformers. TrialFactors is public too (exported by the package and
 # by model_selection) but stays out of this list: the save format's allow-list and
@@ -62,6 +63,7 @@ class _PerNeuronAffine(_Base3DTransformer):
     statistics.
     """
 
+    @publishes_fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Compute the per-neuron statistics on training trials.
@@ -80,7 +82,11 @@ class _PerNeuronAffine(_Base3DTransformer):
         """
         X, _ = check_training_trials(X, min_trials=1)
         self.n_features_in_ = X.shape[2]
-        self.mean_ = np.nanmean(X, axis=(0, 1)) if self.with_mean else None
+        # Each neuron's statistics on its own power-of-two scale (unit_scale), so
+        # that sums and squares neither overflow nor underflow.
+        neuron_scale = unit_scale(X, axis=(0, 1))[0, 0]
+        self.mean_ = (np.nanmean(X / neuron_scale, axis=(0, 1)) * neuron_scale
+                      if self.with_mean else None)
         scale = self._fit_scale(X)
         # Constant neurons (zero scale) are left unscaled instead of becoming NaN.
         self.scale_ = None if scale is None else np.where(scale > 0, scale, 1.0)
@@ -177,7 +183,10 @@ class StandardScaler3D(_PerNeuronAffine):
         self.with_std = with_std
 
     def _fit_scale(self, X):
-        return np.nanstd(X, axis=(0, 1)) if self.with_std else None
+        if not self.with_std:
+            return None
+        neuron_scale = unit_scale(X, axis=(0, 1))[0, 0]
+        return np.nanstd(X / neuron_scale, axis=(0, 1)) * neuron_scale
 
 
 class SoftNormalizer(_PerNeuronAffine):
@@ -263,9 +272,34 @@ class SoftNormalizer(_PerNeuronAffine):
 # --------------------------------------------------------------------------- #
 # time-axis transformers (stateless)
 # --------------------------------------------------------------------------- #
-def _gaussian_kernel(sigma, truncate):
-    """Normalised Gaussian kernel; its radius as in scipy.ndimage.gaussian_filter1d."""
-    radius = int(truncate * sigma + 0.5)
+def _kernel_radius(sigma, truncate, shape):
+    """Radius of the kernel, in bins, as in scipy.ndimage.gaussian_filter1d.
+
+    Refuses, before anything is allocated, a kernel whose smoothing of X of
+    ``shape`` would not fit in memory: the kernel (24 bytes per bin while it is
+    built), scipy's extended line buffers (16 bytes per bin of a trial and of
+    the kernel) and the arrays of the normalised convolution (32 bytes per entry
+    of X; measured with ``tracemalloc``).
+    """
+    radius = truncate * sigma + 0.5
+    if not np.isfinite(radius) or radius > 2.0 ** 62:
+        raise ValueError(
+            f"GaussianSmoother(sigma={sigma!r}, truncate={truncate!r}) has a kernel "
+            f"of about {2 * radius:.3g} time bins, too many to build. Use a sigma "
+            f"of the order of the trial length or less (the kernel has "
+            f"2 * int(truncate * sigma + 0.5) + 1 bins).")
+    radius = int(radius)
+    n_entries = int(np.prod(shape, dtype=np.float64))
+    check_memory(
+        24 * (2 * radius + 1) + 16 * (shape[1] + 2 * radius) + 32 * n_entries, "cpu",
+        what=(f"GaussianSmoother(sigma={sigma!r}, truncate={truncate!r}) on X of "
+              f"shape {tuple(shape)} (a kernel of {2 * radius + 1} time bins)"),
+        remedy="Use a smaller sigma (or truncate), or fewer trials at a time.")
+    return radius
+
+
+def _gaussian_kernel(sigma, truncate, radius):
+    """Normalised Gaussian kernel of the given radius (see :func:`_kernel_radius`)."""
     if radius == 0:
         return np.ones(1)
     x = np.arange(-radius, radius + 1, dtype=np.float64)
@@ -359,6 +393,7 @@ class GaussianSmoother(_Base3DTransformer):
         self.mode = mode
         self.fill_missing = fill_missing
 
+    @publishes_fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Check X and record the number of neurons (nothing is learned).
@@ -376,6 +411,7 @@ class GaussianSmoother(_Base3DTransformer):
             This transformer.
         """
         X = check_trials_array(X)
+        _kernel_radius(self.sigma, self.truncate, X.shape)
         self.n_features_in_ = X.shape[2]
         return self
 
@@ -396,7 +432,9 @@ class GaussianSmoother(_Base3DTransformer):
         from scipy.ndimage import correlate1d
 
         X = self._check_X_new(X)
-        kernel = _gaussian_kernel(self.sigma, self.truncate)
+        kernel = _gaussian_kernel(
+            self.sigma, self.truncate,
+            _kernel_radius(self.sigma, self.truncate, X.shape))
         observed = ~np.isnan(X)
         # Normalised convolution (Knutsson & Westin, 1993): smooth the zero-filled
         # data and the observation indicator with the same kernel and boundary rule;
@@ -475,6 +513,7 @@ class TrialCropper(_Base3DTransformer):
                 f"of trials of {n_timepoints} bins; start must come before stop.")
         return window
 
+    @publishes_fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Check X and the window, and record the number of neurons.
@@ -564,6 +603,7 @@ class TrialFactors(TrialsInputMixin, TransformerMixin, BaseEstimator):
     def __init__(self, estimator):
         self.estimator = estimator
 
+    @publishes_fit
     def fit(self, X, y=None, **fit_params):
         """Fit the latent model to trials ``X`` (``y`` is ignored).
 

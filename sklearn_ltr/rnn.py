@@ -9,9 +9,10 @@ from sklearn.base import _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
+from tqdm.auto import tqdm
 
 from . import _model, _solver
-from ._memory import check_memory
+from ._memory import check_memory, check_memory_on
 from ._model import (
     DTYPE,
     Data,
@@ -28,42 +29,52 @@ from ._schema import Array, Value
 from ._torch_utils import resolve_device, seed_from, to_numpy, to_tensor, usable_device
 from ._validation import (
     check_conditions,
+    check_counts,
     check_inputs,
     check_known_conditions,
     check_session,
     check_training_trials,
+    unit_scale,
 )
-from .base import BaseLatentModel
+from .base import BaseLatentModel, publishes_fit
 
 __all__ = ["LowTensorRankRNN", "LowRankRNN"]
 
 
 
 def _fit_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank, n_inputs=0,
-                loss="mse", device_type="cpu"):
+                loss="mse", device_type="cpu", lbfgs_iter=0):
     """Estimated peak memory of a fit of the recurrent networks.
 
-    Counts the arrays that scale with ``n_trials * n_timepoints``; everything else
-    (the parameters, of size ``n_units * rank`` or ``n_trials * rank``, and the
-    optimiser's state) is small beside them. With ``E``, ``U``, ``L`` and ``I`` the
-    numbers of data entries, unit states, latent states and input values
-    (``n_trials * n_timepoints`` times ``n_neurons``, ``n_units``, ``rank`` and
-    ``n_inputs``), in bytes:
+    Counts every array that scales with the problem: with the data (``n_trials *
+    n_timepoints``), with the size of the network (``n_units ** 2`` in the
+    initialisation) and with the number of parameters (the optimisers' state).
+    With ``E``, ``U``, ``L`` and ``I`` the numbers of data entries, unit states,
+    latent states and input values (``n_trials * n_timepoints`` times
+    ``n_neurons``, ``n_units``, ``rank`` and ``n_inputs``), ``P`` the number of
+    parameters, at most ``(n_units + n_trials) * (2 rank + n_neurons)``, and
+    ``S = (n_units + n_inputs) ** 2``, in bytes:
 
     * host arrays: the standardised float64 copy of X and the transients of its
       conversion to a tensor, ``18 E``;
     * the data tensors kept for the whole fit (float32 data, boolean mask, inputs),
       ``5 E + 4 I``;
-    * the data-driven initialisation (``_solver.initialize``, float64): the
+    * the data-driven initialisation (``_model.initialize``, float64): the
       mean-filled and centred copies of the data and the mask as floats, ``32 E``
       (``56 E`` with the Poisson link's transients), and the latent trajectories,
-      ``16 L`` (the regressions sum Gram matrices one time step at a time);
+      ``16 L`` (the regressions sum Gram matrices one time step at a time); the
+      Gram matrices of the unit rates for the readout and for the one-step
+      regression, and the factorisation of each ridge solve, ``24 S``, and the
+      parameters it returns, ``8 P``;
     * one training iteration (float32): the readout residual and its square, ``8 E``;
       latent trajectories, the per-step products and their gradients, ``24 L``; the
       input drive, ``4 I``. The squared error is fused with the recurrence and never
       stores the unit rates; the Poisson loss goes through autograd, which keeps the
       unit rates and their gradient, ``8 U``, and the rates, their logarithm and the
-      per-entry losses, ``32 E`` instead of ``8 E``.
+      per-entry losses, ``32 E`` instead of ``8 E``. The optimiser's state: the
+      parameters, their gradients, Adam's two moments and the best parameters so
+      far, ``32 P``; L-BFGS keeps three vectors of the parameters' size per
+      iteration of its history (at most 100), ``12 P`` each.
 
     The peak is the host arrays plus the data tensors plus the larger of the two
     phases; the test suite checks it against the measured increase in
@@ -80,6 +91,9 @@ def _fit_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank, n_inputs=0,
     loss : {'mse', 'poisson'}, default='mse'
     device_type : str, default='cpu'
         Where the tensors live. On the CPU everything is host memory.
+    lbfgs_iter : int, default=0
+        Most L-BFGS iterations of the fit (``solver='lbfgs'`` or
+        ``'lbfgs-adam'``).
 
     Returns
     -------
@@ -92,35 +106,101 @@ def _fit_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank, n_inputs=0,
     >>> from sklearn_ltr.rnn import _fit_memory
     >>> host, device = _fit_memory(300, 100, 80, n_units=200, rank=3)
     >>> round((host + device) / 2 ** 20)  # MiB
-    127
+    129
     """
     KT = n_trials * n_timepoints
     E, U, L, I = KT * n_neurons, KT * n_units, KT * rank, KT * n_inputs  # noqa: E741
+    P = (n_units + n_trials) * (2 * rank + n_neurons) + rank * n_inputs
+    S = (n_units + n_inputs) ** 2
     poisson = loss == "poisson"
     host = 18 * E
     data = 5 * E + 4 * I
-    init = (56 if poisson else 32) * E + 16 * L
-    train = (8 * U + 32 * E if poisson else 8 * E) + 24 * L + 4 * I
+    init = (56 if poisson else 32) * E + 16 * L + 24 * S + 8 * P
+    train = ((8 * U + 32 * E if poisson else 8 * E) + 24 * L + 4 * I + 32 * P
+             + 12 * P * min(lbfgs_iter, 100))
     return int(host), int(data + max(init, train))
 
 
 def _check_fit_memory(est, shape, n_inputs, device):
     """Refuse a fit whose estimated peak memory exceeds what is available."""
     n_trials, n_timepoints, n_neurons = shape
+    schedule = _fit_schedule(est)
+    lbfgs_iter = est.max_iter if est.solver == "lbfgs" else schedule["lbfgs_iter"]
     host, dev_bytes = _fit_memory(
         n_trials, n_timepoints, n_neurons, n_units=est.n_units, rank=est.rank,
-        n_inputs=n_inputs, loss=est.loss, device_type=device.type)
+        n_inputs=n_inputs, loss=est.loss, device_type=device.type,
+        lbfgs_iter=lbfgs_iter)
     what = (f"{type(est).__name__}.fit on X of shape {tuple(shape)} with "
             f"n_units={est.n_units}, rank={est.rank}")
-    remedy = ("Lower n_units, or fit on fewer trials or time points (the "
-              "dominant arrays scale with n_trials * n_timepoints * (n_units + "
+    remedy = ("Lower n_units (the initialisation needs three n_units x n_units "
+              "float64 matrices), or fit on fewer trials or time points (the "
+              "data's arrays scale with n_trials * n_timepoints * (n_units + "
               "n_neurons)).")
-    if device.type == "cpu":
-        check_memory(host + dev_bytes, device, what=what, remedy=remedy)
-    else:
-        check_memory(host, "cpu", what=what, remedy=remedy)
-        check_memory(dev_bytes, device, what=what,
-                     remedy=remedy + " Or use device='cpu'.")
+    if lbfgs_iter:
+        remedy += " Or use solver='adam' (L-BFGS keeps a history of 100 steps)."
+    check_memory_on(host, dev_bytes, device, what=what, remedy=remedy)
+
+
+def _inference_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank,
+                      n_inputs=0):
+    """Estimated peak memory of the per-trial inference of new trials.
+
+    With ``E``, ``U``, ``L`` and ``I`` as in :func:`_fit_memory`, in bytes: on the
+    host, the standardised copy of X, the arrays that pick each trial's starting
+    point and the reconstructions returned, ``48 E``; on the device, the data
+    tensors and one iteration of the per-trial optimisation, which goes through
+    autograd and keeps the unit rates and their gradient, ``16 E + 8 U``, the
+    latent trajectories, ``24 L``, and the inputs, ``8 I``. Measured peaks of the
+    resident memory were about ``60 E + 8 U``.
+
+    Returns
+    -------
+    host_bytes, device_bytes : int
+    """
+    KT = n_trials * n_timepoints
+    E, U, L, I = KT * n_neurons, KT * n_units, KT * rank, KT * n_inputs  # noqa: E741
+    return int(48 * E), int(16 * E + 8 * U + 24 * L + 8 * I)
+
+
+def _check_fit_arguments(est, X):
+    """Refuse parameters that do not suit X (before any memory is allocated)."""
+    n_neurons = X.shape[2]
+    if est.rank > est.n_units:
+        raise ValueError(
+            f"rank={est.rank} must be <= n_units={est.n_units}; increase n_units "
+            f"or lower rank.")
+    if est.orthonormal_readout and n_neurons > est.n_units:
+        raise ValueError(
+            f"orthonormal_readout=True needs n_neurons <= n_units, got "
+            f"n_neurons={n_neurons} and n_units={est.n_units}; increase n_units.")
+    if est.loss == "poisson":
+        check_counts(X)
+
+
+def _check_inference_memory(est, shape):
+    """Refuse inference on new trials of ``shape`` that would not fit in memory."""
+    n_units, rank = est.left_factors_.shape
+    check_memory_on(
+        *_inference_memory(*shape, n_units=n_units, rank=rank,
+                           n_inputs=est.n_inputs_),
+        est._inference_device(),
+        what=(f"Inference of {type(est).__name__} (n_units={n_units}) on "
+              f"{shape[0]} trials of {shape[1]} time points"),
+        remedy=("Pass fewer trials at a time: each trial is inferred on its own, so "
+                "transform and predict can run on batches of trials (score infers "
+                "each of its co-smoothing folds on a copy of the trials)."))
+
+
+def _check_weight_tensor_memory(est, n_trials):
+    """Refuse a weight tensor (float64, n_trials x n_units x n_units) too large."""
+    n_units = est.left_factors_.shape[0]
+    check_memory(
+        8 * n_trials * n_units ** 2, "cpu",
+        what=(f"{type(est).__name__}.weight_tensor() of {n_trials} trials and "
+              f"n_units={n_units}"),
+        remedy=("Work with the factors instead (left_factors_, right_factors_, "
+                "trial_factors_): W[k] = sum_r c[k, r] a_r b_r^T / n_units, e.g. "
+                "one trial at a time."))
 
 
 def _standardisation(X, loss, orthonormal_readout):
@@ -145,12 +225,24 @@ def _standardisation(X, loss, orthonormal_readout):
     n_neurons = X.shape[2]
     if loss != "mse":
         return np.zeros(n_neurons), 1.0
-    offset = np.nanmean(X, axis=(0, 1))
+    # Unit-free at both ends of the float range (see unit_scale): each neuron's
+    # mean on its own power-of-two scale, the spread on the data's.
+    neuron_scale = unit_scale(X, axis=(0, 1))
+    offset = np.nanmean(X / neuron_scale, axis=(0, 1)) * neuron_scale[0, 0]
     if orthonormal_readout:
         return offset, 1.0
+    s = unit_scale(X)
     counts = np.sum(~np.isnan(X), axis=(0, 1))
-    variance = np.nanvar(X, axis=(0, 1))
-    scale = float(np.sqrt(np.sum(counts * variance) / np.sum(counts)))
+    variance = np.nanvar(X / s, axis=(0, 1))
+    scale = float(np.sqrt(np.sum(counts * variance) / np.sum(counts))) * s
+    if 0 < scale < np.finfo(np.float64).tiny:
+        # Converting between the units of X and the fitted ones would go through
+        # subnormal numbers, which the fit's flush-denormal mode reads as zeros.
+        raise ValueError(
+            f"X varies by about {scale:.3g}, below the smallest normal float64 "
+            f"(2.2e-308), where arithmetic loses precision and values are flushed "
+            f"to zero. Multiply X by a constant (e.g. X * 1e300): with loss='mse' "
+            f"the fit does not depend on the units of X.")
     # Constant data: nothing to scale.
     return offset, (scale if scale > 0 and np.isfinite(scale) else 1.0)
 
@@ -166,7 +258,8 @@ def _readout_gain(X, loss, orthonormal_readout):
     """
     if loss != "poisson" or orthonormal_readout:
         return 1.0
-    std = float(np.nanstd(X))
+    s = unit_scale(X)
+    std = float(np.nanstd(X / s)) * s
     return std if np.isfinite(std) and std > 1.0 else 1.0
 
 
@@ -446,6 +539,7 @@ class _BaseRNN(BaseLatentModel):
         return "bits_per_spike" if self.loss == "poisson" else "r2"
 
     # ------------------------------------------------------------------ fit
+    @publishes_fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, *, trial_index=None, epochs=None, inputs=None):
         """Fit the network to trials.
@@ -479,9 +573,10 @@ class _BaseRNN(BaseLatentModel):
         Raises
         ------
         ValueError
-            Invalid X, y or inputs; a fit estimated to need more memory than is
-            available (checked before anything large is allocated); a loss that stays
-            non-finite. A failed fit leaves the estimator unfitted.
+            Invalid X, y or inputs; X varying by less than the smallest normal
+            float64; a fit estimated to need more memory than is available (checked
+            before anything large is allocated); a loss that stays non-finite. A
+            failed fit leaves the estimator unfitted.
 
         Warns
         -----
@@ -491,10 +586,12 @@ class _BaseRNN(BaseLatentModel):
             max_iter was reached first, or the loss never decreased.
         UserWarning
             The fit was interrupted (Ctrl-C): the best parameters so far are kept
-            and the estimator is usable.
+            and the estimator is usable. An interrupt before the first parameters
+            exist (while X is checked and the network initialised) propagates and
+            leaves the estimator unfitted.
         """
         X, _ = check_training_trials(X, min_trials=2, min_timepoints=2)
-        self._check_fit_arguments(X)
+        _check_fit_arguments(self, X)
         labels, state_index = check_conditions(y, X.shape[0])
         index, epoch_labels = check_session(trial_index, epochs, X.shape[0])
         U = check_inputs(inputs, X.shape[0], X.shape[1])
@@ -504,40 +601,28 @@ class _BaseRNN(BaseLatentModel):
         offset, scale = _standardisation(X, self.loss, self.orthonormal_readout)
         # Rebinding X frees the validated copy when check_training_trials made one.
         X = (X - offset) / scale
-        try:
-            self.device_ = device
-            self.n_features_in_ = X.shape[2]
-            self.n_inputs_ = 0 if U is None else U.shape[2]
-            self.conditions_ = labels
-            self.trial_index_, self.epochs_ = index, epoch_labels
-            self._alpha = 1.0 / self.tau
-            self._data_offset, self._data_scale = offset, scale
-            with self._torch_context():
-                data = Data.from_numpy(X, U, device, DTYPE)
-                gain = _readout_gain(X, self.loss, self.orthonormal_readout)
-                model, result = self._fit_model(data, state_index, labels, gain)
+        # This runs on an unfitted copy, published whole at the end (publishes_fit).
+        self.device_ = device
+        self.n_features_in_ = X.shape[2]
+        self.n_inputs_ = 0 if U is None else U.shape[2]
+        self.conditions_ = labels
+        self.trial_index_, self.epochs_ = index, epoch_labels
+        self._alpha = 1.0 / self.tau
+        self._data_offset, self._data_scale = offset, scale
+        with self._torch_context():
+            data = Data.from_numpy(X, U, device, DTYPE)
+            gain = _readout_gain(X, self.loss, self.orthonormal_readout)
+            model, result = self._fit_model(data, state_index, labels, gain)
+            try:
                 self._set_fitted(model, result, state_index, U, X.shape[1])
-        except BaseException:
-            # A failed fit must not leave a half-fitted estimator that
-            # check_is_fitted would accept.
-            self._clear_fitted()
-            raise
+            except KeyboardInterrupt:
+                # Ctrl-C after the optimisation: exporting the fitted network
+                # is short, so finish it rather than lose the fit.
+                self._set_fitted(model, result, state_index, U, X.shape[1])
+                warnings.warn(
+                    f"{type(self).__name__}.fit was interrupted after its last "
+                    f"iteration; the fitted parameters are kept.", UserWarning)
         return self
-
-    def _check_fit_arguments(self, X):
-        n_neurons = X.shape[2]
-        if self.rank > self.n_units:
-            raise ValueError(
-                f"rank={self.rank} must be <= n_units={self.n_units}; increase n_units "
-                f"or lower rank.")
-        if self.orthonormal_readout and n_neurons > self.n_units:
-            raise ValueError(
-                f"orthonormal_readout=True needs n_neurons <= n_units, got "
-                f"n_neurons={n_neurons} and n_units={self.n_units}; increase n_units.")
-        if self.loss == "poisson" and np.nanmin(X) < 0:
-            raise ValueError(
-                "loss='poisson' needs non-negative counts, but X has negative values; "
-                "use loss='mse' for standardised data.")
 
     def _fit_model(self, data, state_index, labels, gain):
         """Fit from ``n_init`` initialisations; return the best model and its result."""
@@ -550,13 +635,16 @@ class _BaseRNN(BaseLatentModel):
             try:
                 model, targets = self._initial_model(data, sidx, n_states, gain,
                                                      seed + i_init)
+                # The solver keeps its best parameters on Ctrl-C from its first
+                # instruction; an interrupt before that leaves no parameters of
+                # this initialisation.
+                result = self._optimize(model, data, targets, i_init)
             except KeyboardInterrupt:
-                # Between two initialisations: keep the earlier ones, if any.
+                # Keep the earlier initialisations, if any.
                 if best is None:
                     raise
                 interrupted = (i_init, 0)
                 break
-            result = self._optimize(model, data, targets, i_init)
             if best is None or result.loss < best[1].loss:
                 best = (model, result)
             if result.interrupted:
@@ -604,8 +692,6 @@ class _BaseRNN(BaseLatentModel):
 
         progress = None
         if self.verbose:
-            from tqdm.auto import tqdm
-
             progress = tqdm(total=self.max_iter, leave=False,
                             desc=f"{type(self).__name__} init {i_init + 1}")
         try:
@@ -721,6 +807,9 @@ class _BaseRNN(BaseLatentModel):
     def _inference_device(self):
         return usable_device(self.device_, type(self).__name__)
 
+    def _check_inference_memory(self, shape):
+        _check_inference_memory(self, shape)
+
     # ------------------------------------------------------------ weights
     def weight_tensor(self):
         """Recurrent weight matrix of every fitted trial, built on request.
@@ -730,11 +819,19 @@ class _BaseRNN(BaseLatentModel):
         W : ndarray of shape (n_trials, n_units, n_units)
             ``W[k] = sum_r c[k, r] a_r b_r^T / n_units``. For :class:`LowRankRNN` all
             slices are equal.
+
+        Raises
+        ------
+        ValueError
+            When the tensor, ``8 * n_trials * n_units ** 2`` bytes, does not fit in
+            the available memory.
         """
         check_is_fitted(self)
         C = self._trial_prior().fitted_factors(self)
-        return np.einsum("kr,ir,jr->kij", C, self.left_factors_,
-                         self.right_factors_) / self.n_units
+        _check_weight_tensor_memory(self, C.shape[0])
+        W = np.einsum("kr,ir,jr->kij", C, self.left_factors_, self.right_factors_)
+        W /= self.n_units
+        return W
 
 
 _COMMON_PARAMS_DOC = """
@@ -830,7 +927,8 @@ _COMMON_PARAMS_DOC = """
         bit-identical fits on the CPU.
     n_threads : int or None, default=1
         torch intra-op threads used during fit, transform, predict and score, restored
-        afterwards. None leaves torch's setting alone.
+        afterwards (capped at the number of CPUs). None leaves torch's setting
+        alone.
     device : {'cpu', 'cuda', 'auto'} or str, default='cpu'
         Where to compute. 'auto' picks CUDA when available. Fitted arrays are always
         stored as numpy arrays on the CPU.
