@@ -424,3 +424,116 @@ def test_select_rank_quiet_with_verbose_0(tmp_path, capsys, recordings):
     assert main(["select-rank", str(path), "--estimators", "pca", "--ranks", "1",
                  "--out", str(tmp_path / "o"), *FAST]) == 0
     assert capsys.readouterr().err == ""
+
+
+# --------------------------------------------------------------------------- #
+# NWB files: spike times binned around an event of each trial
+# --------------------------------------------------------------------------- #
+SHARED = ROOT.parent / "shared" / "data"
+MC_MAZE = SHARED / "mc_maze_small_test.nwb"
+MC_MAZE_BINS = ["--align", "move_onset_time", "--window", "-0.25", "0.45",
+                "--bin", "0.02"]
+
+
+@pytest.fixture(scope="module")
+def mc_maze():
+    pytest.importorskip("pynwb", reason="reading NWB files needs pynwb")
+    if not MC_MAZE.is_file():
+        pytest.skip(f"needs the shared recording {MC_MAZE}, which is absent (it is "
+                    f"not part of a clone)")
+    return MC_MAZE
+
+
+@pytest.mark.slow  # 5-11 s: each held-out trial's initial state is inferred
+def test_select_rank_reads_an_nwb_file(tmp_path, capsys, mc_maze):
+    from sklearn_ltr import TrialPCA
+    from sklearn_ltr.io import read_nwb
+    from sklearn_ltr.model_selection import TrialBlockKFold, compare_estimators
+    from sklearn_ltr.preprocessing import GaussianSmoother
+
+    out = tmp_path / "out"
+    code = main(["select-rank", str(mc_maze), *MC_MAZE_BINS, "--ranks", "1", "2",
+                 "--estimators", "lr", "pca", "--n-units", "8", "--out", str(out),
+                 *FAST])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "107 units binned in 35 bins of 0.02 s" in printed
+    assert "smoothed along time by a Gaussian of 50 ms (2.5 bins)" in printed
+    results = json.loads((out / "results.json").read_text(),
+                         parse_constant=_no_constants)
+    assert results["shape"] == [100, 35, 107]
+    assert (results["align"], results["window"], results["bin_size"]) == (
+        "move_onset_time", [-0.25, 0.45], 0.02)
+    assert results["smooth"] == 2.5 and results["loss"] == "mse"
+    assert len(results["unit_ids"]) == 107 and len(results["trial_ids"]) == 100
+    # The trials table orders the trials: held-out blocks, predicted from their
+    # places in the session.
+    assert results["score"] == "predicting R²"
+    assert results["cv"] == "TrialBlockKFold(n_splits=2, block_size=12, guard=2)"
+    assert len(results["folds"]) == 2 * 2 * 2
+    assert all(np.isfinite(r["score"]) for r in results["folds"])
+    assert (out / "rank_selection.png").stat().st_size > 5000
+    # The PCA scores are those of the Python API on read_nwb's counts, smoothed.
+    data = read_nwb(mc_maze, align="move_onset_time", window=(-0.25, 0.45),
+                    bin_size=0.02)
+    expected = compare_estimators(
+        [TrialPCA(random_state=0)], GaussianSmoother(sigma=2.5).fit_transform(
+            data.X.astype(float)), ranks=[1, 2],
+        cv=TrialBlockKFold(2, block_size=12, guard=2),
+        trial_index=data.trial_index.astype(float), as_frame=False)
+    got = [r["score"] for r in results["folds"]
+           if r["estimator"] == "TrialPCA (co-smoothing)"]
+    np.testing.assert_allclose(got, [r["score"] for r in expected], rtol=1e-10)
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--align", "nope", "--window", "-0.25", "0.45", "--bin", "0.02"],
+     r"--align nope .*: align='nope' is not a column of times in the trials table"),
+    (["--align", "move_onset_time", "--window", "-0.3", "0.45", "--bin", "0.02"],
+     "is 37.5 bins of bin_size=0.02; its length must be a whole number of bins"),
+    (["--align", "move_onset_time", "--window", "-0.5", "0.45", "--bin", "0.05"],
+     r"runs outside 100 of the 100 trials .* the widest window inside every "
+     r"selected trial is \(-0.25, 0.45\)"),
+    (["--align", "move_onset_time", "--window", "0.45", "-0.25", "--bin", "0.02"],
+     "window stop must be greater than its start"),
+    ([*MC_MAZE_BINS, "--condition-column", "maze"],
+     r"--condition-column maze: the trials table .* has no column 'maze'.*'split'"),
+    ([*MC_MAZE_BINS, "--epoch-column", "start"], "has no column 'start'"),
+])
+def test_bad_nwb_columns_and_windows_are_one_error_line(tmp_path, capsys, mc_maze,
+                                                        args, match):
+    out = tmp_path / "out"
+    code = main(["select-rank", str(mc_maze), *args, "--out", str(out), *FAST])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err.count("\n") == 1 and captured.err.startswith("error: ")
+    assert re.search(match, captured.err), captured.err
+    assert captured.out == "" and not out.exists()
+
+
+@pytest.mark.parametrize("data, args, match", [
+    ("rec.nwb", ["--align", "move_onset_time"], "is an NWB file: .* add --window "
+                                                "--bin"),
+    ("rec.nwb", [*MC_MAZE_BINS, "--y-key", "y"], "--y-key cannot be used with "
+                                                 "rec.nwb: name trials-table"),
+    ("rec.nwb", [*MC_MAZE_BINS, "--axis-order", "time", "trial", "neuron"],
+     "--axis-order cannot be used"),
+    ("rec.nwb", [*MC_MAZE_BINS[:-1], "0"], "--bin must be a finite positive number"),
+    ("rec.npz", ["--window", "0", "1", "--epoch-column", "c"],
+     "--epoch-column --window cannot be used with rec.npz: they bin the spike times"),
+    ("rec.npz", ["--y-key", "target"], r"rec.npz has no array 'target' of condition "
+                                       r"labels; it has \['X', 'y'\]"),
+    ("missing.nwb", MC_MAZE_BINS, "no NWB file at"),
+])
+def test_options_of_the_other_kind_of_file_are_refused(tmp_path, capsys, recordings,
+                                                       data, args, match):
+    # Checked before the file is read: no pynwb needed.
+    X, y = recordings
+    _npz(tmp_path / "rec.npz", X=X, y=y)
+    (tmp_path / "rec.nwb").write_bytes(b"not read")
+    code = main(["select-rank", str(tmp_path / data), *args, "--out",
+                 str(tmp_path / "out"), *FAST])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err.count("\n") == 1 and captured.err.startswith("error: ")
+    assert re.search(match, captured.err), captured.err
