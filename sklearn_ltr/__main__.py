@@ -1,12 +1,17 @@
 """Command line: ``python -m sklearn_ltr`` (also the ``sklearn-ltr`` script).
 
 * ``select-rank DATA``: cross-validated rank selection on a file of recordings
-  (``.npz``, ``.npy`` or ``.mat``), comparing the low-tensor-rank RNN with the
-  low-rank RNN, TCA, PCA and the condition average on the same folds; prints a
+  (``.npz``, ``.npy`` or ``.mat``, or an NWB file's spike times binned with
+  ``--align``, ``--window`` and ``--bin``), comparing the low-tensor-rank RNN with
+  the low-rank RNN, TCA, PCA and the condition average on the same folds; prints a
   table and writes ``results.json`` and ``rank_selection.png``. With ``--blocks``
-  (or the trials' numbers or epochs from the file) it holds out blocks of trials,
-  scores them by prediction from their place in the session, and runs the
-  learning test.
+  (or the trials' numbers or epochs from the file, or an NWB file's trials table)
+  it holds out blocks of trials, scores them by prediction from their place in the
+  session, and runs the learning test.
+* ``learning-test DATA --rank R``: :func:`~sklearn_ltr.model_selection.learning_test`
+  on the same files, beside the condition averages on the same folds; prints the
+  result and writes ``learning_test.json`` and ``learning_test.png`` (per-fold
+  differences, and the trial factors fitted on all trials with the epochs).
 * ``demo``: the same on the built-in dataset, with held-out blocks and the learning
   test: the activity of a task-trained network learning a curl field
   (:func:`sklearn_ltr.datasets.make_motor_learning`), with the CP rank of its weight
@@ -39,6 +44,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from ._pipeline import final_step
 
 ESTIMATORS = {
     "ltr": "LowTensorRankRNN",
@@ -185,6 +192,7 @@ OPTION_RULES = [
     ("--random-state", "random_state", lambda v: 0 <= v < 2 ** 32,
      "an integer between 0 and 2**32 - 1"),
     ("--verbose", "verbose", lambda v: v >= 0, "0 (quiet) or more"),
+    ("--rank", "rank", lambda v: v >= 1, "a positive integer"),
     ("--bin", "bin_size", lambda v: 0 < v < math.inf,
      "a finite positive number of seconds"),
 ]
@@ -224,6 +232,8 @@ def check_options(args):
         if not all(valid(v) for v in values):
             shown = " ".join(str(v) for v in values)
             raise InputError(f"{flag} must be {requirement}, got {shown}.")
+    if getattr(args, "rank", None) is not None:
+        args.ranks = [args.rank]
     if getattr(args, "ranks", None) is not None:
         args.ranks = sorted(set(args.ranks))
     if hasattr(args, "data"):
@@ -781,6 +791,21 @@ def _figure_png(summary, title, learning=None):
     return _png(fig)
 
 
+def _learning_figure_png(learning, factors, epochs, title):
+    """The learning test's folds, and the trial factors fitted on all trials."""
+    from .plotting import plot_trial_factors
+
+    fig, (ax, ax2) = _pyplot().subplots(1, 2, figsize=(11, 4.2),
+                                        gridspec_kw={"width_ratios": [1, 1.4]})
+    _plot_learning(ax, learning)
+    plot_trial_factors(factors, epochs=epochs, ax=ax2)
+    ax2.set_xlabel("trial (in session order)")
+    ax2.set_title(f"trial factors of LowTensorRankRNN (rank {factors.shape[1]}) "
+                  f"fitted on all trials", fontsize=10)
+    fig.suptitle(title, fontsize=11)
+    return _png(fig)
+
+
 def _plot_learning(ax, learning):
     """Per-fold differences LowTensorRankRNN - LowRankRNN, with mean and SE."""
     diffs = np.asarray(learning["per_fold"])
@@ -916,13 +941,131 @@ def load_data(args):
     return X, y, _session_arrays(args.data, args, X.shape[0]), {}
 
 
+def _title(args):
+    """The data's name for the printout and the figure: the file, how binned."""
+    title = Path(args.data).name
+    if _is_nwb(args.data):
+        title += f", {args.bin_size * 1000:g} ms bins around {args.align}"
+    if args.smooth:
+        title += f", smoothed (σ = {args.smooth:g} bins)"
+    return title
+
+
 def select_rank(args):
     """The ``select-rank`` subcommand: rank selection on a file of recordings."""
     X, y, meta, source = load_data(args)
-    run_selection(X, y, args, Path(args.data).name, meta=meta,
+    run_selection(X, y, args, _title(args), meta=meta,
                   extra={"data": str(args.data), "smooth": args.smooth,
                          "zscore": args.zscore, "loss": args.loss, **source})
     return 0
+
+
+def learning_test_command(args):
+    """The ``learning-test`` subcommand: the learning test on a file of recordings.
+
+    :func:`~sklearn_ltr.model_selection.learning_test` on the folds and networks
+    ``select-rank`` would use at ``--rank``, the condition averages on the same
+    folds, and ``LowTensorRankRNN`` fitted on all trials for its trial factors.
+    """
+    from sklearn.base import clone
+
+    from .model_selection import learning_test, rank_selection_summary
+
+    X, y, meta, source = load_data(args)
+    title = _title(args)
+    cv, estimators = _prepare(X, y, args, meta)
+    network = final_step(estimators["LowTensorRankRNN"])
+    _start_workers(args.n_jobs)
+    print(f"{title}: X of shape {X.shape} (trials x time x neurons).")
+    print(f"Learning test at rank {args.rank}: LowTensorRankRNN and LowRankRNN on "
+          f"the same {args.cv} folds of held-out blocks of trials ({cv!r}), each "
+          f"trial predicted from its condition and its place in the session, beside "
+          f"the condition averages; n_jobs={args.n_jobs} ...", flush=True)
+    t0 = time.perf_counter()
+    # The smoothing of the pipelines, once: it is within each trial, so smoothing
+    # all trials before the folds are drawn is the same.
+    X_fit = _smoothed(X, args.smooth)
+    params = {k: v for k, v in network.get_params().items()
+              if k not in ("rank", "random_state")}
+    res, messages = _fitting(
+        learning_test, X_fit, y, rank=args.rank, cv=cv, estimator_params=params,
+        n_jobs=args.n_jobs, random_state=args.random_state, verbose=args.verbose,
+        **meta)
+    references = {name: est for name, est in estimators.items()
+                  if name.startswith("ConditionAverage")}
+    records, more = _compare(references, X, y, cv, args, meta)
+    if args.verbose:
+        print(f"fitting LowTensorRankRNN on all {X.shape[0]} trials, for its trial "
+              f"factors ...", file=sys.stderr, flush=True)
+    fitted, last = _fitting(clone(network).set_params(rank=args.rank).fit, X_fit, y,
+                            **meta)
+    for message in dict.fromkeys(messages + more + last):
+        print(f"warning: {message}", file=sys.stderr)
+    summary = rank_selection_summary(
+        [{"estimator": name, "rank": args.rank, "fold": fold, "score": score,
+          "score_name": res.score_name}
+         for name, scores in res.scores.items() for fold, score in
+         enumerate(scores)] + records)
+    _print_scores(summary, args.rank)
+    learning = _report_learning(res, args.rank)
+    factors = fitted.trial_factors_
+    epochs = _epoch_labels(meta.get("epochs"), args)
+    _print_factors(factors, epochs)
+    elapsed = time.perf_counter() - t0
+    payload = {
+        "title": title, "data": str(args.data), "shape": list(X.shape),
+        "rank": args.rank, "cv": repr(cv), "score": res.score_name,
+        "seconds": elapsed, "learning_test": learning,
+        "scores": {r["estimator"]: {k: r[k] for k in ("mean", "se", "n_splits")}
+                   for r in summary.table},
+        "references": summary.references, "reference_folds": records,
+        "trial_factors": factors, "trial_index": meta["trial_index"],
+        "epochs": meta.get("epochs"), "loss": args.loss, "smooth": args.smooth,
+        "estimator_params": params, "random_state": args.random_state, **source}
+    write_outputs(Path(args.out), {
+        "learning_test.png": _learning_figure_png(learning, factors, epochs, title),
+        "learning_test.json": strict_json(payload)}, done=f"({elapsed:.0f} s)")
+    return 0
+
+
+def _smoothed(X, sigma):
+    """``X`` smoothed along time (a Gaussian of ``sigma`` bins), or ``X``."""
+    from .preprocessing import GaussianSmoother
+
+    return GaussianSmoother(sigma=sigma).fit_transform(X) if sigma else X
+
+
+def _print_scores(summary, rank):
+    """The networks' and the references' mean scores over the folds."""
+    print(f"\n{summary.score_name} of the held-out blocks, mean +/- standard error "
+          f"over folds:")
+    rows = [(f"{r['estimator']} (rank {rank})", r) for r in summary.table]
+    rows += list(summary.references.items())
+    for name, r in rows:
+        print(f"  {name:<30} {r['mean']:.4f} +/- {r['se']:.4f}")
+    best = max((r["mean"] for r in summary.references.values()), default=-np.inf)
+    if all(r["mean"] <= best for r in summary.table):
+        print("Neither network predicts the held-out trials better than a condition "
+              "average: they explain nothing the average does not.")
+
+
+def _print_factors(factors, epochs):
+    """The mean trial factors of each epoch (of all trials without epochs)."""
+    print(f"\nTrial factors of LowTensorRankRNN fitted on all {len(factors)} trials "
+          f"(drawn in the figure), mean of each component:")
+    labels = np.zeros(len(factors), dtype=int) if epochs is None else epochs
+    for label in dict.fromkeys(labels.tolist()):
+        means = factors[labels == label].mean(axis=0)
+        print(f"  {'all trials' if epochs is None else label}: "
+              f"{', '.join(f'{m:+.3f}' for m in means)}")
+
+
+def _epoch_labels(epochs, args):
+    """Epoch labels for the figure's legend, named after their array or column."""
+    if epochs is None:
+        return None
+    name = args.epoch_key or args.epoch_column
+    return np.array([f"{name} {label}" for label in epochs.tolist()])
 
 
 # A smaller session for a quick look (and the tests): 40 units, 30 bins, 112 trials,
@@ -1069,6 +1212,25 @@ def _add_select_rank(sub):
     p.set_defaults(func=select_rank)
 
 
+def _add_learning_test(sub):
+    p = sub.add_parser(
+        "learning-test", help="did connectivity change over the session? The "
+        "learning test on a file of recordings",
+        description="The learning test (sklearn_ltr.model_selection.learning_test): "
+        "LowTensorRankRNN and LowRankRNN of the same rank fitted on the same folds "
+        "of held-out blocks of trials, each held-out trial predicted from its "
+        "condition and its place in the session, beside the condition averages; "
+        "prints the result and writes OUT/learning_test.json and "
+        "OUT/learning_test.png. Trials must be in session order.")
+    _data_options(p)
+    p.add_argument("--rank", type=int, required=True,
+                   help="rank of both networks (choose it with select-rank)")
+    _model_options(p)
+    _fit_options(p, n_units=100)
+    p.set_defaults(func=learning_test_command, blocks=True, zscore=False,
+                   estimators=["ltr", "lr", "avg", "avg-smooth"])
+
+
 def _add_demo(sub):
     p = sub.add_parser("demo", help="cross-validated rank selection on the built-in "
                        "dataset: prints a table and writes a figure")
@@ -1090,6 +1252,7 @@ def build_parser():
         description="Low-tensor-rank RNN models of neural activity over learning.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_select_rank(sub)
+    _add_learning_test(sub)
     _add_demo(sub)
     return parser
 

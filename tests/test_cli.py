@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -274,14 +275,42 @@ DELAYS = (0.5, 2.0, 4.0)
 PREVIOUS = b'{"previous": "results", "left": "untouched"}\n'
 
 
-def _interrupt_when_fitting(process, delay):
+def _interrupt_when_fitting(process, delay, announcement):
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) ``delay``
-    seconds after the command announces the comparison."""
+    seconds after the command announces its fits."""
     for line in process.stdout:
-        if line.startswith("Cross-validating"):
+        if line.startswith(announcement):
             time.sleep(delay)
             os.killpg(process.pid, signal.SIGINT)
             return
+
+
+def _start_interrupted(args, delay, announcement="Cross-validating"):
+    """``python -m sklearn_ltr *args`` in a process group of its own, and the
+    thread that interrupts it ``delay`` seconds into its fits."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sklearn_ltr", *args], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    thread = threading.Thread(target=_interrupt_when_fitting,
+                              args=(process, delay, announcement))
+    thread.start()
+    return process, thread
+
+
+def _check_interrupted(process, thread):
+    """The run stopped with status 130 and one 'interrupted:' line, no traceback."""
+    thread.join(timeout=300)
+    try:
+        _, err = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, (process.returncode, err)
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("interrupted: "), err
 
 
 @pytest.mark.parametrize("n_jobs", ["1", "2"])
@@ -289,34 +318,17 @@ def test_ctrl_c_stops_the_run_and_keeps_earlier_results(tmp_path, recordings,
                                                          n_jobs):
     X, y = recordings
     path = _npz(tmp_path / "rec.npz", X=X, y=y)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(ROOT), os.environ.get("PYTHONPATH", "")]))
     runs = []
     for delay in DELAYS:
         out = tmp_path / f"out_{delay}"
         out.mkdir()
         (out / "results.json").write_bytes(PREVIOUS)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sklearn_ltr", "select-rank", str(path),
-             "--estimators", "ltr", "lr", "--ranks", "1", "2", "3", "--n-units", "10",
-             "--cv", "2", "--max-iter", "3000", "--n-jobs", n_jobs, "--verbose", "1",
-             "--out", str(out)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, start_new_session=True)
-        thread = threading.Thread(target=_interrupt_when_fitting,
-                                  args=(process, delay))
-        thread.start()
-        runs.append((delay, out, process, thread))
-    for delay, out, process, thread in runs:
-        thread.join(timeout=300)
-        try:
-            _, err = process.communicate(timeout=300)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-        assert process.returncode == 130, (delay, process.returncode, err)
-        assert "Traceback" not in err, err
-        assert err.strip().splitlines()[-1].startswith("interrupted: "), err
+        runs.append((out, *_start_interrupted(
+            ["select-rank", str(path), "--estimators", "ltr", "lr", "--ranks", "1",
+             "2", "3", "--n-units", "10", "--cv", "2", "--max-iter", "3000",
+             "--n-jobs", n_jobs, "--verbose", "1", "--out", str(out)], delay)))
+    for out, process, thread in runs:
+        _check_interrupted(process, thread)
         # Nothing written: not the results, not the figure, no temporary file.
         assert os.listdir(out) == ["results.json"]
         assert (out / "results.json").read_bytes() == PREVIOUS
@@ -500,10 +512,12 @@ def test_select_rank_reads_an_nwb_file(tmp_path, capsys, mc_maze):
      r"--condition-column maze: the trials table .* has no column 'maze'.*'split'"),
     ([*MC_MAZE_BINS, "--epoch-column", "start"], "has no column 'start'"),
 ])
+@pytest.mark.parametrize("command", ["select-rank", "learning-test"])
 def test_bad_nwb_columns_and_windows_are_one_error_line(tmp_path, capsys, mc_maze,
-                                                        args, match):
+                                                        command, args, match):
     out = tmp_path / "out"
-    code = main(["select-rank", str(mc_maze), *args, "--out", str(out), *FAST])
+    rank = ["--rank", "1"] if command == "learning-test" else []
+    code = main([command, str(mc_maze), *args, *rank, "--out", str(out), *FAST])
     captured = capsys.readouterr()
     assert code == 1
     assert captured.err.count("\n") == 1 and captured.err.startswith("error: ")
@@ -537,3 +551,112 @@ def test_options_of_the_other_kind_of_file_are_refused(tmp_path, capsys, recordi
     assert code == 1
     assert captured.err.count("\n") == 1 and captured.err.startswith("error: ")
     assert re.search(match, captured.err), captured.err
+
+
+# --------------------------------------------------------------------------- #
+# learning-test: model_selection.learning_test on a file
+# --------------------------------------------------------------------------- #
+BCI = SHARED / "bci_learning_hennig2018.npz"
+TINY = ["--n-units", "8", "--max-iter", "15", "--cv", "2", "--n-jobs", "1",
+        "--verbose", "0"]
+
+
+def _check_learning_outputs(out, n_trials, rank):
+    """learning_test.json is strict JSON and self-consistent; the figure exists."""
+    results = json.loads((out / "learning_test.json").read_text(),
+                         parse_constant=_no_constants)
+    test = results["learning_test"]
+    assert test["rank"] == rank and len(test["per_fold"]) == 2
+    np.testing.assert_allclose(test["per_fold"],
+                               np.subtract(test["scores"]["LowTensorRankRNN"],
+                                           test["scores"]["LowRankRNN"]))
+    np.testing.assert_allclose(test["difference"], np.mean(test["per_fold"]))
+    assert test["se"] > 0 and 0 <= test["pvalue"] <= 1
+    for name in ("LowTensorRankRNN", "LowRankRNN"):
+        np.testing.assert_allclose(results["scores"][name]["mean"],
+                                   np.mean(test["scores"][name]))
+    assert set(results["references"]) == {"ConditionAverage",
+                                          "ConditionAverage (smoothed)"}
+    assert all(np.isfinite(r["score"]) for r in results["reference_folds"])
+    assert np.shape(results["trial_factors"]) == (n_trials, rank)
+    assert len(results["trial_index"]) == n_trials
+    assert (out / "learning_test.png").stat().st_size > 20000
+    return results
+
+
+def test_learning_test_on_the_bci_recordings(tmp_path, capsys):
+    from sklearn.exceptions import ConvergenceWarning
+
+    from sklearn_ltr.model_selection import TrialBlockKFold, learning_test
+
+    if not BCI.is_file():
+        pytest.skip(f"needs the shared recording {BCI}, which is absent (it is not "
+                    f"part of a clone)")
+    out = tmp_path / "out"
+    code = main(["learning-test", str(BCI), "--y-key", "target_deg", "--epoch-key",
+                 "block", "--rank", "2", "--out", str(out), *TINY])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Learning test at rank 2: LowTensorRankRNN minus LowRankRNN" in printed
+    assert "ConditionAverage" in printed and "block 1:" in printed
+    results = _check_learning_outputs(out, 334, 2)
+    assert results["cv"] == "TrialBlockKFold(n_splits=2, block_size=41, guard=8)"
+    assert results["epochs"] == [0] * 167 + [1] * 167
+    # The numbers are learning_test's, on the file's arrays.
+    with np.load(BCI) as f:
+        X, y, block = f["X"].astype(float), f["target_deg"], f["block"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter=15
+        expected = learning_test(
+            X, y, rank=2, epochs=block, cv=TrialBlockKFold(2, block_size=41, guard=8),
+            estimator_params=results["estimator_params"], random_state=0)
+    np.testing.assert_allclose(results["learning_test"]["per_fold"],
+                               expected.per_fold, rtol=1e-6)
+    assert results["estimator_params"]["n_units"] == 8
+
+
+def test_learning_test_on_an_nwb_file(tmp_path, capsys, mc_maze):
+    # The test split's only column of labels, "split", is "test" on every trial:
+    # as conditions, one initial state for all trials (and no inference of each
+    # held-out trial's own, which keeps the test fast).
+    out = tmp_path / "out"
+    code = main(["learning-test", str(mc_maze), *MC_MAZE_BINS, "--condition-column",
+                 "split", "--epoch-column", "split", "--rank", "1", "--out",
+                 str(out), *TINY])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Learning test at rank 1" in printed and "split test:" in printed
+    results = _check_learning_outputs(out, 100, 1)
+    assert results["epochs"] == ["test"] * 100
+    assert results["align"] == "move_onset_time" and results["smooth"] == 2.5
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--rank", "0"], "--rank must be a positive integer, got 0"),
+    (["--rank", "9"], "--rank 9 is larger than --n-units 8"),
+    (["--rank", "1", "--loss", "poisson"], r"--loss poisson needs spike counts"),
+    (["--rank", "1", "--loss", "poisson", "--smooth", "1"], "drop --smooth"),
+])
+def test_learning_test_refuses_bad_arguments(tmp_path, capsys, recordings, args,
+                                             match):
+    X, y = recordings
+    path = _npz(tmp_path / "rec.npz", X=X, y=y)
+    out = tmp_path / "out"
+    code = main(["learning-test", str(path), *args, "--out", str(out), *TINY])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err.count("\n") == 1 and captured.err.startswith("error: ")
+    assert re.search(match, captured.err), captured.err
+    assert not out.exists()
+
+
+@pytest.mark.slow  # a process started, interrupted in its fits: 6-8 s
+def test_ctrl_c_stops_the_learning_test(tmp_path, recordings):
+    # Without conditions: 16 trials in blocks leave out whole conditions.
+    path = _npz(tmp_path / "rec.npz", X=recordings[0])
+    out = tmp_path / "out"
+    _check_interrupted(*_start_interrupted(
+        ["learning-test", str(path), "--rank", "2", "--n-units", "10", "--cv", "2",
+         "--max-iter", "3000", "--n-jobs", "2", "--out", str(out)], 2.0,
+        "Learning test at rank"))
+    assert not out.exists()
