@@ -706,12 +706,23 @@ def _interrupts_ignored():
     return _on_sigint(signal.SIG_IGN)
 
 
+def _umask():
+    """The process's file-creation mask (set to a value, read, and restored)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 def _write_temporary(path, data):
     """``data`` in a new hidden file beside ``path``, flushed to disk; its path."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
                                suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
+            if hasattr(os, "fchmod"):
+                # mkstemp makes a file only its owner may read; the outputs get the
+                # permissions of any new file (0o666 less the umask), as open's.
+                os.fchmod(fh.fileno(), 0o666 & ~_umask())
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

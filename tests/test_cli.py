@@ -392,6 +392,20 @@ def test_write_outputs_replaces_every_file_or_none(tmp_path, capsys):
     assert sorted(os.listdir(out)) == ["a.json", "b.png"]
 
 
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="POSIX permissions")
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600),
+                                         (0o002, 0o664)])
+def test_outputs_get_the_permissions_of_new_files(tmp_path, capsys, umask, mode):
+    # As open() would create them, not readable by their owner only (mkstemp's).
+    previous = os.umask(umask)
+    try:
+        write_outputs(tmp_path / "out", {"a.json": "{}", "b.png": b"\x89PNG"})
+    finally:
+        os.umask(previous)
+    for name in ("a.json", "b.png"):
+        assert (tmp_path / "out" / name).stat().st_mode & 0o777 == mode
+
+
 # --------------------------------------------------------------------------- #
 # spike counts: the Poisson loss, scored in bits per spike; progress on stderr
 # --------------------------------------------------------------------------- #
