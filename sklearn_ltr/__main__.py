@@ -384,6 +384,21 @@ def _largest_rank(code, shape, n_observed):
     return None, None
 
 
+def check_folds(splits, cv, args):
+    """Every fold has at least 2 training trials and 1 test trial.
+
+    Held-out blocks leave the guard trials beside each block out of training: on a
+    short session, short blocks can leave a fold almost nothing to train on.
+    """
+    for fold, (train, test) in enumerate(splits):
+        if len(train) < 2 or len(test) < 1:
+            raise InputError(
+                f"--cv {args.cv} leaves fold {fold} with {len(train)} training and "
+                f"{len(test)} test trial(s) ({cv!r}; the guard trials beside each "
+                f"held-out block are not trained on); every fold needs 2 training "
+                f"trials or more. Use fewer folds or more trials.")
+
+
 def check_ranks(X, splits, args, n_inputs=0):
     """Every rank fits every estimator on every fold; RNN fits fit in memory."""
     import torch
@@ -470,9 +485,10 @@ def _prepare(X, y, args, meta):
     """Check the data against the options; the folds and the estimators."""
     check_data(X, y, args)
     cv = _folds(X, y, args, blocks=meta is not None)
+    splits = list(cv.split(X, y))
+    check_folds(splits, cv, args)
     inputs = (meta or {}).get("inputs")
-    check_ranks(X, list(cv.split(X, y)), args,
-                n_inputs=0 if inputs is None else inputs.shape[2])
+    check_ranks(X, splits, args, n_inputs=0 if inputs is None else inputs.shape[2])
     estimators = _build(args.estimators, n_units=args.n_units, tau=args.tau,
                         max_iter=args.max_iter, random_state=args.random_state,
                         sigma=args.smooth, zscore=args.zscore,

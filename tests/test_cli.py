@@ -650,11 +650,19 @@ def test_learning_test_on_an_nwb_file(tmp_path, capsys, mc_maze):
     (["--rank", "9"], "--rank 9 is larger than --n-units 8"),
     (["--rank", "1", "--loss", "poisson"], r"--loss poisson needs spike counts"),
     (["--rank", "1", "--loss", "poisson", "--smooth", "1"], "drop --smooth"),
+    # 16 trials in blocks of 2 with a guard trial on each side: fold 0 keeps only
+    # trial 15 for training (refused before any fit; it failed after them).
+    (["--rank", "1", "--cv", "2"], r"--cv 2 leaves fold 0 with 1 training and 8 "
+                                   r"test trial\(s\) \(TrialBlockKFold\(n_splits=2, "
+                                   r"block_size=2, guard=1\)"),
 ])
 def test_learning_test_refuses_bad_arguments(tmp_path, capsys, recordings, args,
                                              match):
     X, y = recordings
-    path = _npz(tmp_path / "rec.npz", X=X, y=y)
+    # Without conditions for the folds' case (with them, blocks this short leave
+    # out whole conditions, refused first).
+    labels = {} if "--cv" in args else {"y": y}
+    path = _npz(tmp_path / "rec.npz", X=X, **labels)
     out = tmp_path / "out"
     code = main(["learning-test", str(path), *args, "--out", str(out), *TINY])
     captured = capsys.readouterr()
@@ -665,9 +673,11 @@ def test_learning_test_refuses_bad_arguments(tmp_path, capsys, recordings, args,
 
 
 @pytest.mark.slow  # a process started, interrupted in its fits: 6-8 s
-def test_ctrl_c_stops_the_learning_test(tmp_path, recordings):
-    # Without conditions: 16 trials in blocks leave out whole conditions.
-    path = _npz(tmp_path / "rec.npz", X=recordings[0])
+def test_ctrl_c_stops_the_learning_test(tmp_path):
+    # 48 trials (blocks of 6): the run lasts about a minute without Ctrl-C.
+    data = make_low_tensor_rank_rnn(n_trials=48, n_timepoints=10, n_neurons=8,
+                                    rank=2, random_state=0)
+    path = _npz(tmp_path / "rec.npz", X=data.X)
     out = tmp_path / "out"
     _check_interrupted(*_start_interrupted(
         ["learning-test", str(path), "--rank", "2", "--n-units", "10", "--cv", "2",
