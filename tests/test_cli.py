@@ -494,7 +494,10 @@ def test_select_rank_reads_an_nwb_file(tmp_path, capsys, mc_maze):
     assert len(results["unit_ids"]) == 107 and len(results["trial_ids"]) == 100
     # The trials table orders the trials: held-out blocks, predicted from their
     # places in the session.
-    assert results["score"] == "predicting R²"
+    assert results["score"] == "predicting R² / co-smoothing R²"
+    assert {(r["estimator"], r["score_name"]) for r in results["folds"]} == {
+        ("LowRankRNN", "predicting R²"),
+        ("TrialPCA (co-smoothing)", "co-smoothing R²")}
     assert results["cv"] == "TrialBlockKFold(n_splits=2, block_size=12, guard=2)"
     assert len(results["folds"]) == 2 * 2 * 2
     assert all(np.isfinite(r["score"]) for r in results["folds"])
