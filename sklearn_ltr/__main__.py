@@ -1,12 +1,17 @@
 """Command line: ``python -m sklearn_ltr`` (also the ``sklearn-ltr`` script).
 
 * ``select-rank DATA``: cross-validated rank selection on a file of recordings
-  (``.npz``, ``.npy`` or ``.mat``), comparing the low-tensor-rank RNN with the
-  low-rank RNN, TCA, PCA and the condition average on the same folds; prints a
+  (``.npz``, ``.npy`` or ``.mat``, or an NWB file's spike times binned with
+  ``--align``, ``--window`` and ``--bin``), comparing the low-tensor-rank RNN with
+  the low-rank RNN, TCA, PCA and the condition average on the same folds; prints a
   table and writes ``results.json`` and ``rank_selection.png``. With ``--blocks``
-  (or the trials' numbers or epochs from the file) it holds out blocks of trials,
-  scores them by prediction from their place in the session, and runs the
-  learning test.
+  (or the trials' numbers or epochs from the file, or an NWB file's trials table)
+  it holds out blocks of trials, scores them by prediction from their place in the
+  session, and runs the learning test.
+* ``learning-test DATA --rank R``: :func:`~sklearn_ltr.model_selection.learning_test`
+  on the same files, beside the condition averages on the same folds; prints the
+  result and writes ``learning_test.json`` and ``learning_test.png`` (per-fold
+  differences, and the trial factors fitted on all trials with the epochs).
 * ``demo``: the same on the built-in dataset, with held-out blocks and the learning
   test: the activity of a task-trained network learning a curl field
   (:func:`sklearn_ltr.datasets.make_motor_learning`), with the CP rank of its weight
@@ -39,6 +44,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from ._pipeline import final_step
 
 ESTIMATORS = {
     "ltr": "LowTensorRankRNN",
@@ -111,12 +118,21 @@ def _npz_shapes(npz):
     return shapes
 
 
+def _label_key(shapes, y_key, path):
+    """Name of the labels array: an explicit ``--y-key`` must exist, ``y`` may not."""
+    if y_key is not None and y_key not in shapes:
+        raise InputError(f"{path} has no array {y_key!r} of condition labels; it has "
+                         f"{sorted(shapes)}. Name them with --y-key.")
+    return "y" if y_key is None else y_key
+
+
 def _read_arrays(path, suffix, key, y_key):
     """The data array and the labels (or None) of a recordings file."""
     if suffix == ".npz":
         with np.load(path, allow_pickle=False) as f:
             shapes = _npz_shapes(f)
             name = _pick(shapes, key, path)
+            y_key = _label_key(shapes, y_key, path)
             return f[name], (f[y_key] if y_key in shapes else None)
     if suffix == ".npy":
         arrays = {"X": np.load(path, allow_pickle=False)}
@@ -126,12 +142,14 @@ def _read_arrays(path, suffix, key, y_key):
         arrays = {k: v for k, v in loadmat(path).items() if not k.startswith("__")}
     else:
         raise InputError(f"{path}: unsupported file type {suffix!r}; use .npz "
-                         f"(array 'X', optional 'y'), .npy or .mat.")
-    name = _pick({k: np.shape(v) for k, v in arrays.items()}, key, path)
-    return arrays[name], arrays.get(y_key)
+                         f"(array 'X', optional 'y'), .npy, .mat, or .nwb "
+                         f"(with --align, --window and --bin).")
+    shapes = {k: np.shape(v) for k, v in arrays.items()}
+    name = _pick(shapes, key, path)
+    return arrays[name], arrays.get(_label_key(shapes, y_key, path))
 
 
-def load_recordings(path, *, key=None, y_key="y", axis_order=AXES):
+def load_recordings(path, *, key=None, y_key=None, axis_order=AXES):
     """Read ``X`` (and labels when present) from ``.npz``, ``.npy`` or ``.mat``.
 
     Parameters
@@ -140,8 +158,9 @@ def load_recordings(path, *, key=None, y_key="y", axis_order=AXES):
         The file.
     key : str, default=None
         Name of the data array; by default ``X``, or the only 3D array of the file.
-    y_key : str, default="y"
-        Name of the optional condition labels (one per trial).
+    y_key : str, default=None
+        Name of the condition labels (one per trial), which the file must then
+        hold; None: the array ``y`` when the file has one.
     axis_order : sequence of {'trial', 'time', 'neuron'}, default=AXES
         The order of the axes in the file, e.g. ``('time', 'trial', 'neuron')``;
         by default ``('trial', 'time', 'neuron')``.
@@ -203,7 +222,24 @@ OPTION_RULES = [
     ("--random-state", "random_state", lambda v: 0 <= v < 2 ** 32,
      "an integer between 0 and 2**32 - 1"),
     ("--verbose", "verbose", lambda v: v >= 0, "0 (quiet) or more"),
+    ("--rank", "rank", lambda v: v >= 1, "a positive integer"),
+    ("--bin", "bin_size", lambda v: 0 < v < math.inf,
+     "a finite positive number of seconds"),
 ]
+
+# Options that only one kind of file has: arrays (.npz, .npy, .mat) or NWB files.
+ARRAY_OPTIONS = {"--key": "key", "--y-key": "y_key",
+                 "--trial-index-key": "trial_index_key", "--epoch-key": "epoch_key"}
+NWB_OPTIONS = {"--align": "align", "--window": "window", "--bin": "bin_size",
+               "--condition-column": "condition_column",
+               "--epoch-column": "epoch_column"}
+
+# The smoothing of NWB spike counts fitted with squared error when --smooth is not
+# given: a Gaussian of this standard deviation, in seconds (2.5 bins of 20 ms), a
+# common width for single-trial rates of motor cortex. Counts in bins of tens of
+# ms are mostly 0 and 1 (MC_Maze: 0.09 spikes per 20 ms bin on average), and
+# their squared error is dominated by Poisson noise that no model predicts.
+NWB_SMOOTH_SECONDS = 0.05
 
 # Estimators that fit spike counts with the Poisson loss, as --loss poisson asks.
 POISSON_ESTIMATORS = ("ltr", "lr", "avg", "avg-smooth")
@@ -226,8 +262,12 @@ def check_options(args):
         if not all(valid(v) for v in values):
             shown = " ".join(str(v) for v in values)
             raise InputError(f"{flag} must be {requirement}, got {shown}.")
+    if getattr(args, "rank", None) is not None:
+        args.ranks = [args.rank]
     if getattr(args, "ranks", None) is not None:
         args.ranks = sorted(set(args.ranks))
+    if hasattr(args, "data"):
+        _check_source(args)
     if hasattr(args, "estimators"):
         _check_estimators(args)
     if getattr(args, "out", None) is not None:
@@ -235,6 +275,46 @@ def check_options(args):
     if importlib.util.find_spec("matplotlib") is None:
         raise InputError("the figure needs matplotlib: pip install matplotlib "
                          "(or the package's [plot] extra).")
+
+
+def _is_nwb(path):
+    return Path(path).suffix.lower() == ".nwb"
+
+
+def _check_source(args):
+    """The options of the data file's kind, and no other; the default smoothing."""
+    nwb = _is_nwb(args.data)
+    given = {flag for flag, attr in {**ARRAY_OPTIONS, **NWB_OPTIONS}.items()
+             if getattr(args, attr, None) is not None}
+    if list(args.axis_order) != list(AXES):
+        given.add("--axis-order")
+    if nwb:
+        missing = [flag for flag in ("--align", "--window", "--bin")
+                   if flag not in given]
+        if missing:
+            raise InputError(
+                f"{args.data} is an NWB file: its spike times are binned around an "
+                f"event of each trial; add {' '.join(missing)} (e.g. --align "
+                f"move_onset_time --window -0.25 0.45 --bin 0.02).")
+        wrong = sorted(given - set(NWB_OPTIONS))
+        fix = ("name trials-table columns with --condition-column and "
+               "--epoch-column")
+    else:
+        wrong = sorted(given & set(NWB_OPTIONS))
+        fix = "they bin the spike times of an .nwb file"
+    if wrong:
+        raise InputError(f"{' '.join(wrong)} cannot be used with "
+                         f"{Path(args.data).name}: {fix}.")
+    if getattr(args, "smooth", 0.0) is None:
+        # Recorded, so that the run can say it smoothed without being asked.
+        args.default_smooth = nwb and getattr(args, "loss", "mse") == "mse"
+        args.smooth = (NWB_SMOOTH_SECONDS / args.bin_size if args.default_smooth
+                       else 0.0)
+
+
+def _rank_flag(args):
+    """The option that set the ranks: ``--rank`` (learning-test) or ``--ranks``."""
+    return "--rank" if getattr(args, "rank", None) is not None else "--ranks"
 
 
 def _check_estimators(args):
@@ -246,7 +326,8 @@ def _check_estimators(args):
     networks = [ESTIMATORS[e] for e in args.estimators if e in ("ltr", "lr")]
     if networks and max(args.ranks) > args.n_units:
         raise InputError(
-            f"--ranks {max(args.ranks)} is larger than --n-units {args.n_units}: a "
+            f"{_rank_flag(args)} {max(args.ranks)} is larger than --n-units "
+            f"{args.n_units}: a "
             f"network's rank is at most its number of units ({', '.join(networks)})."
             f" Lower the ranks or raise --n-units.")
     if loss != "poisson":
@@ -333,6 +414,21 @@ def _largest_rank(code, shape, n_observed):
     return None, None
 
 
+def check_folds(splits, cv, args):
+    """Every fold has at least 2 training trials and 1 test trial.
+
+    Held-out blocks leave the guard trials beside each block out of training: on a
+    short session, short blocks can leave a fold almost nothing to train on.
+    """
+    for fold, (train, test) in enumerate(splits):
+        if len(train) < 2 or len(test) < 1:
+            raise InputError(
+                f"--cv {args.cv} leaves fold {fold} with {len(train)} training and "
+                f"{len(test)} test trial(s) ({cv!r}; the guard trials beside each "
+                f"held-out block are not trained on); every fold needs 2 training "
+                f"trials or more. Use fewer folds or more trials.")
+
+
 def check_ranks(X, splits, args, n_inputs=0):
     """Every rank fits every estimator on every fold; RNN fits fit in memory."""
     import torch
@@ -347,8 +443,8 @@ def check_ranks(X, splits, args, n_inputs=0):
         bound, why = _largest_rank(code, shape, n_observed)
         if bound is not None and top > bound:
             raise InputError(
-                f"--ranks {top} is too large for {ESTIMATORS[code]}: at most "
-                f"{bound}, from {why}. Lower the ranks or leave it out of "
+                f"{_rank_flag(args)} {top} is too large for {ESTIMATORS[code]}: at "
+                f"most {bound}, from {why}. Lower the ranks or leave it out of "
                 f"--estimators.")
     if {"ltr", "lr"} & set(args.estimators):
         largest = (max(len(train) for train, _ in splits),) + X.shape[1:]
@@ -419,9 +515,10 @@ def _prepare(X, y, args, meta):
     """Check the data against the options; the folds and the estimators."""
     check_data(X, y, args)
     cv = _folds(X, y, args, blocks=meta is not None)
+    splits = list(cv.split(X, y))
+    check_folds(splits, cv, args)
     inputs = (meta or {}).get("inputs")
-    check_ranks(X, list(cv.split(X, y)), args,
-                n_inputs=0 if inputs is None else inputs.shape[2])
+    check_ranks(X, splits, args, n_inputs=0 if inputs is None else inputs.shape[2])
     estimators = _build(args.estimators, n_units=args.n_units, tau=args.tau,
                         max_iter=args.max_iter, random_state=args.random_state,
                         sigma=args.smooth, zscore=args.zscore,
@@ -464,6 +561,25 @@ def _is_interruption(message):
     return ".fit was interrupted" in message
 
 
+def _fitting(function, *args, **kwargs):
+    """``function(*args, **kwargs)`` and the distinct messages of its warnings.
+
+    Raises
+    ------
+    Interrupted
+        A fit was interrupted (in a worker process that caught the Ctrl-C, or in
+        this one): its result is not that of a complete fit.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = function(*args, **kwargs)
+    messages = list(dict.fromkeys(str(w.message) for w in caught))
+    if any(_is_interruption(m) for m in messages):
+        raise Interrupted
+    _raise_if_interrupted()
+    return result, messages
+
+
 def _compare(estimators, X, y, cv, args, meta):
     """The comparison's records and the distinct warnings of its fits.
 
@@ -477,15 +593,15 @@ def _compare(estimators, X, y, cv, args, meta):
     """
     from .model_selection import compare_estimators
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        records = compare_estimators(estimators, X, y, ranks=args.ranks, cv=cv,
-                                     n_jobs=args.n_jobs, verbose=args.verbose,
-                                     as_frame=False, **(meta or {}))
-    messages = [str(w.message) for w in caught]
-    if any(_is_interruption(m) for m in messages):
-        raise Interrupted
-    _raise_if_interrupted()
+    records, messages = _fitting(
+        compare_estimators, estimators, X, y, ranks=args.ranks, cv=cv,
+        n_jobs=args.n_jobs, verbose=args.verbose, as_frame=False, **(meta or {}))
+    for record in records:
+        # Given the trials' places, TCA and PCA still infer every parameter of a
+        # held-out trial from its held-in neurons (see _prepare).
+        if record["estimator"].endswith("(co-smoothing)"):
+            record["score_name"] = record["score_name"].replace("predicting",
+                                                                "co-smoothing")
     if not any(np.isfinite(r["score"]) for r in records):
         failures = [m for m in messages if m.startswith("Fitting ")]
         raise InputError("every fit failed"
@@ -570,18 +686,23 @@ def _learning_test(records, cv, X, y):
     rank = max(pairs, key=lambda r: (np.mean(pairs[r]), -r))
     splits = list(cv.split(X, y))
     res = paired_comparison(*pairs[rank], splits, names=names)
-    print(f"\nLearning test at rank {rank} (the best rank of both networks "
-          f"together): LowTensorRankRNN minus LowRankRNN on the same held-out "
-          f"blocks = {res.difference:+.4f} +/- {res.se:.4f} (per fold: "
-          f"{', '.join(f'{d:+.4f}' for d in res.per_fold)}); one-sided p = "
-          f"{res.pvalue:.3g} ({res.method}).")
+    return _report_learning(res, rank, " (the best rank of both networks together)")
+
+
+def _report_learning(res, rank, why=""):
+    """Print the learning test's result (a ``paired_comparison``); as a dict."""
+    print(f"\nLearning test at rank {rank}{why}: LowTensorRankRNN minus LowRankRNN "
+          f"on the same held-out blocks = {res.difference:+.4f} +/- {res.se:.4f} "
+          f"(per fold: {', '.join(f'{d:+.4f}' for d in res.per_fold)}); one-sided "
+          f"p = {res.pvalue:.3g} ({res.method}).")
     verdict = ("connectivity changed over the session" if res.pvalue < 0.05 else
                "no evidence that connectivity changed beyond a fixed network")
     print(f"At p < 0.05: {verdict}.")
     return {"rank": int(rank), "difference": res.difference, "se": res.se,
-            "pvalue": res.pvalue, "per_fold": res.per_fold.tolist(),
+            "statistic": res.statistic, "pvalue": res.pvalue,
+            "per_fold": res.per_fold.tolist(),
             "scores": {k: v.tolist() for k, v in res.scores.items()},
-            "method": res.method}
+            "n_train": res.n_train, "n_test": res.n_test, "method": res.method}
 
 
 # --------------------------------------------------------------------------- #
@@ -637,12 +758,23 @@ def _interrupts_ignored():
     return _on_sigint(signal.SIG_IGN)
 
 
+def _umask():
+    """The process's file-creation mask (set to a value, read, and restored)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 def _write_temporary(path, data):
     """``data`` in a new hidden file beside ``path``, flushed to disk; its path."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
                                suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
+            if hasattr(os, "fchmod"):
+                # mkstemp makes a file only its owner may read; the outputs get the
+                # permissions of any new file (0o666 less the umask), as open's.
+                os.fchmod(fh.fileno(), 0o666 & ~_umask())
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -684,15 +816,30 @@ def write_outputs(out, files, *, done=""):
             Path(tmp).unlink(missing_ok=True)
 
 
-def _figure_png(summary, title, learning=None):
-    """The rank selection, and beside it the learning test's folds: PNG bytes."""
+def _pyplot():
+    """``matplotlib.pyplot``, drawing into files (no window)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _png(fig):
+    """The figure as PNG bytes; closed."""
+    png = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(png, format="png", dpi=120)
+    _pyplot().close(fig)
+    return png.getvalue()
+
+
+def _figure_png(summary, title, learning=None):
+    """The rank selection, and beside it the learning test's folds: PNG bytes."""
     from .plotting import plot_rank_selection
 
+    plt = _pyplot()
     if learning is None:
         fig, ax = plt.subplots(figsize=(5.5, 4))
         plot_rank_selection(summary, ax=ax)
@@ -704,11 +851,22 @@ def _figure_png(summary, title, learning=None):
         plot_rank_selection(summary, ax=ax, scale=scale)
         _plot_learning(ax2, learning)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=120)
-    plt.close(fig)
-    return png.getvalue()
+    return _png(fig)
+
+
+def _learning_figure_png(learning, factors, epochs, title):
+    """The learning test's folds, and the trial factors fitted on all trials."""
+    from .plotting import plot_trial_factors
+
+    fig, (ax, ax2) = _pyplot().subplots(1, 2, figsize=(11, 4.2),
+                                        gridspec_kw={"width_ratios": [1, 1.4]})
+    _plot_learning(ax, learning)
+    plot_trial_factors(factors, epochs=epochs, ax=ax2)
+    ax2.set_xlabel("trial (in session order)")
+    ax2.set_title(f"trial factors of LowTensorRankRNN (rank {factors.shape[1]}) "
+                  f"fitted on all trials", fontsize=10)
+    fig.suptitle(title, fontsize=11)
+    return _png(fig)
 
 
 def _plot_learning(ax, learning):
@@ -721,7 +879,7 @@ def _plot_learning(ax, learning):
                label=f"mean {learning['difference']:+.4f} ± {learning['se']:.4f}")
     ax.axhspan(learning["difference"] - learning["se"],
                learning["difference"] + learning["se"], color="0.3", alpha=0.15,
-               lw=0)
+               lw=0, label="± standard error (corrected)")
     ax.set_xticks(folds)
     ax.set_xlabel("fold (held-out blocks of trials)")
     ax.set_ylabel("score of LowTensorRankRNN minus LowRankRNN")
@@ -763,15 +921,214 @@ def _session_arrays(path, args, n_trials):
     return arrays
 
 
-def select_rank(args):
-    """The ``select-rank`` subcommand: rank selection on a file of recordings."""
+def _trials_column(data, column, flag, path):
+    """A column of the trials table read by ``read_nwb``, or None."""
+    if column is None:
+        return None
+    if column not in data.trials:
+        raise InputError(
+            f"{flag} {column}: the trials table of {path} has no column "
+            f"{column!r} with one value per trial; it has {list(data.trials)}.")
+    values = data.trials[column]
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise InputError(
+            f"{flag} {column}: {np.sum(~np.isfinite(values))} of the {values.size} "
+            f"trials have no value (NaN) in column {column!r}; every trial needs "
+            f"one.")
+    return values
+
+
+def _load_nwb(args):
+    """Spike counts of an NWB file (``read_nwb``), labels and places in the session."""
+    from .io import read_nwb
+
+    path = Path(args.data)
+    how = (f"--align {args.align} --window {args.window[0]:g} {args.window[1]:g} "
+           f"--bin {args.bin_size:g}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            data = read_nwb(path, align=args.align, window=tuple(args.window),
+                            bin_size=args.bin_size)
+        except ValueError as exc:
+            raise InputError(f"{how}: {exc}") from None
+    y = _trials_column(data, args.condition_column, "--condition-column", path)
+    epochs = _trials_column(data, args.epoch_column, "--epoch-column", path)
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        print(f"warning: {' '.join(message.split())}", file=sys.stderr)
+    _describe_binning(path, data.X.shape, args)
+    # The trials' rows of the trials table are their places in the session.
+    meta = {"trial_index": data.trial_index.astype(float)}
+    if epochs is not None:
+        meta["epochs"] = epochs
+    source = {"align": args.align, "window": list(args.window),
+              "bin_size": args.bin_size, "condition_column": args.condition_column,
+              "epoch_column": args.epoch_column,
+              "trial_ids": data.trial_ids.tolist(),
+              "unit_ids": data.unit_ids.tolist()}
+    return data.X.astype(float), y, meta, source
+
+
+def _describe_binning(path, shape, args):
+    """Say how an NWB file's spikes were binned, and smoothed when not asked."""
+    n_trials, n_bins, n_units = shape
+    print(f"{path.name}: {n_units} units binned in {n_bins} bins of "
+          f"{args.bin_size:g} s from {args.window[0]:g} to {args.window[1]:g} s "
+          f"around {args.align}, {n_trials} trials.")
+    if getattr(args, "default_smooth", False):
+        print(f"Spike counts smoothed along time by a Gaussian of "
+              f"{NWB_SMOOTH_SECONDS * 1000:g} ms ({args.smooth:g} bins), the "
+              f"default for NWB counts with --loss mse: --smooth 0 for none, or "
+              f"--loss poisson to fit the counts themselves.")
+
+
+def load_data(args):
+    """The recordings a subcommand's arguments name.
+
+    Returns
+    -------
+    X : ndarray of shape (n_trials, n_timepoints, n_neurons)
+    y : ndarray of shape (n_trials,) or None
+        Condition labels.
+    meta : dict or None
+        ``trial_index`` and ``epochs`` (when known) of the trials: always for an
+        NWB file (its trials table orders the trials), for an array file with
+        ``--blocks``, ``--trial-index-key`` or ``--epoch-key``; None otherwise.
+    source : dict
+        What to record of where the data came from (NWB files: the binning).
+    """
+    if _is_nwb(args.data):
+        return _load_nwb(args)
     X, y = load_recordings(args.data, key=args.key, y_key=args.y_key,
                            axis_order=args.axis_order)
-    meta = _session_arrays(args.data, args, X.shape[0])
-    run_selection(X, y, args, Path(args.data).name, meta=meta,
+    return X, y, _session_arrays(args.data, args, X.shape[0]), {}
+
+
+def _title(args):
+    """The data's name for the printout and the figure: the file, how binned."""
+    title = Path(args.data).name
+    if _is_nwb(args.data):
+        title += f", {args.bin_size * 1000:g} ms bins around {args.align}"
+    if args.smooth:
+        title += f", smoothed (σ = {args.smooth:g} bins)"
+    return title
+
+
+def select_rank(args):
+    """The ``select-rank`` subcommand: rank selection on a file of recordings."""
+    X, y, meta, source = load_data(args)
+    run_selection(X, y, args, _title(args), meta=meta,
                   extra={"data": str(args.data), "smooth": args.smooth,
-                         "zscore": args.zscore, "loss": args.loss})
+                         "zscore": args.zscore, "loss": args.loss, **source})
     return 0
+
+
+def learning_test_command(args):
+    """The ``learning-test`` subcommand: the learning test on a file of recordings.
+
+    :func:`~sklearn_ltr.model_selection.learning_test` on the folds and networks
+    ``select-rank`` would use at ``--rank``, the condition averages on the same
+    folds, and ``LowTensorRankRNN`` fitted on all trials for its trial factors.
+    """
+    from sklearn.base import clone
+
+    from .model_selection import learning_test, rank_selection_summary
+
+    X, y, meta, source = load_data(args)
+    title = _title(args)
+    cv, estimators = _prepare(X, y, args, meta)
+    network = final_step(estimators["LowTensorRankRNN"])
+    _start_workers(args.n_jobs)
+    print(f"{title}: X of shape {X.shape} (trials x time x neurons).")
+    print(f"Learning test at rank {args.rank}: LowTensorRankRNN and LowRankRNN on "
+          f"the same {args.cv} folds of held-out blocks of trials ({cv!r}), each "
+          f"trial predicted from its condition and its place in the session, beside "
+          f"the condition averages; n_jobs={args.n_jobs} ...", flush=True)
+    t0 = time.perf_counter()
+    # The smoothing of the pipelines, once: it is within each trial, so smoothing
+    # all trials before the folds are drawn is the same.
+    X_fit = _smoothed(X, args.smooth)
+    params = {k: v for k, v in network.get_params().items()
+              if k not in ("rank", "random_state")}
+    res, messages = _fitting(
+        learning_test, X_fit, y, rank=args.rank, cv=cv, estimator_params=params,
+        n_jobs=args.n_jobs, random_state=args.random_state, verbose=args.verbose,
+        **meta)
+    references = {name: est for name, est in estimators.items()
+                  if name.startswith("ConditionAverage")}
+    records, more = _compare(references, X, y, cv, args, meta)
+    if args.verbose:
+        print(f"fitting LowTensorRankRNN on all {X.shape[0]} trials, for its trial "
+              f"factors ...", file=sys.stderr, flush=True)
+    fitted, last = _fitting(clone(network).set_params(rank=args.rank).fit, X_fit, y,
+                            **meta)
+    for message in dict.fromkeys(messages + more + last):
+        print(f"warning: {message}", file=sys.stderr)
+    summary = rank_selection_summary(
+        [{"estimator": name, "rank": args.rank, "fold": fold, "score": score,
+          "score_name": res.score_name}
+         for name, scores in res.scores.items() for fold, score in
+         enumerate(scores)] + records)
+    _print_scores(summary, args.rank)
+    learning = _report_learning(res, args.rank)
+    factors = fitted.trial_factors_
+    epochs = _epoch_labels(meta.get("epochs"), args)
+    _print_factors(factors, epochs)
+    elapsed = time.perf_counter() - t0
+    payload = {
+        "title": title, "data": str(args.data), "shape": list(X.shape),
+        "rank": args.rank, "cv": repr(cv), "score": res.score_name,
+        "seconds": elapsed, "learning_test": learning,
+        "scores": {r["estimator"]: {k: r[k] for k in ("mean", "se", "n_splits")}
+                   for r in summary.table},
+        "references": summary.references, "reference_folds": records,
+        "trial_factors": factors, "trial_index": meta["trial_index"],
+        "epochs": meta.get("epochs"), "loss": args.loss, "smooth": args.smooth,
+        "estimator_params": params, "random_state": args.random_state, **source}
+    write_outputs(Path(args.out), {
+        "learning_test.png": _learning_figure_png(learning, factors, epochs, title),
+        "learning_test.json": strict_json(payload)}, done=f"({elapsed:.0f} s)")
+    return 0
+
+
+def _smoothed(X, sigma):
+    """``X`` smoothed along time (a Gaussian of ``sigma`` bins), or ``X``."""
+    from .preprocessing import GaussianSmoother
+
+    return GaussianSmoother(sigma=sigma).fit_transform(X) if sigma else X
+
+
+def _print_scores(summary, rank):
+    """The networks' and the references' mean scores over the folds."""
+    print(f"\n{summary.score_name} of the held-out blocks, mean +/- standard error "
+          f"over folds:")
+    rows = [(f"{r['estimator']} (rank {rank})", r) for r in summary.table]
+    rows += list(summary.references.items())
+    for name, r in rows:
+        print(f"  {name:<30} {r['mean']:.4f} +/- {r['se']:.4f}")
+    best = max((r["mean"] for r in summary.references.values()), default=-np.inf)
+    if all(r["mean"] <= best for r in summary.table):
+        print("Neither network predicts the held-out trials better than a condition "
+              "average: they explain nothing the average does not.")
+
+
+def _print_factors(factors, epochs):
+    """The mean trial factors of each epoch (of all trials without epochs)."""
+    print(f"\nTrial factors of LowTensorRankRNN fitted on all {len(factors)} trials "
+          f"(drawn in the figure), mean of each component:")
+    labels = np.zeros(len(factors), dtype=int) if epochs is None else epochs
+    for label in dict.fromkeys(labels.tolist()):
+        means = factors[labels == label].mean(axis=0)
+        print(f"  {'all trials' if epochs is None else label}: "
+              f"{', '.join(f'{m:+.3f}' for m in means)}")
+
+
+def _epoch_labels(epochs, args):
+    """Epoch labels for the figure's legend, named after their array or column."""
+    if epochs is None:
+        return None
+    name = args.epoch_key or args.epoch_column
+    return np.array([f"{name} {label}" for label in epochs.tolist()])
 
 
 # A smaller session for a quick look (and the tests): 40 units, 30 bins, 112 trials,
@@ -812,17 +1169,9 @@ def demo(args):
 
 
 
-def _common_options(p, *, estimators, n_units, ranks=(1, 2, 3, 4, 5), max_iter=1000,
-                    trial_length_scale=10.0):
-    p.add_argument("--ranks", type=int, nargs="+", default=list(ranks),
-                   help="ranks to compare (default: %(default)s)")
+def _fit_options(p, *, n_units, max_iter=1000, trial_length_scale=10.0):
+    """Folds, the networks' size and training, parallelism, seed and progress."""
     p.add_argument("--cv", type=int, default=5, help="number of folds over trials")
-    p.add_argument("--estimators", nargs="+", choices=sorted(ESTIMATORS),
-                   default=None, help="ltr: LowTensorRankRNN, lr: LowRankRNN, "
-                   "tca: TCA, pca: TrialPCA, avg: ConditionAverage, avg-smooth: "
-                   "ConditionAverage weighted over the session "
-                   f"(default: {' '.join(estimators)})")
-    p.set_defaults(default_estimators=list(estimators))
     p.add_argument("--n-units", type=int, default=n_units,
                    help="units of the fitted RNNs (default: %(default)s)")
     p.add_argument("--max-iter", type=int, default=max_iter,
@@ -836,9 +1185,74 @@ def _common_options(p, *, estimators, n_units, ranks=(1, 2, 3, 4, 5), max_iter=1
     p.add_argument("--verbose", type=int, default=1,
                    help="0: quiet; 1: progress on stderr, the fits done out of "
                    "all, elapsed time and time left (default: %(default)s)")
+
+
+def _common_options(p, *, estimators, n_units, ranks=(1, 2, 3, 4, 5), max_iter=1000,
+                    trial_length_scale=10.0):
+    p.add_argument("--ranks", type=int, nargs="+", default=list(ranks),
+                   help="ranks to compare (default: %(default)s)")
+    p.add_argument("--estimators", nargs="+", choices=sorted(ESTIMATORS),
+                   default=None, help="ltr: LowTensorRankRNN, lr: LowRankRNN, "
+                   "tca: TCA, pca: TrialPCA, avg: ConditionAverage, avg-smooth: "
+                   "ConditionAverage weighted over the session "
+                   f"(default: {' '.join(estimators)})")
+    p.set_defaults(default_estimators=list(estimators))
+    _fit_options(p, n_units=n_units, max_iter=max_iter,
+                 trial_length_scale=trial_length_scale)
     p.add_argument("--no-learning-test", dest="learning_test",
                    action="store_false",
                    help="skip the learning test (with held-out blocks of trials)")
+
+
+def _data_options(p):
+    """The data file: arrays (.npz, .npy, .mat) or an NWB file and its binning."""
+    p.add_argument("data", help=".npz (array 'X', optional labels 'y'), .npy, .mat, "
+                   "or .nwb (spike times, binned with --align, --window and --bin)")
+    arrays = p.add_argument_group("arrays (.npz, .npy, .mat)")
+    arrays.add_argument("--key", default=None,
+                        help="name of the data array in the file")
+    arrays.add_argument("--y-key", default=None,
+                        help="name of the condition labels (default: 'y' when the "
+                        "file has it)")
+    arrays.add_argument("--axis-order", nargs=3, choices=AXES, default=list(AXES),
+                        metavar="AXIS", help="axis order in the file, e.g. "
+                        "'time trial neuron' (default: trial time neuron)")
+    arrays.add_argument("--trial-index-key", default=None,
+                        help="array of the trials' numbers in the session (.npz)")
+    arrays.add_argument("--epoch-key", default=None,
+                        help="array of the trials' epoch labels, e.g. blocks (.npz)")
+    nwb = p.add_argument_group(
+        "NWB files (.nwb: the units' spike times and a trials table; needs pynwb)",
+        "Spike counts in a window around an event of each trial, trials in the "
+        "order of the trials table (their places in the session).")
+    nwb.add_argument("--align", metavar="COLUMN",
+                     help="column of the trials table with each trial's alignment "
+                     "time, e.g. move_onset_time (required for .nwb)")
+    nwb.add_argument("--window", type=float, nargs=2, metavar=("START", "STOP"),
+                     help="seconds around the alignment, e.g. -0.25 0.45: a whole "
+                     "number of bins inside every trial (required for .nwb)")
+    nwb.add_argument("--bin", dest="bin_size", type=float, metavar="SECONDS",
+                     help="bin width in seconds, e.g. 0.02 (required for .nwb)")
+    nwb.add_argument("--condition-column", metavar="COLUMN",
+                     help="column of the trials table with condition labels")
+    nwb.add_argument("--epoch-column", metavar="COLUMN",
+                     help="column of the trials table with epoch labels")
+
+
+def _model_options(p, *, out="sklearn_ltr_results"):
+    """Loss, smoothing, the networks' time constant, and the output folder."""
+    p.add_argument("--loss", choices=("mse", "poisson"), default="mse",
+                   help="mse: squared error, scored by R²; poisson: spike counts, "
+                   "fitted with the Poisson loss and scored in bits per spike (the "
+                   "networks and condition averages; default: %(default)s)")
+    p.add_argument("--smooth", type=float, default=None, metavar="SIGMA",
+                   help="Gaussian smoothing along time, in bins (0: none; default: "
+                   f"0, and {NWB_SMOOTH_SECONDS * 1000:g} ms for the counts of an "
+                   ".nwb file with --loss mse)")
+    p.add_argument("--out", default=out, help="output folder (default: %(default)s)")
+    p.add_argument("--tau", type=float, default=2.0,
+                   help="time constant of the fitted RNNs' units, in time bins "
+                   "(default: %(default)s)")
 
 
 def _add_select_rank(sub):
@@ -847,35 +1261,37 @@ def _add_select_rank(sub):
         description="Cross-validated rank selection on recordings: compares the "
         "models on the same folds of trials, prints a table and writes "
         "OUT/results.json and OUT/rank_selection.png.")
-    p.add_argument("data", help=".npz (array 'X', optional labels 'y'), .npy or .mat")
-    p.add_argument("--key", default=None, help="name of the data array in the file")
-    p.add_argument("--y-key", default="y", help="name of the condition labels")
-    p.add_argument("--axis-order", nargs=3, choices=AXES, default=list(AXES),
-                   metavar="AXIS", help="axis order in the file, e.g. "
-                   "'time trial neuron' (default: trial time neuron)")
-    p.add_argument("--loss", choices=("mse", "poisson"), default="mse",
-                   help="mse: squared error, scored by R²; poisson: spike counts, "
-                   "fitted with the Poisson loss and scored in bits per spike (the "
-                   "networks and condition averages; default: %(default)s)")
-    p.add_argument("--smooth", type=float, default=0.0, metavar="SIGMA",
-                   help="Gaussian smoothing along time, in bins (0: none)")
+    _data_options(p)
+    _model_options(p)
     p.add_argument("--zscore", action="store_true",
                    help="z-score each neuron (fitted on the training folds)")
-    p.add_argument("--out", default="sklearn_ltr_results", help="output folder")
-    p.add_argument("--tau", type=float, default=2.0,
-                   help="time constant of the fitted RNNs' units, in time bins "
-                   "(default: %(default)s)")
     p.add_argument("--blocks", action="store_true",
                    help="hold out contiguous blocks of trials and score them by "
                    "prediction from their place in the session (implied by "
-                   "--trial-index-key and --epoch-key); trials in session order")
-    p.add_argument("--trial-index-key", default=None,
-                   help="array of the trials' numbers in the session (.npz)")
-    p.add_argument("--epoch-key", default=None,
-                   help="array of the trials' epoch labels, e.g. blocks (.npz)")
+                   "--trial-index-key, --epoch-key and .nwb files); trials in "
+                   "session order")
     _common_options(p, estimators=["ltr", "lr", "tca", "pca", "avg", "avg-smooth"],
                     n_units=100)
     p.set_defaults(func=select_rank)
+
+
+def _add_learning_test(sub):
+    p = sub.add_parser(
+        "learning-test", help="did connectivity change over the session? The "
+        "learning test on a file of recordings",
+        description="The learning test (sklearn_ltr.model_selection.learning_test): "
+        "LowTensorRankRNN and LowRankRNN of the same rank fitted on the same folds "
+        "of held-out blocks of trials, each held-out trial predicted from its "
+        "condition and its place in the session, beside the condition averages; "
+        "prints the result and writes OUT/learning_test.json and "
+        "OUT/learning_test.png. Trials must be in session order.")
+    _data_options(p)
+    p.add_argument("--rank", type=int, required=True,
+                   help="rank of both networks (choose it with select-rank)")
+    _model_options(p)
+    _fit_options(p, n_units=100)
+    p.set_defaults(func=learning_test_command, blocks=True, zscore=False,
+                   estimators=["ltr", "lr", "avg", "avg-smooth"])
 
 
 def _add_demo(sub):
@@ -899,6 +1315,7 @@ def build_parser():
         description="Low-tensor-rank RNN models of neural activity over learning.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_select_rank(sub)
+    _add_learning_test(sub)
     _add_demo(sub)
     return parser
 

@@ -379,7 +379,8 @@ def rank_selection_summary(results, *, param="rank"):
         "n_splits"}``, one per estimator and rank (standard error with ``ddof=1``
         over the folds, failed folds ignored); ``best_rank`` and ``one_se_rank``:
         dicts from estimator name to rank (the highest mean, and the smallest rank
-        within one standard error of it); ``score_name``: what was scored;
+        within one standard error of it); ``score_name``: what was scored (the
+        records' several names joined by " / " when they differ);
         ``references``: dict from the name of each estimator evaluated without a
         rank (a model-free reference such as
         :class:`~sklearn_ltr.ConditionAverage`) to its ``mean``, ``se`` and
@@ -416,8 +417,11 @@ def rank_selection_summary(results, *, param="rank"):
             f"Records need the keys 'estimator', 'rank' and 'score' (per fold); "
             f"missing {sorted(missing)}. Pass a fitted GridSearchCV or the output of "
             f"compare_estimators.")
-    if "score_name" in records[0]:
-        score_name = records[0]["score_name"]
+    # Records of several scores (e.g. predicting and co-smoothing) name them all.
+    names = list(OrderedDict.fromkeys(r["score_name"] for r in records
+                                      if "score_name" in r))
+    if names:
+        score_name = " / ".join(names)
     groups, reference_scores = OrderedDict(), OrderedDict()
     for rec in records:
         if _no_rank(rec["rank"]):

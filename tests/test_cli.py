@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -296,14 +297,42 @@ DELAYS = (0.5, 2.0, 4.0)
 PREVIOUS = b'{"previous": "results", "left": "untouched"}\n'
 
 
-def _interrupt_when_fitting(process, delay):
+def _interrupt_when_fitting(process, delay, announcement):
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) ``delay``
-    seconds after the command announces the comparison."""
+    seconds after the command announces its fits."""
     for line in process.stdout:
-        if line.startswith("Cross-validating"):
+        if line.startswith(announcement):
             time.sleep(delay)
             os.killpg(process.pid, signal.SIGINT)
             return
+
+
+def _start_interrupted(args, delay, announcement="Cross-validating"):
+    """``python -m sklearn_ltr *args`` in a process group of its own, and the
+    thread that interrupts it ``delay`` seconds into its fits."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sklearn_ltr", *args], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    thread = threading.Thread(target=_interrupt_when_fitting,
+                              args=(process, delay, announcement))
+    thread.start()
+    return process, thread
+
+
+def _check_interrupted(process, thread):
+    """The run stopped with status 130 and one 'interrupted:' line, no traceback."""
+    thread.join(timeout=300)
+    try:
+        _, err = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, (process.returncode, err)
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("interrupted: "), err
 
 
 @pytest.mark.parametrize("n_jobs", ["1", "2"])
@@ -311,34 +340,17 @@ def test_ctrl_c_stops_the_run_and_keeps_earlier_results(tmp_path, recordings,
                                                          n_jobs):
     X, y = recordings
     path = _npz(tmp_path / "rec.npz", X=X, y=y)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(ROOT), os.environ.get("PYTHONPATH", "")]))
     runs = []
     for delay in DELAYS:
         out = tmp_path / f"out_{delay}"
         out.mkdir()
         (out / "results.json").write_bytes(PREVIOUS)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sklearn_ltr", "select-rank", str(path),
-             "--estimators", "ltr", "lr", "--ranks", "1", "2", "3", "--n-units", "10",
-             "--cv", "2", "--max-iter", "3000", "--n-jobs", n_jobs, "--verbose", "1",
-             "--out", str(out)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, start_new_session=True)
-        thread = threading.Thread(target=_interrupt_when_fitting,
-                                  args=(process, delay))
-        thread.start()
-        runs.append((delay, out, process, thread))
-    for delay, out, process, thread in runs:
-        thread.join(timeout=300)
-        try:
-            _, err = process.communicate(timeout=300)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-        assert process.returncode == 130, (delay, process.returncode, err)
-        assert "Traceback" not in err, err
-        assert err.strip().splitlines()[-1].startswith("interrupted: "), err
+        runs.append((out, *_start_interrupted(
+            ["select-rank", str(path), "--estimators", "ltr", "lr", "--ranks", "1",
+             "2", "3", "--n-units", "10", "--cv", "2", "--max-iter", "3000",
+             "--n-jobs", n_jobs, "--verbose", "1", "--out", str(out)], delay)))
+    for out, process, thread in runs:
+        _check_interrupted(process, thread)
         # Nothing written: not the results, not the figure, no temporary file.
         assert os.listdir(out) == ["results.json"]
         assert (out / "results.json").read_bytes() == PREVIOUS
@@ -402,6 +414,20 @@ def test_write_outputs_replaces_every_file_or_none(tmp_path, capsys):
     assert sorted(os.listdir(out)) == ["a.json", "b.png"]
 
 
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="POSIX permissions")
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600),
+                                         (0o002, 0o664)])
+def test_outputs_get_the_permissions_of_new_files(tmp_path, capsys, umask, mode):
+    # As open() would create them, not readable by their owner only (mkstemp's).
+    previous = os.umask(umask)
+    try:
+        write_outputs(tmp_path / "out", {"a.json": "{}", "b.png": b"\x89PNG"})
+    finally:
+        os.umask(previous)
+    for name in ("a.json", "b.png"):
+        assert (tmp_path / "out" / name).stat().st_mode & 0o777 == mode
+
+
 # --------------------------------------------------------------------------- #
 # spike counts: the Poisson loss, scored in bits per spike; progress on stderr
 # --------------------------------------------------------------------------- #
@@ -446,3 +472,240 @@ def test_select_rank_quiet_with_verbose_0(tmp_path, capsys, recordings):
     assert main(["select-rank", str(path), "--estimators", "pca", "--ranks", "1",
                  "--out", str(tmp_path / "o"), *FAST]) == 0
     assert capsys.readouterr().err == ""
+
+
+# --------------------------------------------------------------------------- #
+# NWB files: spike times binned around an event of each trial
+# --------------------------------------------------------------------------- #
+SHARED = ROOT.parent / "shared" / "data"
+MC_MAZE = SHARED / "mc_maze_small_test.nwb"
+MC_MAZE_BINS = ["--align", "move_onset_time", "--window", "-0.25", "0.45",
+                "--bin", "0.02"]
+
+
+@pytest.fixture(scope="module")
+def mc_maze():
+    pytest.importorskip("pynwb", reason="reading NWB files needs pynwb")
+    if not MC_MAZE.is_file():
+        pytest.skip(f"needs the shared recording {MC_MAZE}, which is absent (it is "
+                    f"not part of a clone)")
+    return MC_MAZE
+
+
+@pytest.mark.slow  # 5-11 s: each held-out trial's initial state is inferred
+def test_select_rank_reads_an_nwb_file(tmp_path, capsys, mc_maze):
+    from sklearn_ltr import TrialPCA
+    from sklearn_ltr.io import read_nwb
+    from sklearn_ltr.model_selection import TrialBlockKFold, compare_estimators
+    from sklearn_ltr.preprocessing import GaussianSmoother
+
+    out = tmp_path / "out"
+    code = main(["select-rank", str(mc_maze), *MC_MAZE_BINS, "--ranks", "1", "2",
+                 "--estimators", "lr", "pca", "--n-units", "8", "--out", str(out),
+                 *FAST])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "107 units binned in 35 bins of 0.02 s" in printed
+    assert "smoothed along time by a Gaussian of 50 ms (2.5 bins)" in printed
+    results = json.loads((out / "results.json").read_text(),
+                         parse_constant=_no_constants)
+    assert results["shape"] == [100, 35, 107]
+    assert (results["align"], results["window"], results["bin_size"]) == (
+        "move_onset_time", [-0.25, 0.45], 0.02)
+    assert results["smooth"] == 2.5 and results["loss"] == "mse"
+    assert len(results["unit_ids"]) == 107 and len(results["trial_ids"]) == 100
+    # The trials table orders the trials: held-out blocks, predicted from their
+    # places in the session.
+    assert results["score"] == "predicting R² / co-smoothing R²"
+    assert {(r["estimator"], r["score_name"]) for r in results["folds"]} == {
+        ("LowRankRNN", "predicting R²"),
+        ("TrialPCA (co-smoothing)", "co-smoothing R²")}
+    assert results["cv"] == "TrialBlockKFold(n_splits=2, block_size=12, guard=2)"
+    assert len(results["folds"]) == 2 * 2 * 2
+    assert all(np.isfinite(r["score"]) for r in results["folds"])
+    assert (out / "rank_selection.png").stat().st_size > 5000
+    # The PCA scores are those of the Python API on read_nwb's counts, smoothed.
+    data = read_nwb(mc_maze, align="move_onset_time", window=(-0.25, 0.45),
+                    bin_size=0.02)
+    expected = compare_estimators(
+        [TrialPCA(random_state=0)], GaussianSmoother(sigma=2.5).fit_transform(
+            data.X.astype(float)), ranks=[1, 2],
+        cv=TrialBlockKFold(2, block_size=12, guard=2),
+        trial_index=data.trial_index.astype(float), as_frame=False)
+    got = [r["score"] for r in results["folds"]
+           if r["estimator"] == "TrialPCA (co-smoothing)"]
+    np.testing.assert_allclose(got, [r["score"] for r in expected], rtol=1e-10)
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--align", "nope", "--window", "-0.25", "0.45", "--bin", "0.02"],
+     r"--align nope .*: align='nope' is not a column of times in the trials table"),
+    (["--align", "move_onset_time", "--window", "-0.3", "0.45", "--bin", "0.02"],
+     "is 37.5 bins of bin_size=0.02; its length must be a whole number of bins"),
+    (["--align", "move_onset_time", "--window", "-0.5", "0.45", "--bin", "0.05"],
+     r"runs outside 100 of the 100 trials .* the widest window inside every "
+     r"selected trial is \(-0.25, 0.45\)"),
+    (["--align", "move_onset_time", "--window", "0.45", "-0.25", "--bin", "0.02"],
+     "window stop must be greater than its start"),
+    ([*MC_MAZE_BINS, "--condition-column", "maze"],
+     r"--condition-column maze: the trials table .* has no column 'maze'.*'split'"),
+    ([*MC_MAZE_BINS, "--epoch-column", "start"], "has no column 'start'"),
+])
+@pytest.mark.parametrize("command", ["select-rank", "learning-test"])
+def test_bad_nwb_columns_and_windows_are_one_error_line(tmp_path, capsys, mc_maze,
+                                                        command, args, match):
+    out = tmp_path / "out"
+    rank = ["--rank", "1"] if command == "learning-test" else []
+    code = main([command, str(mc_maze), *args, *rank, "--out", str(out), *FAST])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err.count("\n") == 1 and captured.err.startswith("error: ")
+    assert re.search(match, captured.err), captured.err
+    assert captured.out == "" and not out.exists()
+
+
+@pytest.mark.parametrize("data, args, match", [
+    ("rec.nwb", ["--align", "move_onset_time"], "is an NWB file: .* add --window "
+                                                "--bin"),
+    ("rec.nwb", [*MC_MAZE_BINS, "--y-key", "y"], "--y-key cannot be used with "
+                                                 "rec.nwb: name trials-table"),
+    ("rec.nwb", [*MC_MAZE_BINS, "--axis-order", "time", "trial", "neuron"],
+     "--axis-order cannot be used"),
+    ("rec.nwb", [*MC_MAZE_BINS[:-1], "0"], "--bin must be a finite positive number"),
+    ("rec.npz", ["--window", "0", "1", "--epoch-column", "c"],
+     "--epoch-column --window cannot be used with rec.npz: they bin the spike times"),
+    ("rec.npz", ["--y-key", "target"], r"rec.npz has no array 'target' of condition "
+                                       r"labels; it has \['X', 'y'\]"),
+    ("missing.nwb", MC_MAZE_BINS, "no NWB file at"),
+])
+def test_options_of_the_other_kind_of_file_are_refused(tmp_path, capsys, recordings,
+                                                       data, args, match):
+    # Checked before the file is read: no pynwb needed.
+    X, y = recordings
+    _npz(tmp_path / "rec.npz", X=X, y=y)
+    (tmp_path / "rec.nwb").write_bytes(b"not read")
+    code = main(["select-rank", str(tmp_path / data), *args, "--out",
+                 str(tmp_path / "out"), *FAST])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err.count("\n") == 1 and captured.err.startswith("error: ")
+    assert re.search(match, captured.err), captured.err
+
+
+# --------------------------------------------------------------------------- #
+# learning-test: model_selection.learning_test on a file
+# --------------------------------------------------------------------------- #
+BCI = SHARED / "bci_learning_hennig2018.npz"
+TINY = ["--n-units", "8", "--max-iter", "15", "--cv", "2", "--n-jobs", "1",
+        "--verbose", "0"]
+
+
+def _check_learning_outputs(out, n_trials, rank):
+    """learning_test.json is strict JSON and self-consistent; the figure exists."""
+    results = json.loads((out / "learning_test.json").read_text(),
+                         parse_constant=_no_constants)
+    test = results["learning_test"]
+    assert test["rank"] == rank and len(test["per_fold"]) == 2
+    np.testing.assert_allclose(test["per_fold"],
+                               np.subtract(test["scores"]["LowTensorRankRNN"],
+                                           test["scores"]["LowRankRNN"]))
+    np.testing.assert_allclose(test["difference"], np.mean(test["per_fold"]))
+    assert test["se"] > 0 and 0 <= test["pvalue"] <= 1
+    for name in ("LowTensorRankRNN", "LowRankRNN"):
+        np.testing.assert_allclose(results["scores"][name]["mean"],
+                                   np.mean(test["scores"][name]))
+    assert set(results["references"]) == {"ConditionAverage",
+                                          "ConditionAverage (smoothed)"}
+    assert all(np.isfinite(r["score"]) for r in results["reference_folds"])
+    assert np.shape(results["trial_factors"]) == (n_trials, rank)
+    assert len(results["trial_index"]) == n_trials
+    assert (out / "learning_test.png").stat().st_size > 20000
+    return results
+
+
+def test_learning_test_on_the_bci_recordings(tmp_path, capsys):
+    from sklearn.exceptions import ConvergenceWarning
+
+    from sklearn_ltr.model_selection import TrialBlockKFold, learning_test
+
+    if not BCI.is_file():
+        pytest.skip(f"needs the shared recording {BCI}, which is absent (it is not "
+                    f"part of a clone)")
+    out = tmp_path / "out"
+    code = main(["learning-test", str(BCI), "--y-key", "target_deg", "--epoch-key",
+                 "block", "--rank", "2", "--out", str(out), *TINY])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Learning test at rank 2: LowTensorRankRNN minus LowRankRNN" in printed
+    assert "ConditionAverage" in printed and "block 1:" in printed
+    results = _check_learning_outputs(out, 334, 2)
+    assert results["cv"] == "TrialBlockKFold(n_splits=2, block_size=41, guard=8)"
+    assert results["epochs"] == [0] * 167 + [1] * 167
+    # The numbers are learning_test's, on the file's arrays.
+    with np.load(BCI) as f:
+        X, y, block = f["X"].astype(float), f["target_deg"], f["block"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter=15
+        expected = learning_test(
+            X, y, rank=2, epochs=block, cv=TrialBlockKFold(2, block_size=41, guard=8),
+            estimator_params=results["estimator_params"], random_state=0)
+    np.testing.assert_allclose(results["learning_test"]["per_fold"],
+                               expected.per_fold, rtol=1e-6)
+    assert results["estimator_params"]["n_units"] == 8
+
+
+def test_learning_test_on_an_nwb_file(tmp_path, capsys, mc_maze):
+    # The test split's only column of labels, "split", is "test" on every trial:
+    # as conditions, one initial state for all trials (and no inference of each
+    # held-out trial's own, which keeps the test fast).
+    out = tmp_path / "out"
+    code = main(["learning-test", str(mc_maze), *MC_MAZE_BINS, "--condition-column",
+                 "split", "--epoch-column", "split", "--rank", "1", "--out",
+                 str(out), *TINY])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Learning test at rank 1" in printed and "split test:" in printed
+    results = _check_learning_outputs(out, 100, 1)
+    assert results["epochs"] == ["test"] * 100
+    assert results["align"] == "move_onset_time" and results["smooth"] == 2.5
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--rank", "0"], "--rank must be a positive integer, got 0"),
+    (["--rank", "9"], "--rank 9 is larger than --n-units 8"),
+    (["--rank", "1", "--loss", "poisson"], r"--loss poisson needs spike counts"),
+    (["--rank", "1", "--loss", "poisson", "--smooth", "1"], "drop --smooth"),
+    # 16 trials in blocks of 2 with a guard trial on each side: fold 0 keeps only
+    # trial 15 for training (refused before any fit; it failed after them).
+    (["--rank", "1", "--cv", "2"], r"--cv 2 leaves fold 0 with 1 training and 8 "
+                                   r"test trial\(s\) \(TrialBlockKFold\(n_splits=2, "
+                                   r"block_size=2, guard=1\)"),
+])
+def test_learning_test_refuses_bad_arguments(tmp_path, capsys, recordings, args,
+                                             match):
+    X, y = recordings
+    # Without conditions for the folds' case (with them, blocks this short leave
+    # out whole conditions, refused first).
+    labels = {} if "--cv" in args else {"y": y}
+    path = _npz(tmp_path / "rec.npz", X=X, **labels)
+    out = tmp_path / "out"
+    code = main(["learning-test", str(path), *args, "--out", str(out), *TINY])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err.count("\n") == 1 and captured.err.startswith("error: ")
+    assert re.search(match, captured.err), captured.err
+    assert not out.exists()
+
+
+@pytest.mark.slow  # a process started, interrupted in its fits: 6-8 s
+def test_ctrl_c_stops_the_learning_test(tmp_path):
+    # 48 trials (blocks of 6): the run lasts about a minute without Ctrl-C.
+    data = make_low_tensor_rank_rnn(n_trials=48, n_timepoints=10, n_neurons=8,
+                                    rank=2, random_state=0)
+    path = _npz(tmp_path / "rec.npz", X=data.X)
+    out = tmp_path / "out"
+    _check_interrupted(*_start_interrupted(
+        ["learning-test", str(path), "--rank", "2", "--n-units", "10", "--cv", "2",
+         "--max-iter", "3000", "--n-jobs", "2", "--out", str(out)], 2.0,
+        "Learning test at rank"))
+    assert not out.exists()

@@ -193,6 +193,19 @@ def test_summary_bad_input():
         rank_selection_summary(search)
 
 
+def test_summary_names_every_score_of_its_records():
+    records = [{"estimator": name, "rank": 1, "fold": f, "score": 0.5 + f / 10,
+                "score_name": score}
+               for name, score in [("LowRankRNN", "predicting R²"),
+                                   ("TrialPCA", "co-smoothing R²")]
+               for f in range(2)]
+    summary = rank_selection_summary(records)
+    assert summary.score_name == "predicting R² / co-smoothing R²"
+    assert summary.text.startswith("predicting R² / co-smoothing R², mean")
+    same = rank_selection_summary(records[:2])
+    assert same.score_name == "predicting R²"
+
+
 def test_summary_and_refit_from_grid_search(cp_data):
     X, _ = cp_data
     cv = KFold(4, shuffle=True, random_state=0)
