@@ -119,9 +119,9 @@ def test_bench_fit_quick(tmp_path):
         assert title in stdout
 
 
-def load_bench_fit():
+def load_benchmark(name):
     spec = importlib.util.spec_from_file_location(
-        "bench_fit", os.path.join(BENCHMARKS, "bench_fit.py"))
+        name, os.path.join(BENCHMARKS, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     path = list(sys.path)
     try:
@@ -131,23 +131,28 @@ def load_bench_fit():
     return module
 
 
+def assert_usage_errors(parse_args, cases, capsys):
+    """Each ``(argv, message)``: ``parse_args(argv)`` exits with code 2 and says it."""
+    for bad, message in cases:
+        with pytest.raises(SystemExit) as exc:
+            parse_args(bad)
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err
+
+
 def test_bench_fit_command_line_is_validated(capsys):
-    bench_fit = load_bench_fit()
+    bench_fit = load_benchmark("bench_fit")
     args = bench_fit.parse_args(["--sections", "memory,fit", "--schedule",
                                  'lr={"learning_rate": 0.02}'])
     # Sections run in their canonical order, whatever order they were given in.
     assert args.sections == ["fit", "memory"]
     assert args.schedule == {"lr": {"learning_rate": 0.02}}
-    for bad, message in [
+    assert_usage_errors(bench_fit.parse_args, [
         (["--sections", "fit,speed"], "unknown section(s) ['speed']"),
         (["--schedule", "long={}"], "expected NAME=JSON"),
         (["--schedule", "x=[1]"], "expected NAME=JSON"),
         (["--seeds", "0"], "--seeds must be >= 1"),
-    ]:
-        with pytest.raises(SystemExit) as exc:
-            bench_fit.parse_args(bad)
-        assert exc.value.code == 2
-        assert message in capsys.readouterr().err
+    ], capsys)
 
 
 def test_bench_learning_test_quick(tmp_path):
@@ -176,3 +181,76 @@ def test_bench_recovery_quick(tmp_path):
     assert 0.0 <= rec["pvalue_smooth"] <= 1.0 and 0.0 <= rec["pvalue_schedule"] <= 1.0
     assert len(rec["column_angles"]) == 3
     assert all(0.0 <= a <= 90.0 for a in rec["column_angles"] + rec["row_angles"])
+
+
+SPIKES = os.path.join(ROOT, "..", "shared", "data", "mc_maze_small_test.nwb")
+
+
+def test_bench_spikes_skips_without_the_recording(tmp_path, capsys):
+    bench_spikes = load_benchmark("bench_spikes")
+    bench_spikes.main(["--quick", "--data", str(tmp_path / "absent.nwb"), "--json",
+                       str(tmp_path / "out.json")])
+    stdout = capsys.readouterr().out
+    assert stdout.startswith("Skipping:") and "absent.nwb" in stdout
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_bench_spikes_command_line_is_validated(capsys):
+    bench_spikes = load_benchmark("bench_spikes")
+    args = bench_spikes.parse_args(["--sections", "long", "--rank", "3",
+                                    "--candidate", 'n_units=10={"n_units": 10}'])
+    # The smoothing baseline is every score's reference: it always runs.
+    assert args.sections == ["baselines", "long"]
+    assert args.candidates == {"n_units=10": {"n_units": 10}}
+    assert_usage_errors(bench_spikes.parse_args, [
+        (["--sections", "rnn,speed"], "unknown section(s) ['speed']"),
+        (["--sections", "levers"], "need --rank"),
+        (["--candidate", "x=[1]"], "expected NAME=JSON"),
+        (["--candidate", '={"n_units": 3}'], "expected NAME=JSON"),
+    ], capsys)
+
+
+def test_bench_spikes_quick(tmp_path):
+    if not os.path.exists(SPIKES):
+        pytest.skip(f"the recording {SPIKES} is not there")
+    pytest.importorskip("pynwb")
+    path = tmp_path / "spikes.json"
+    stdout = run_script("bench_spikes.py", "--quick", "--n-jobs", "1", "--sections",
+                        "rnn,long,levers", "--candidate", 'small={"n_units": 6}',
+                        "--json", str(path))
+    res = json.loads(path.read_text())
+    cfg = res["config"]
+    assert res["quick"] is True and res["shape"] == [cfg["n_trials"], 35,
+                                                     cfg["n_neurons"]]
+    assert list(res["sections"]) == ["baselines", "rnn", "long", "levers"]
+    pairs = {(t, f) for t in range(cfg["trial_folds"])
+             for f in range(cfg["neuron_folds"])}
+    base = res["sections"]["baselines"]
+    for method, folds in base["folds"].items():
+        assert sorted((f["trial_fold"], f["neuron_fold"]) for f in folds) == sorted(
+            pairs), method
+    # A constant rate never beats the test trials' own mean rate.
+    assert all(f["bits"] <= 1e-12 for f in base["folds"]["mean rate"])
+    assert all(f["alpha"] in cfg["alphas"] for f in base["folds"]["smoothing"])
+    summary = base["summary"]["smoothing"]
+    folds = base["folds"]["smoothing"]
+    assert summary["pooled"] == pytest.approx(
+        sum(f["bits"] * f["spikes"] for f in folds) / sum(f["spikes"] for f in folds))
+
+    (name,) = res["sections"]["rnn"]["records"]
+    for rec in res["sections"]["rnn"]["records"][name]:
+        assert len(rec["folds"]) == cfg["neuron_folds"]
+        assert 1 <= rec["n_iter"] <= cfg["params"]["max_iter"] and rec["fit_s"] > 0
+        # The benchmark's protocol is the estimator's own co-smoothing score.
+        assert abs(rec["score_minus_pooled"]) < 1e-9
+    long = res["sections"]["long"]
+    default, longer = long["records"].values()
+    assert default == res["sections"]["rnn"]["records"][name]
+    assert [r["n_iter"] for r in longer] == [cfg["long_max_iter"]] * cfg["trial_folds"]
+    assert all(r["params"]["tol"] == 0.0 for r in longer)
+    levers = res["sections"]["levers"]
+    assert levers["candidates"] == {"small": {"n_units": 6}}
+    assert list(levers["summary"]) == ["small, default", "small, long"]
+    for title in ("baselines: held-out neurons", "recurrent networks",
+                  "fitting longer", "regularisation levers"):
+        assert title in stdout
