@@ -38,6 +38,7 @@ import os
 import signal
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 import warnings
@@ -561,6 +562,31 @@ def _is_interruption(message):
     return ".fit was interrupted" in message
 
 
+# joblib's process pool replaces a worker that stopped (e.g. one idle past its
+# timeout) and re-runs its jobs; every result still arrives, so the message it
+# warns with says nothing a user could act on.
+_WORKER_RESTART = "A worker stopped while some jobs were given to the executor"
+
+
+def _for_the_command_line(messages):
+    """The fits' warnings as a command-line user can act on them.
+
+    Drops joblib's notice of a replaced worker, and names the options, not the
+    Python parameters, in the advice of a fit that reached its iteration limit.
+    """
+    said = []
+    for message in messages:
+        if message.startswith(_WORKER_RESTART):
+            continue
+        message = message.replace(
+            "increase max_iter or learning_rate.",
+            "its score is kept; a larger --max-iter lets such fits converge.")
+        message = message.replace("; increase max_iter.",
+                                  "; its score is kept.")
+        said.append(message)
+    return list(dict.fromkeys(said))
+
+
 def _fitting(function, *args, **kwargs):
     """``function(*args, **kwargs)`` and the distinct messages of its warnings.
 
@@ -577,7 +603,7 @@ def _fitting(function, *args, **kwargs):
     if any(_is_interruption(m) for m in messages):
         raise Interrupted
     _raise_if_interrupted()
-    return result, messages
+    return result, _for_the_command_line(messages)
 
 
 def _compare(estimators, X, y, cv, args, meta):
@@ -850,7 +876,8 @@ def _figure_png(summary, title, learning=None):
         scale = "residual" if summary.score_name.endswith("R²") else "linear"
         plot_rank_selection(summary, ax=ax, scale=scale)
         _plot_learning(ax2, learning)
-    ax.set_title(title, fontsize=10)
+    # A long title (a file's name and its binning) is wrapped to its axes' width.
+    ax.set_title(textwrap.fill(title, 55 if learning is None else 70), fontsize=10)
     return _png(fig)
 
 
@@ -865,7 +892,7 @@ def _learning_figure_png(learning, factors, epochs, title):
     ax2.set_xlabel("trial (in session order)")
     ax2.set_title(f"trial factors of LowTensorRankRNN (rank {factors.shape[1]}) "
                   f"fitted on all trials", fontsize=10)
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(textwrap.fill(title, 110), fontsize=11)
     return _png(fig)
 
 

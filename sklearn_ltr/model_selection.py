@@ -569,14 +569,51 @@ def _indexed(i, function, args):
     return i, function(*args)
 
 
-def _run_tasks(function, arguments, *, n_jobs, verbose, what="fits"):
+def _fit_cost(est, rank=None):
+    """A rough relative cost of fitting ``est`` (at ``rank``), to order the fits.
+
+    Recurrent networks cost about ``max_iter x n_units`` (times the rank's share of
+    the recurrence); references without an iterative fit (condition averages, PCA)
+    cost next to nothing; TCA's alternating least squares sits in between. Only the
+    order matters: the most expensive fits are dispatched first, so that no long
+    fit starts when the other workers are about to run out of work.
+    """
+    params = est.get_params(deep=True)
+
+    def largest(suffix, default):
+        values = [v for k, v in params.items() if k.split("__")[-1] == suffix
+                  and isinstance(v, (int, float)) and not isinstance(v, bool)]
+        return max(values, default=default)
+
+    units = largest("n_units", 0)
+    iterations = largest("max_iter", 1)
+    rank = rank if rank is not None else largest("rank", 1)
+    if units:
+        return float(iterations) * (units + rank)
+    return float(iterations) * rank * 1e-3
+
+
+def _longest_first(costs):
+    """Positions of the tasks in the order to dispatch them: costliest first.
+
+    Ties keep their given order (a stable sort), so equal fits run as listed.
+    """
+    return sorted(range(len(costs)), key=lambda i: -costs[i])
+
+
+def _run_tasks(function, arguments, *, n_jobs, verbose, what="fits", costs=None):
     """``[function(*args) for args in arguments]`` in one ``joblib.Parallel`` call.
+
+    ``costs`` (one number per task) balances the workers: the tasks are dispatched
+    costliest first (longest-processing-time-first scheduling), and the outputs
+    come back in the order of ``arguments`` whatever the dispatch order.
 
     With ``verbose``, the finished tasks out of all, the elapsed time and an
     estimate of the time left are shown on stderr as results arrive (in any order;
     all at the end with a joblib backend that returns no generator, such as
     multiprocessing or dask).
     """
+    order = (range(len(arguments)) if costs is None else _longest_first(costs))
     try:
         parallel = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
     except ValueError:  # the active backend returns lists only
@@ -584,8 +621,8 @@ def _run_tasks(function, arguments, *, n_jobs, verbose, what="fits"):
     progress = Progress(len(arguments), what=what) if verbose else None
     outputs = [None] * len(arguments)
     try:
-        for i, output in parallel(delayed(_indexed)(i, function, args)
-                                  for i, args in enumerate(arguments)):
+        for i, output in parallel(delayed(_indexed)(i, function, arguments[i])
+                                  for i in order):
             outputs[i] = output
             if progress is not None:
                 progress.update()
@@ -635,7 +672,10 @@ def compare_estimators(estimators, X, y=None, *, ranks=None, param="rank", cv=5,
     inputs : array-like of shape (n_trials, n_timepoints, n_inputs), default=None
         External inputs, given to ``fit`` and ``score`` likewise.
     n_jobs : int, default=None
-        Number of parallel fits (joblib).
+        Number of parallel fits (joblib). The fits are dispatched costliest first
+        (networks before references, larger ``max_iter x n_units`` first), so
+        that the workers finish together; the records come back in the usual
+        order.
     verbose : int, default=0
         Progress on stderr: 0 none; 1 or more the fits done out of all, the
         elapsed time and an estimate of the time left (one line rewritten on a
@@ -709,7 +749,8 @@ def compare_estimators(estimators, X, y=None, *, ranks=None, param="rank", cv=5,
         [(cand, X, y, meta, train, test, error_score,
           f"{name} with {param}={rank} on fold {fold}")
          for name, rank, fold, cand, train, test in tasks],
-        n_jobs=n_jobs, verbose=verbose)
+        n_jobs=n_jobs, verbose=verbose,
+        costs=[_fit_cost(cand, rank) for _, rank, _, cand, _, _ in tasks])
     score_names = {name: _score_name(est, index is not None) for name, est in named}
     records, raised = [], OrderedDict()
     for (name, rank, fold, _, train, test), (score, fit_t, score_t, caught) in zip(

@@ -36,6 +36,33 @@ def recordings():
     return data.X, data.y
 
 
+def test_fit_warnings_speak_of_options(tmp_path, recordings, capsys):
+    path = _npz(tmp_path / "rec.npz", X=recordings[0], y=recordings[1])
+    # 40 iterations: the networks stop at their limit before their tolerance.
+    code = main(["select-rank", str(path), "--ranks", "2", "--estimators", "lr",
+                 "--out", str(tmp_path / "out"), *FAST])
+    assert code == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert any("reached max_iter=40" in line and "a larger --max-iter" in line
+               for line in lines), err
+    assert "increase max_iter" not in err
+
+
+def test_worker_replacement_notice_is_not_passed_on():
+    from sklearn_ltr.__main__ import _for_the_command_line
+
+    said = _for_the_command_line([
+        "A worker stopped while some jobs were given to the executor. This can be "
+        "caused by a too short worker timeout or by a memory leak.",
+        "TCA reached max_iter=5 before converging (tol=1e-07); increase max_iter.",
+        "Fitting TCA with rank=9 on fold 0 failed; its score is set to nan.",
+        "Fitting TCA with rank=9 on fold 0 failed; its score is set to nan."])
+    assert said == [
+        "TCA reached max_iter=5 before converging (tol=1e-07); its score is kept.",
+        "Fitting TCA with rank=9 on fold 0 failed; its score is set to nan."]
+
+
 def test_demo_prints_table_and_writes_figure(tmp_path, capsys):
     out = tmp_path / "demo"
     code = main(["demo", "--quick", "--ranks", "1", "3", "--cv", "2", "--n-jobs", "1",

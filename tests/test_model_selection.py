@@ -285,6 +285,31 @@ def test_compare_estimators_gives_every_estimator_the_same_folds():
     assert sum(all_folds) == np.sum(2.0 ** np.arange(12))
 
 
+def test_fits_are_dispatched_costliest_first_and_returned_in_order():
+    from sklearn_ltr import ConditionAverage, LowRankRNN, LowTensorRankRNN
+    from sklearn_ltr.model_selection import _fit_cost, _run_tasks
+
+    estimators = [ConditionAverage(), TCA(max_iter=500), TrialPCA(),
+                  LowRankRNN(n_units=20, max_iter=100),
+                  LowTensorRankRNN(n_units=50, max_iter=300),
+                  make_pipeline(StandardScaler3D(), LowRankRNN(n_units=50,
+                                                               max_iter=300))]
+    costs = [_fit_cost(est, rank) for est, rank in zip(estimators,
+                                                       [None, 2, 2, 2, 2, 4])]
+    # The networks first (the larger rank of two equal networks ahead), then TCA,
+    # then the fits without iterations (by rank).
+    started = []
+
+    def task(i):
+        started.append(i)  # n_jobs=1 runs the tasks in dispatch order
+        return i * 10
+
+    outputs = _run_tasks(task, [(i,) for i in range(6)], n_jobs=1, verbose=0,
+                         costs=costs)
+    assert started == [5, 4, 3, 1, 2, 0]
+    assert outputs == [0, 10, 20, 30, 40, 50]
+
+
 def test_compare_estimators_matches_cross_val_score(cp_data):
     X, _ = cp_data
     splits = list(KFold(3, shuffle=True, random_state=0).split(X))
