@@ -194,7 +194,7 @@ def load_recordings(path, *, key=None, y_key=None, axis_order=AXES):
     if y is not None:
         y = np.ravel(y)
         if y.shape[0] != X.shape[0]:
-            raise InputError(f"{y_key!r} has {y.shape[0]} labels but the data have "
+            raise InputError(f"{y_key or 'y'!r} has {y.shape[0]} labels but the data have "
                              f"{X.shape[0]} trials.")
     return X.astype(float), y
 
