@@ -139,13 +139,12 @@ def _fit_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank, n_inputs=0,
 
 def _check_fit_memory(est, shape, n_inputs, device):
     """Refuse a fit whose estimated peak memory exceeds what is available."""
-    n_trials, n_timepoints, n_neurons = shape
     schedule = _fit_schedule(est)
     lbfgs_iter = est.max_iter if est.solver == "lbfgs" else schedule["lbfgs_iter"]
-    host, dev_bytes = _fit_memory(
-        n_trials, n_timepoints, n_neurons, n_units=est.n_units, rank=est.rank,
-        n_inputs=n_inputs, loss=est.loss, device_type=device.type,
-        lbfgs_iter=lbfgs_iter, batch_size=est.batch_size)
+    kw = dict(n_units=est.n_units, rank=est.rank, n_inputs=n_inputs, loss=est.loss,
+              device_type=device.type)
+    host, dev_bytes = _fit_memory(*shape, lbfgs_iter=lbfgs_iter,
+                                  batch_size=est.batch_size, **kw)
     what = (f"{type(est).__name__}.fit on X of shape {tuple(shape)} with "
             f"n_units={est.n_units}, rank={est.rank}")
     remedy = ("Lower n_units (the initialisation needs three n_units x n_units "
@@ -154,6 +153,13 @@ def _check_fit_memory(est, shape, n_inputs, device):
               "n_neurons)).")
     if lbfgs_iter:
         remedy += " Or use solver='adam' (L-BFGS keeps a history of 100 steps)."
+    # Suggested only where Adam's training steps, not the initialisation or the
+    # Gaussian processes over trials, set the peak.
+    if sum(_fit_memory(*shape, batch_size=1, **kw)) < sum(
+            _fit_memory(*shape, batch_size=est.batch_size, **kw)):
+        remedy += (f" Or set a smaller batch_size (trials per optimiser step, "
+                   f"with solver='adam'; now {est.batch_size}): the training then "
+                   f"holds the arrays of one mini-batch of trials.")
     check_memory_on(host, dev_bytes, device, what=what, remedy=remedy)
 
 

@@ -270,9 +270,15 @@ def test_memory_guard_accepts_a_session_that_fits_in_mini_batches(monkeypatch):
     monkeypatch.setattr(_memory, "_available_memory", lambda device: mini + 1)
     cpu = torch.device("cpu")
     with pytest.raises(ValueError, match=r"LowTensorRankRNN.fit on X of shape "
-                                         r"\(2000, 50, 20\)"):
+                                         r"\(2000, 50, 20\).* Or set a smaller "
+                                         r"batch_size .*now None"):
         _check_fit_memory(LowTensorRankRNN(**kw), shape, 0, cpu)
     _check_fit_memory(LowTensorRankRNN(batch_size=100, **kw), shape, 0, cpu)
+    # Where the initialisation sets the peak, batch_size is not suggested.
+    monkeypatch.setattr(_memory, "_available_memory", lambda device: 1000)
+    with pytest.raises(ValueError, match="Lower n_units") as info:
+        _check_fit_memory(LowTensorRankRNN(), (2000, 50, 100), 0, cpu)
+    assert "batch_size" not in str(info.value)
 
 
 def test_memory_estimate_counts_the_gaussian_processes_over_many_trials():
