@@ -36,7 +36,8 @@ large
     100 neurons at 200 units, rank 5, ``batch_size=100``. Each fit runs in a fresh
     process that loads X from a ``.npy`` file (written to a temporary folder by
     this script, so the data's generation is not in the child's peak): peak
-    resident memory of the whole process (VmHWM, and ``ru_maxrss``) and time per
+    resident memory of the whole process (VmHWM; ``ru_maxrss`` is recorded too,
+    but after vfork + exec it can hold this script's own peak) and time per
     pass over the data (the median time between successive epochs of a fit with
     a fixed number of epochs, ``teacher_forcing=0``), then the ratio
     ``(time(2000) / time(500)) / 4`` (1 = linear in trials). The same with all
