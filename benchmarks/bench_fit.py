@@ -31,6 +31,18 @@ dask
     The same search on a local ``dask.distributed`` cluster (2 worker processes, one
     thread each) through joblib's dask backend, checked against loky's
     ``cv_results_``. Skipped when ``distributed`` is not installed.
+large
+    Large sessions in mini-batches (``batch_size``): 500 and 2000 trials x 50 bins x
+    100 neurons at 200 units, rank 5, ``batch_size=100``. Each fit runs in a fresh
+    process that loads X from a ``.npy`` file (written to a temporary folder by
+    this script, so the data's generation is not in the child's peak): peak
+    resident memory of the whole process (VmHWM; ``ru_maxrss`` is recorded too,
+    but after vfork + exec it can hold this script's own peak) and time per
+    pass over the data (the median time between successive epochs of a fit with
+    a fixed number of epochs, ``teacher_forcing=0``), then the ratio
+    ``(time(2000) / time(500)) / 4`` (1 = linear in trials). The same with all
+    trials in every step (``batch_size=None``) for comparison. The children run
+    alternately, ``rounds`` times per size.
 
 Reference size: 250 trials x 50 time bins x 100 neurons, 200 units, rank 5, one
 torch thread, float32. Every section prints a table; ``--json PATH`` saves all the
@@ -84,7 +96,7 @@ from _common import (  # noqa: E402
     timed,
 )
 
-SECTIONS = ("fit", "scaling", "memory", "threads", "gridsearch", "dask")
+SECTIONS = ("fit", "scaling", "memory", "threads", "gridsearch", "dask", "large")
 
 
 def fixed_iter_params(n_iter):
@@ -121,6 +133,11 @@ FULL = {
         "cv": 3,
         "estimator": {"max_iter": 300},
     },
+    "large": {
+        "size": {"n_timepoints": 50, "n_neurons": 100, "n_units": 200, "rank": 5},
+        "trials": [500, 2000], "batch_size": 100, "epochs": 7, "full_iters": 5,
+        "rounds": 2,
+    },
 }
 QUICK = {
     "size": {"n_trials": 16, "n_timepoints": 8, "n_neurons": 6, "n_units": 12,
@@ -142,6 +159,11 @@ QUICK = {
         "cv": 2,
         "estimator": {"max_iter": 5},
     },
+    "large": {
+        "size": {"n_timepoints": 6, "n_neurons": 5, "n_units": 8, "rank": 2},
+        "trials": [16, 64], "batch_size": 8, "epochs": 3, "full_iters": 3,
+        "rounds": 1,
+    },
 }
 # Tiny search that starts the worker pool before a timed search.
 WARMUP_GRID = QUICK["grid"]
@@ -153,6 +175,8 @@ TARGET_UNITS_RATIO = 3.0  # 4x units -> at most this much more time
 TARGET_PEAK_MB = 500.0
 TARGET_GRID_SPEEDUP = 1.7
 TARGET_DASK_TOL = 1e-12
+TARGET_LARGE_PEAK_MB = 2000.0  # 2 GB, in 10^6 bytes
+TARGET_LARGE_LINEARITY = 1.2  # (time per epoch at 4x the trials) / 4
 
 
 # --------------------------------------------------------------------- helpers
@@ -372,19 +396,23 @@ def memory_child(spec_json):
                       "X_mib": X.nbytes / 2 ** 20}))
 
 
-def _memory_run(size, params, warm):
+def _child(flag, spec):
+    """Run this script with ``flag spec`` in a fresh interpreter; its JSON line."""
     env = dict(os.environ)
     # The child must import this checkout, whatever the installed copy points to.
     repo = os.path.dirname(HERE)
     env["PYTHONPATH"] = os.pathsep.join(
         [repo] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    spec = json.dumps({"size": size, "params": params, "warm": warm})
     out = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--memory-child", spec],
+        [sys.executable, os.path.abspath(__file__), flag, json.dumps(spec)],
         capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
-        raise RuntimeError(f"memory child failed:\n{out.stderr[-3000:]}")
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"{flag} child failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _memory_run(size, params, warm):
+    res = _child("--memory-child", {"size": size, "params": params, "warm": warm})
     r = res["readings"]
     base = r["before_fit"]["vm_rss_mib"]
     res["peak_fit_mib"] = r["after_fit"]["vm_hwm_mib"]
@@ -527,6 +555,97 @@ def section_dask(cfg, args, state):
     return res
 
 
+def large_child(spec_json):
+    """Run in a fresh interpreter: load X, fit a fixed number of epochs, report.
+
+    Prints the peak resident memory (VmHWM; ``ru_maxrss``) of the whole process
+    and the times of the solver's iterations, taken by a wrapper of
+    ``_solver._Run.record`` (called once per iteration, i.e. per epoch).
+    """
+    from sklearn_ltr import _solver
+
+    spec = json.loads(spec_json)
+    torch.set_num_threads(1)
+    stamps = []
+    record = _solver._Run.record
+
+    def timed_record(run, value, gamma):
+        stamps.append(time.perf_counter())
+        return record(run, value, gamma)
+
+    _solver._Run.record = timed_record
+    X = np.load(spec["path"])
+    before = _read_status("VmRSS")
+    est = estimator(spec["size"], batch_size=spec["batch_size"], teacher_forcing=0.0,
+                    **fixed_iter_params(spec["n_iter"]))
+    fit_s, _ = fit_quietly(est, X)
+    steps = [b - a for a, b in zip(stamps, stamps[1:])]
+    print(json.dumps({
+        "n_trials": X.shape[0], "batch_size": spec["batch_size"], "fit_s": fit_s,
+        "n_iter": est.n_iter_, "epoch_s": steps, "before_fit_mib": before,
+        "peak_mib": _read_status("VmHWM"),
+        "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "X_mib": X.nbytes / 2 ** 20}))
+
+
+def section_large(cfg, args):
+    import tempfile
+
+    lc = cfg["large"]
+    size, small, big = lc["size"], min(lc["trials"]), max(lc["trials"])
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {}
+        for n_trials in lc["trials"]:
+            paths[n_trials] = os.path.join(tmp, f"X{n_trials}.npy")
+            np.save(paths[n_trials], planted_data(n_trials=n_trials, **size).X)
+        for batch_size, n_iter in [(lc["batch_size"], lc["epochs"]),
+                                   (None, lc["full_iters"])]:
+            for _ in range(lc["rounds"]):
+                for n_trials in lc["trials"]:
+                    runs.append(_child("--large-child", {
+                        "path": paths[n_trials], "size": size,
+                        "batch_size": batch_size, "n_iter": n_iter}))
+    res = {"size": size, "config": lc, "runs": runs, "by": {}}
+    rows = []
+    for batch_size in (lc["batch_size"], None):
+        name = "mini-batch" if batch_size else "full batch"
+        points = {}
+        for n_trials in lc["trials"]:
+            mine = [r for r in runs if r["n_trials"] == n_trials
+                    and r["batch_size"] == batch_size]
+            epochs = [t for r in mine for t in r["epoch_s"]]
+            points[n_trials] = {
+                "epoch_s": float(np.median(epochs)), "n_epochs_timed": len(epochs),
+                "peak_mib": max(r["peak_mib"] for r in mine),
+                "peak_mb": max(r["peak_mib"] for r in mine) * 2 ** 20 / 1e6,
+                "ru_maxrss_mib": max(r["ru_maxrss_mib"] for r in mine),
+                "before_fit_mib": float(np.median([r["before_fit_mib"] for r in mine])),
+                "fit_s": float(np.median([r["fit_s"] for r in mine]))}
+            p = points[n_trials]
+            rows.append([name, n_trials, batch_size or n_trials, p["epoch_s"],
+                         p["n_epochs_timed"], p["fit_s"], p["before_fit_mib"],
+                         p["peak_mib"]])
+        linearity = (points[big]["epoch_s"] / points[small]["epoch_s"]) / (big / small)
+        res["by"][name] = {"points": points, "linearity": linearity}
+    mini, full = res["by"]["mini-batch"], res["by"]["full batch"]
+    print_table(
+        f"large sessions: trials x {size['n_timepoints']} bins x {size['n_neurons']} "
+        f"neurons, {size['n_units']} units, rank {size['rank']}, one thread; fresh "
+        f"process per fit (X loaded from .npy), {lc['rounds']} per size; time per "
+        f"pass over the data = median time between epochs ({lc['epochs']} epochs per "
+        f"mini-batch fit, {lc['full_iters']} iterations per full-batch fit, "
+        f"teacher_forcing=0)",
+        ["steps", "trials", "batch", "s/pass", "passes", "fit s", "RSS before fit",
+         "peak RSS (MiB)"], rows,
+        note=f"(time({big}) / time({small})) / {big // small}: mini-batches "
+             f"{mini['linearity']:.3f}, full batch {full['linearity']:.3f}; peak at "
+             f"{big} trials: {mini['points'][big]['peak_mb']:.0f} MB in mini-batches, "
+             f"{full['points'][big]['peak_mb']:.0f} MB in full batch (whole process: "
+             f"imports, X and the fit)")
+    return res
+
+
 # --------------------------------------------------------------------- targets
 def targets(results, quick):
     """One row per target of the issue: measured value, threshold, verdict."""
@@ -569,6 +688,14 @@ def targets(results, quick):
         sp = s["gridsearch"]["speedup"]
         add("GridSearchCV n_jobs=2 speedup", sp, f">= {TARGET_GRID_SPEEDUP}",
             sp >= TARGET_GRID_SPEEDUP)
+    if "large" in s:
+        mini = s["large"]["by"]["mini-batch"]
+        big = max(s["large"]["config"]["trials"])
+        peak = mini["points"][big]["peak_mb"]
+        add(f"large: peak memory at {big} trials, mini-batches (MB)", peak,
+            f"< {TARGET_LARGE_PEAK_MB:.0f}", peak < TARGET_LARGE_PEAK_MB)
+        add("large: (time per pass, 4x trials) / 4, mini-batches", mini["linearity"],
+            f"<= {TARGET_LARGE_LINEARITY}", mini["linearity"] <= TARGET_LARGE_LINEARITY)
     if "dask" in s and "skipped" not in s["dask"]:
         d = s["dask"]["max_abs_score_diff_vs_loky"]
         add("dask vs loky max |mean_test_score diff|", d, f"<= {TARGET_DASK_TOL}",
@@ -600,6 +727,8 @@ def parse_args(argv=None):
                     help="save the numbers as JSON to PATH (default: do not write)")
     ap.add_argument("--memory-child", metavar="SPEC_JSON", default=None,
                     help=argparse.SUPPRESS)
+    ap.add_argument("--large-child", metavar="SPEC_JSON", default=None,
+                    help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(chosen) - set(SECTIONS))
@@ -630,6 +759,9 @@ def main(argv=None):
     if args.memory_child is not None:
         memory_child(args.memory_child)
         return None
+    if args.large_child is not None:
+        large_child(args.large_child)
+        return None
     torch.set_num_threads(args.threads)
     cfg = copy.deepcopy(QUICK if args.quick else FULL)
     if args.seeds is not None:
@@ -645,7 +777,8 @@ def main(argv=None):
     runners = {"fit": section_fit, "scaling": section_scaling,
                "memory": section_memory, "threads": section_threads,
                "gridsearch": lambda c, a: section_gridsearch(c, a, state),
-               "dask": lambda c, a: section_dask(c, a, state)}
+               "dask": lambda c, a: section_dask(c, a, state),
+               "large": section_large}
     for name in args.sections:
         before = loadavg()
         t0 = time.perf_counter()

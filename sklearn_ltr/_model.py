@@ -69,7 +69,7 @@ class Data:
 
     X : (T, K, n) with missing entries set to 0; mask : (T, K, n) bool or None (None
     means fully observed); inputs : (T, K, m) or None; n_obs : number of observed
-    entries.
+    entries (a float, its expectation, for a mini-batch: see :meth:`subset`).
     """
 
     X: torch.Tensor
@@ -99,6 +99,29 @@ class Data:
     def shape(self):
         """``(T, K, n)``."""
         return tuple(self.X.shape)
+
+    def subset(self, trials):
+        """The data of some trials (a mini-batch), for unbiased estimates of losses.
+
+        ``n_obs`` of the subset is the *expected* number of observed entries of
+        ``len(trials)`` trials drawn at random, ``n_obs * len(trials) / K``, not
+        their own count: a loss summed over the subset's entries and divided by it
+        has the whole data's mean loss as its expectation over random subsets.
+
+        Parameters
+        ----------
+        trials : Tensor of int of shape (B,)
+            Indices of the trials (the second axis of ``X``).
+
+        Returns
+        -------
+        data : Data
+        """
+        def pick(t):
+            return None if t is None else t.index_select(1, trials)
+
+        return Data(pick(self.X), pick(self.mask), pick(self.inputs),
+                    self.n_obs * len(trials) / self.X.shape[1])
 
 
 # --------------------------------------------------------------------------- #
@@ -270,6 +293,11 @@ class Network:
     M: object = None
 
 
+def _rows(t, trials):
+    """``t``, or its rows ``trials`` (the trials of a mini-batch)."""
+    return t if trials is None else t[trials]
+
+
 def _register(module, name, value, trainable):
     """A tensor of ``module``: a parameter when trainable, else a buffer."""
     if value is None:
@@ -355,9 +383,11 @@ class InitialStates(torch.nn.Module):
         _register(self, "Z", Z, trainable)
         self.index = index
 
-    def forward(self):
-        """(K, R) initial states of the batch."""
-        return self.Z if self.index is None else self.Z[self.index]
+    def forward(self, trials=None):
+        """(K, R) initial states of the batch (of its trials ``trials``)."""
+        if self.index is None:
+            return _rows(self.Z, trials)
+        return self.Z[_rows(self.index, trials)]
 
 
 class SharedFactors(torch.nn.Module):
@@ -368,9 +398,9 @@ class SharedFactors(torch.nn.Module):
         _register(self, "mu", mu, True)
         self.n_trials = n_trials
 
-    def forward(self):
-        """(K, R) trial factors."""
-        return self.mu.expand(self.n_trials, -1)
+    def forward(self, trials=None):
+        """(K, R) trial factors (of the trials ``trials`` only)."""
+        return self.mu.expand(self.n_trials if trials is None else len(trials), -1)
 
     def export(self):
         """(K, R) trial factors in float64, from their float32 parameters."""
@@ -389,9 +419,13 @@ class BasisFactors(SharedFactors):
         _register(self, "Wc", Wc, True)
         self.register_buffer("basis", basis)
 
-    def forward(self):
-        """(K, R) trial factors."""
-        return super().forward() + self.basis @ self.Wc
+    def forward(self, trials=None):
+        """(K, R) trial factors (of the trials ``trials`` only).
+
+        The rows of a mini-batch depend on all the coefficients ``Wc``, whose prior
+        (:meth:`prior`) is over the whole session.
+        """
+        return super().forward(trials) + _rows(self.basis, trials) @ self.Wc
 
     def export(self):
         """(K, R) trial factors in float64, from their float32 parameters."""
@@ -416,9 +450,9 @@ class OffsetDrift(torch.nn.Module):
         _register(self, "E", E, True)
         self.register_buffer("basis", basis)
 
-    def forward(self):
-        """(K, n) offsets of the batch."""
-        return self.basis @ self.E
+    def forward(self, trials=None):
+        """(K, n) offsets of the batch (of its trials ``trials``)."""
+        return _rows(self.basis, trials) @ self.E
 
     def prior(self):
         """Negative log prior of the coefficients, ``|E|^2 / 2``."""
@@ -436,9 +470,9 @@ class GivenOffsets(torch.nn.Module):
         super().__init__()
         self.register_buffer("offsets", offsets)
 
-    def forward(self):
-        """(K, n) offsets."""
-        return self.offsets
+    def forward(self, trials=None):
+        """(K, n) offsets (of the trials ``trials``)."""
+        return _rows(self.offsets, trials)
 
 
 class FreeFactors(torch.nn.Module):
@@ -455,9 +489,9 @@ class FreeFactors(torch.nn.Module):
         _register(self, "c", c, True)
         self.register_buffer("center", center)
 
-    def forward(self):
-        """(K, R) trial factors."""
-        return self.c
+    def forward(self, trials=None):
+        """(K, R) trial factors (of the trials ``trials``)."""
+        return _rows(self.c, trials)
 
     def penalty(self):
         """(K,) the pull toward the centre, per trial."""
@@ -475,9 +509,9 @@ class GivenFactors(torch.nn.Module):
         super().__init__()
         self.register_buffer("C", C)
 
-    def forward(self):
-        """(K, R) trial factors."""
-        return self.C
+    def forward(self, trials=None):
+        """(K, R) trial factors (of the trials ``trials``)."""
+        return _rows(self.C, trials)
 
     def export(self):
         """(K, R) trial factors in float64."""
@@ -507,6 +541,15 @@ class LatentRNN(torch.nn.Module):
     add it to the mean loss as a maximum a posteriori fit would, with the noise
     variance of the squared error estimated by the current loss itself:
     ``mse + 2 mse prior / n_obs`` (``nll + prior / n_obs`` for Poisson counts).
+
+    The loss of a mini-batch of trials (``loss(data, trials=...)``) is an unbiased
+    estimate of this objective: the data and activity terms are those of the
+    batch, scaled so that their expectation over random batches is the mean over
+    all trials (:meth:`Data.subset`), while the priors, which are over the whole
+    session, enter whole (divided by the whole data's ``n_obs``). Per-trial
+    parameters of trials outside the batch (their initial states) then get no
+    gradient from the data; the trial factors of a batch depend on coefficients
+    shared by the session (:class:`BasisFactors`).
     """
 
     def __init__(self, network, states, factors, *, alpha, loss="mse",
@@ -520,9 +563,9 @@ class LatentRNN(torch.nn.Module):
         self.loss_name = loss
         self.activity_penalty = activity_penalty
 
-    def _offset(self, net):
+    def _offset(self, net, trials=None):
         """The readout offset: the network's (n,), or per trial (K, n) with drift."""
-        return net.d if self.drift is None else net.d + self.drift()
+        return net.d if self.drift is None else net.d + self.drift(trials)
 
     def simulate(self, inputs, n_timepoints):
         """Latent trajectories (T, K, R) and readout (T, K, n) of the batch.
@@ -540,7 +583,7 @@ class LatentRNN(torch.nn.Module):
                  if hasattr(part, "prior")]
         return sum(terms) if terms else None
 
-    def loss(self, data, *, per_trial=False, forcing=None):
+    def loss(self, data, *, per_trial=False, forcing=None, trials=None):
         """The objective: data loss plus the activity and trial-factor penalties.
 
         Parameters
@@ -551,13 +594,23 @@ class LatentRNN(torch.nn.Module):
             the mean over all observed entries.
         forcing : (float, Tensor) or None
             Teacher forcing ``(gamma, targets)`` (see :func:`_force`); mean loss only.
+        trials : Tensor of int of shape (B,) or None
+            A mini-batch: the unbiased estimate of the mean loss from these trials
+            alone (see the class's Notes); ``targets`` of ``forcing`` are those of
+            all trials. Mean loss only.
 
         Returns
         -------
         loss : scalar Tensor, or Tensor of shape (K,) with ``per_trial``.
         """
         net = self.network.network()
-        Z0, C, d = self.states(), self.factors(), self._offset(net)
+        n_obs = data.n_obs  # of the whole data, which the priors are weighed against
+        if trials is not None:
+            data = data.subset(trials)
+            if forcing is not None:
+                forcing = (forcing[0], forcing[1].index_select(1, trials))
+        Z0, C = self.states(trials), self.factors(trials)
+        d = self._offset(net, trials)
         T = data.X.shape[0]
         if per_trial:
             kappa, eta = evaluate(Z0, C, net.A, net.B, net.D, d, net.M,
@@ -574,7 +627,7 @@ class LatentRNN(torch.nn.Module):
                 # MAP weight: the noise variance of the squared error estimated by
                 # the loss itself (a likelihood already for Poisson counts).
                 scale = 2.0 * value.detach() if self.loss_name == "mse" else 1.0
-                value = value + scale * prior / max(data.n_obs, 1)
+                value = value + scale * prior / max(n_obs, 1)
         if self.activity_penalty:
             value = value + self.activity_penalty * activity_loss(
                 kappa, net.A, per_trial=per_trial)

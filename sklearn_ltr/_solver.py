@@ -8,6 +8,8 @@ lowest loss out; no scikit-learn. It is made of small parts, each tested on its 
   element-wise for a batch of independent problems);
 * :class:`BestSnapshot` -- the parameters at the lowest loss evaluated so far
   (whole, or row by row for per-trial problems);
+* :class:`MiniBatches` -- random mini-batches of trials, one pass over them per
+  iteration (an epoch), for sessions too large for a step on all trials;
 * :func:`run_phase` -- iterations of one optimiser with one schedule: the
   teacher-forced warm start, an L-BFGS start and the Adam phase of :func:`optimize`
   are three :class:`Phase` objects run by it;
@@ -15,14 +17,15 @@ lowest loss out; no scikit-learn. It is made of small parts, each tested on its 
   problems, for inference on new trials) assemble them.
 """
 
+import functools
 import math
 from dataclasses import dataclass, field
 
 import torch
 
 __all__ = [
-    "FitDiverged", "FitResult", "PlateauRule", "BestSnapshot", "Phase", "run_phase",
-    "optimize", "optimize_per_trial",
+    "FitDiverged", "FitResult", "PlateauRule", "BestSnapshot", "MiniBatches", "Phase",
+    "run_phase", "optimize", "optimize_per_trial",
 ]
 
 
@@ -191,6 +194,57 @@ class BestSnapshot:
                 p.copy_(s)
 
 
+class MiniBatches:
+    """Random mini-batches of trials: each epoch, one pass over all of them.
+
+    An epoch shuffles the trials (with ``generator``) and splits them into
+    ``ceil(n_trials / batch_size)`` mini-batches of nearly equal sizes (at most
+    ``batch_size``, differing by at most one trial), so that no batch is a small
+    remainder whose scaled loss would be far noisier than the others'.
+
+    Parameters
+    ----------
+    n_trials : int
+    batch_size : int
+        Most trials per mini-batch (``1 <= batch_size``).
+    generator : torch.Generator
+        Draws the order of each epoch (a CPU generator).
+    device : str or torch.device, default='cpu'
+        Where the index tensors go (that of the data).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_ltr._solver import MiniBatches
+    >>> batches = MiniBatches(10, 4, torch.Generator().manual_seed(0))
+    >>> [len(b) for b in batches.epoch()], len(batches)
+    ([4, 3, 3], 3)
+    >>> sorted(torch.cat(batches.epoch()).tolist()) == list(range(10))
+    True
+    """
+
+    def __init__(self, n_trials, batch_size, generator, device="cpu"):
+        self.n_trials = n_trials
+        self.batch_size = batch_size
+        self.generator = generator
+        self.device = device
+
+    def __len__(self):
+        """Mini-batches per epoch."""
+        return -(-self.n_trials // self.batch_size)
+
+    def _split(self, order):
+        return [b.to(self.device) for b in torch.tensor_split(order, len(self))]
+
+    def epoch(self):
+        """The mini-batches of one epoch: index tensors that cover all trials."""
+        return self._split(torch.randperm(self.n_trials, generator=self.generator))
+
+    def chunks(self):
+        """The trials in order, in as many consecutive chunks as an epoch's batches."""
+        return self._split(torch.arange(self.n_trials))
+
+
 @dataclass
 class Phase:
     """One schedule of :func:`run_phase`.
@@ -231,6 +285,7 @@ class _Run:
     max_backoffs: int = 6
     progress: object = None
     callback: object = None
+    batches: object = None  # MiniBatches, or None: every step on all trials
     n_iter: int = 0
     backoffs: int = 0
     n_evals: int = 0
@@ -253,13 +308,21 @@ class _Run:
                 history_size=self.history_size, line_search_fn="strong_wolfe")
         return torch.optim.Adam(self.tensors, lr=lr)
 
-    def closure(self, opt, gamma, lbfgs):
+    def evaluate(self, gamma=None, trials=None):
+        """``loss_fn`` at the current parameters (of the mini-batch ``trials``)."""
+        args = (self.params,) if gamma is None else (self.params, gamma)
+        if trials is None:
+            return self.loss_fn(*args)
+        return self.loss_fn(*args, trials=trials)
+
+    def closure(self, opt, gamma, lbfgs, trials=None):
         """The closure of one step: loss and gradient at the current parameters.
 
-        Every finite evaluation of the free-running loss (``gamma`` None) is offered
-        to the snapshot. L-BFGS evaluates the loss where its previous line search
-        ended, which is nearly always the point evaluated last: with ``lbfgs`` that
-        evaluation is kept and reused.
+        Every finite evaluation of the free-running loss (``gamma`` None) on all
+        trials is offered to the snapshot (a mini-batch's, ``trials``, is not: the
+        epoch's loss is, by :meth:`iteration`). L-BFGS evaluates the loss where its
+        previous line search ended, which is nearly always the point evaluated
+        last: with ``lbfgs`` that evaluation is kept and reused.
         """
         def closure():
             last = self.last
@@ -271,8 +334,7 @@ class _Run:
                     self.first = float(last[2])
                 return last[2]
             opt.zero_grad(set_to_none=True)
-            value = (self.loss_fn(self.params) if gamma is None
-                     else self.loss_fn(self.params, gamma))
+            value = self.evaluate(gamma, trials)
             v = float(value.detach())
             self.n_evals += 1
             if math.isfinite(v):
@@ -286,7 +348,7 @@ class _Run:
                     point = [p.detach().clone() for p in self.tensors]
                     self.last = (point, [None if p.grad is None else p.grad.clone()
                                          for p in self.tensors], value.detach())
-                if gamma is None:
+                if gamma is None and trials is None:
                     # The point at which the loss was evaluated (before the
                     # optimiser moves away from it).
                     self.snapshot.offer(v, point)
@@ -294,6 +356,49 @@ class _Run:
                 self.first = v
             return value
         return closure
+
+    def iteration(self, opt, gamma, lbfgs, warm):
+        """Run one iteration; return its loss.
+
+        On all trials: one optimiser step, whose loss is that at the point before
+        it. With mini-batches: an epoch, one step per mini-batch, whose loss is the
+        mean of the mini-batch losses weighted by their sizes (each evaluated
+        before its step; an unbiased estimate of the mean loss over the epoch's
+        path); the free-running epoch loss is offered to the snapshot with the
+        parameters where the epoch ends. ``warm(j)`` sets the learning rate of the
+        iteration's ``j``-th step; a non-finite mini-batch loss ends the epoch at
+        once and is returned.
+        """
+        if self.batches is None:
+            warm(0)
+            self.first = None
+            opt.step(self.closure(opt, gamma, lbfgs))
+            return self.first
+        total = 0.0
+        for j, trials in enumerate(self.batches.epoch()):
+            warm(j)
+            self.first = None
+            opt.step(self.closure(opt, gamma, False, trials))
+            if not math.isfinite(self.first):
+                return self.first
+            total += self.first * len(trials) / self.batches.n_trials
+        if gamma is None:
+            self.snapshot.offer(total)
+        return total
+
+    def full_loss(self):
+        """The free-running loss on all trials, without gradient (a float).
+
+        With mini-batches it is summed over consecutive chunks of the batches' size
+        (each chunk's estimate weighted by its share of the trials), which is the
+        mean loss up to rounding, with the memory of one mini-batch.
+        """
+        with torch.no_grad():
+            if self.batches is None:
+                return float(self.evaluate())
+            n = self.batches.n_trials
+            return sum(float(self.evaluate(trials=t)) * len(t) / n
+                       for t in self.batches.chunks())
 
     def record(self, value, gamma):
         """Count one iteration of loss ``value``; report it."""
@@ -308,10 +413,8 @@ class _Run:
 
     def probe(self):
         """Offer the current point to the snapshot at its free-running loss."""
-        with torch.no_grad():
-            value = self.loss_fn(self.params)
+        v = self.full_loss()
         self.n_evals += 1
-        v = float(value)
         if math.isfinite(v):
             self.snapshot.offer(v)
 
@@ -332,7 +435,9 @@ def run_phase(run, phase):
     A non-finite loss is detected at once: the parameters go back to the best
     iterate (or, in a teacher-forced phase, to where the phase began, which then
     starts over) and the learning rate is halved, ``run.max_backoffs`` times at most
-    over the whole run before :class:`FitDiverged` is raised.
+    over the whole run before :class:`FitDiverged` is raised. With mini-batches
+    (``run.batches``) an iteration is an epoch (:meth:`_Run.iteration`); the
+    warm-up counts optimiser steps, the phase's ``length`` iterations.
 
     Returns
     -------
@@ -344,14 +449,18 @@ def run_phase(run, phase):
     lbfgs = phase.solver == "lbfgs"
     start_point = [p.detach().clone() for p in run.tensors] if phase.forcing else None
     opt = run.optimizer(phase.solver, lr)
+    steps = 1 if run.batches is None else len(run.batches)  # per iteration
+
+    def warm(i, j):
+        """Learning rate of step ``j`` of iteration ``i`` of the phase."""
+        step = i * steps + j
+        if not lbfgs and step < phase.warmup:
+            _set_lr(opt, lr * (step + 1) / phase.warmup)
+
     while run.n_iter < run.max_iter and run.n_iter - start < phase.length:
         i = run.n_iter - start
-        if not lbfgs and i < phase.warmup:
-            _set_lr(opt, lr * (i + 1) / phase.warmup)
         gamma = phase.forcing * (1.0 - i / phase.length) if phase.forcing else None
-        run.first = None
-        opt.step(run.closure(opt, gamma, lbfgs))
-        value = run.first
+        value = run.iteration(opt, gamma, lbfgs, functools.partial(warm, i))
         if not math.isfinite(value):
             run.backoffs += 1
             if run.backoffs > run.max_backoffs:
@@ -392,7 +501,7 @@ def optimize(
     loss_fn, params, *, solver="adam", learning_rate=0.01, max_iter=1000, tol=1e-4,
     n_iter_no_change=20, progress=None, callback=None, max_backoffs=6,
     n_decays=None, decay_factor=0.2, warmup=10, history_size=100, lbfgs_iter=0,
-    forcing=0.0, forcing_iter=0, forcing_lr=0.02, forcing_probe=0,
+    forcing=0.0, forcing_iter=0, forcing_lr=0.02, forcing_probe=0, batches=None,
 ):
     """Minimise ``loss_fn(params)`` over the tensors in ``params`` (modified in place).
 
@@ -435,7 +544,22 @@ def optimize(
     :func:`run_phase`); a KeyboardInterrupt stops the loop and returns the best
     parameters so far with ``interrupted=True``. ``callback(n_iter, loss)`` is
     called after every iteration.
+
+    Mini-batches (``batches``, a :class:`MiniBatches`; Adam only): an iteration is
+    then an epoch, one Adam step per mini-batch of trials on
+    ``loss_fn(params, trials=...)`` (``loss_fn(params, gamma, trials=...)`` in the
+    warm start), which must return an unbiased estimate of the loss from those
+    trials. Everything counted in iterations above (``max_iter``, ``warmup``
+    aside, which counts steps; ``n_iter_no_change``, ``forcing_iter``,
+    ``forcing_probe``) counts epochs; an epoch's loss, in ``loss_curve`` and
+    compared by ``tol``, is the size-weighted mean of its mini-batch losses, and
+    the best parameters are those where the epoch of lowest loss ended. The
+    free-running loss of the probes (and of an interrupted warm start) is the
+    exact loss on all trials, summed over chunks of the batches' size.
     """
+    if batches is not None and (solver == "lbfgs" or lbfgs_iter > 0):
+        raise ValueError("mini-batches need solver='adam' without an L-BFGS start: "
+                         "a line search needs the same loss at every evaluation.")
     if n_decays is None:
         n_decays = 0 if solver == "lbfgs" else 2
     n_forced = min(forcing_iter, max_iter - 1) if forcing > 0 else 0
@@ -444,7 +568,7 @@ def optimize(
     def new_run():
         return _Run(loss_fn, params, max_iter, PlateauRule(tol, n_iter_no_change),
                     history_size=history_size, max_backoffs=max_backoffs,
-                    progress=progress, callback=callback)
+                    progress=progress, callback=callback, batches=batches)
 
     run = None
     try:
@@ -482,8 +606,7 @@ def _finish(run, converged, interrupted, n_forced):
     if not math.isfinite(run.snapshot.value):
         # Interrupted in the warm start, before the unforced loss was evaluated:
         # keep where the warm start got to if its loss is finite.
-        with torch.no_grad():
-            v = float(run.loss_fn(run.params))
+        v = run.full_loss()
         run.n_evals += 1
         if math.isfinite(v):
             run.snapshot.offer(v)

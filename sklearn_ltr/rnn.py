@@ -43,7 +43,7 @@ __all__ = ["LowTensorRankRNN", "LowRankRNN"]
 
 
 def _fit_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank, n_inputs=0,
-                loss="mse", device_type="cpu", lbfgs_iter=0):
+                loss="mse", device_type="cpu", lbfgs_iter=0, batch_size=None):
     """Estimated peak memory of a fit of the recurrent networks.
 
     Counts every array that scales with the problem: with the data (``n_trials *
@@ -74,10 +74,18 @@ def _fit_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank, n_inputs=0,
       per-entry losses, ``32 E`` instead of ``8 E``. The optimiser's state: the
       parameters, their gradients, Adam's two moments and the best parameters so
       far, ``32 P``; L-BFGS keeps three vectors of the parameters' size per
-      iteration of its history (at most 100), ``12 P`` each.
+      iteration of its history (at most 100), ``12 P`` each. With mini-batches
+      (``batch_size`` below ``n_trials``) ``E``, ``U``, ``L`` and ``I`` of a
+      training step count the trials of one mini-batch only, plus the batch's
+      copy of its data and targets, ``5 E + 4 I + 4 L`` of the batch; ``P`` still
+      counts every trial's parameters.
+    * the Gaussian processes over the trials (:class:`~sklearn_ltr._priors.TrialGP`
+      of the trial factors and of the drift, one after the other): an
+      ``n_trials x n_trials`` float64 kernel, its eigendecomposition and the
+      solver's workspace, ``48 K ** 2`` with ``K = n_trials``.
 
-    The peak is the host arrays plus the data tensors plus the larger of the two
-    phases; the test suite checks it against the measured increase in
+    The peak is the host arrays plus the data tensors plus the largest of the
+    three phases; the test suite checks it against the measured increase in
     peak resident memory of real fits.
 
     Parameters
@@ -94,6 +102,8 @@ def _fit_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank, n_inputs=0,
     lbfgs_iter : int, default=0
         Most L-BFGS iterations of the fit (``solver='lbfgs'`` or
         ``'lbfgs-adam'``).
+    batch_size : int or None, default=None
+        Trials per optimiser step (the estimators' ``batch_size``); None: all.
 
     Returns
     -------
@@ -116,20 +126,25 @@ def _fit_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank, n_inputs=0,
     host = 18 * E
     data = 5 * E + 4 * I
     init = (56 if poisson else 32) * E + 16 * L + 24 * S + 8 * P
-    train = ((8 * U + 32 * E if poisson else 8 * E) + 24 * L + 4 * I + 32 * P
+    # One training step: on all trials, or on the trials of one mini-batch.
+    batch = n_trials if batch_size is None else min(batch_size, n_trials)
+    Eb, Ub, Lb, Ib = (x * batch // n_trials for x in (E, U, L, I))
+    train = ((8 * Ub + 32 * Eb if poisson else 8 * Eb) + 24 * Lb + 4 * Ib + 32 * P
              + 12 * P * min(lbfgs_iter, 100))
-    return int(host), int(data + max(init, train))
+    if batch < n_trials:
+        train += 5 * Eb + 4 * Ib + 4 * Lb
+    gp = 48 * n_trials ** 2
+    return int(host), int(data + max(init, train, gp))
 
 
 def _check_fit_memory(est, shape, n_inputs, device):
     """Refuse a fit whose estimated peak memory exceeds what is available."""
-    n_trials, n_timepoints, n_neurons = shape
     schedule = _fit_schedule(est)
     lbfgs_iter = est.max_iter if est.solver == "lbfgs" else schedule["lbfgs_iter"]
-    host, dev_bytes = _fit_memory(
-        n_trials, n_timepoints, n_neurons, n_units=est.n_units, rank=est.rank,
-        n_inputs=n_inputs, loss=est.loss, device_type=device.type,
-        lbfgs_iter=lbfgs_iter)
+    kw = dict(n_units=est.n_units, rank=est.rank, n_inputs=n_inputs, loss=est.loss,
+              device_type=device.type)
+    host, dev_bytes = _fit_memory(*shape, lbfgs_iter=lbfgs_iter,
+                                  batch_size=est.batch_size, **kw)
     what = (f"{type(est).__name__}.fit on X of shape {tuple(shape)} with "
             f"n_units={est.n_units}, rank={est.rank}")
     remedy = ("Lower n_units (the initialisation needs three n_units x n_units "
@@ -138,6 +153,13 @@ def _check_fit_memory(est, shape, n_inputs, device):
               "n_neurons)).")
     if lbfgs_iter:
         remedy += " Or use solver='adam' (L-BFGS keeps a history of 100 steps)."
+    # Suggested only where Adam's training steps, not the initialisation or the
+    # Gaussian processes over trials, set the peak.
+    if sum(_fit_memory(*shape, batch_size=1, **kw)) < sum(
+            _fit_memory(*shape, batch_size=est.batch_size, **kw)):
+        remedy += (f" Or set a smaller batch_size (trials per optimiser step, "
+                   f"with solver='adam'; now {est.batch_size}): the training then "
+                   f"holds the arrays of one mini-batch of trials.")
     check_memory_on(host, dev_bytes, device, what=what, remedy=remedy)
 
 
@@ -173,6 +195,14 @@ def _check_fit_arguments(est, X):
         raise ValueError(
             f"orthonormal_readout=True needs n_neurons <= n_units, got "
             f"n_neurons={n_neurons} and n_units={est.n_units}; increase n_units.")
+    if est.batch_size is not None and est.batch_size < X.shape[0] and (
+            est.solver != "adam"):
+        raise ValueError(
+            f"batch_size={est.batch_size} (below n_trials={X.shape[0]}) needs "
+            f"solver='adam', got solver={est.solver!r}: L-BFGS's line search needs "
+            f"the same loss at every evaluation, which random mini-batches of "
+            f"trials do not give. Use solver='adam', or batch_size=None (every "
+            f"step on all trials).")
     if est.loss == "poisson":
         check_counts(X)
 
@@ -374,6 +404,43 @@ def _fit_schedule(est):
                 forcing_iter=n_forced, forcing_probe=_FORCING_PROBE if n_forced else 0)
 
 
+def _mini_batches(est, n_trials, generator, device):
+    """The mini-batches of a fit's steps, or None when every step uses all trials.
+
+    ``batch_size`` at or above the number of trials is the full batch, exactly.
+    """
+    if est.batch_size is None or est.batch_size >= n_trials:
+        return None
+    return _solver.MiniBatches(n_trials, est.batch_size, generator, device)
+
+
+def _optimize(est, model, data, targets, i_init, batches):
+    """Fit ``model`` to ``data`` with the estimator's schedule; the FitResult."""
+    def loss_fn(params, gamma=0.0, trials=None):
+        return model.loss(data, forcing=(gamma, targets) if gamma else None,
+                          trials=trials)
+
+    progress = None
+    if est.verbose:
+        progress = tqdm(total=est.max_iter, leave=False,
+                        desc=f"{type(est).__name__} init {i_init + 1}")
+    try:
+        return _solver.optimize(
+            loss_fn, model.trainable(), learning_rate=est._learning_rate(),
+            max_iter=est.max_iter, tol=est.tol,
+            n_iter_no_change=est.n_iter_no_change, progress=progress,
+            batches=batches, **_fit_schedule(est))
+    except _solver.FitDiverged as exc:
+        raise ValueError(
+            f"{type(est).__name__}.fit diverged: {exc}. Remedies: lower "
+            f"learning_rate (now {est._learning_rate()}), standardise X (e.g. "
+            f"sklearn_ltr.preprocessing.StandardScaler3D), or increase tau "
+            f"(now {est.tau}).") from None
+    finally:
+        if progress is not None:
+            progress.close()
+
+
 # At most this many fitted trials are kept as starting points for inference.
 _N_CANDIDATES = 48
 
@@ -503,6 +570,7 @@ class _BaseRNN(BaseLatentModel):
         "solver": [StrOptions({"lbfgs-adam", "adam", "lbfgs"})],
         "learning_rate": [Interval(Real, 0, None, closed="neither"), None],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "tol": [Interval(Real, 0, None, closed="left")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "teacher_forcing": [Interval(Real, 0, 1, closed="left")],
@@ -633,12 +701,17 @@ class _BaseRNN(BaseLatentModel):
         best = interrupted = None
         for i_init in range(self.n_init):
             try:
+                # One generator per initialisation: its column directions, then
+                # the order of the trials in its mini-batches.
+                generator = torch.Generator().manual_seed(seed + i_init)
                 model, targets = self._initial_model(data, sidx, n_states, gain,
-                                                     seed + i_init)
+                                                     generator)
+                batches = _mini_batches(self, data.X.shape[1], generator,
+                                        data.X.device)
                 # The solver keeps its best parameters on Ctrl-C from its first
                 # instruction; an interrupt before that leaves no parameters of
                 # this initialisation.
-                result = self._optimize(model, data, targets, i_init)
+                result = _optimize(self, model, data, targets, i_init, batches)
             except KeyboardInterrupt:
                 # Keep the earlier initialisations, if any.
                 if best is None:
@@ -653,13 +726,13 @@ class _BaseRNN(BaseLatentModel):
         _warn_about_fit(self, best[1], interrupted)
         return best
 
-    def _initial_model(self, data, state_index, n_states, gain, seed):
+    def _initial_model(self, data, state_index, n_states, gain, generator):
         """The network at its data-driven start, and the warm start's targets."""
         p, targets = _model.initialize(
             data, rank=self.rank, n_units=self.n_units, alpha=self._alpha,
             n_states=n_states, state_index=state_index, loss=self.loss,
             orthonormal_readout=self.orthonormal_readout, init=self.init,
-            generator=torch.Generator().manual_seed(seed))
+            generator=generator)
         if gain != 1.0:
             p["Ds"], p["d"] = p["Ds"] / gain, p["d"] / gain
         p = {k: None if v is None else v.to(DTYPE) for k, v in p.items()}
@@ -685,30 +758,6 @@ class _BaseRNN(BaseLatentModel):
         Over the whole session (epochs do not interrupt a recording's drift).
         """
         return TrialGP(self.trial_index_, None, self.drift_length_scale)
-
-    def _optimize(self, model, data, targets, i_init):
-        def loss_fn(params, gamma=0.0):
-            return model.loss(data, forcing=(gamma, targets) if gamma else None)
-
-        progress = None
-        if self.verbose:
-            progress = tqdm(total=self.max_iter, leave=False,
-                            desc=f"{type(self).__name__} init {i_init + 1}")
-        try:
-            return _solver.optimize(
-                loss_fn, model.trainable(), learning_rate=self._learning_rate(),
-                max_iter=self.max_iter, tol=self.tol,
-                n_iter_no_change=self.n_iter_no_change, progress=progress,
-                **_fit_schedule(self))
-        except _solver.FitDiverged as exc:
-            raise ValueError(
-                f"{type(self).__name__}.fit diverged: {exc}. Remedies: lower "
-                f"learning_rate (now {self._learning_rate()}), standardise X (e.g. "
-                f"sklearn_ltr.preprocessing.StandardScaler3D), or increase tau "
-                f"(now {self.tau}).") from None
-        finally:
-            if progress is not None:
-                progress.close()
 
     def _learning_rate(self):
         """``learning_rate``, or the solver's default when it is None."""
@@ -864,8 +913,9 @@ _COMMON_PARAMS_DOC = """
         scores, readout and connectivity by ridge regression on them. 'random' starts
         from random latent trajectories.
     solver : {'adam', 'lbfgs-adam', 'lbfgs'}, default='adam'
-        Optimiser of the fit; all trials enter every iteration, so the loss is
-        deterministic. 'adam' is Adam with a warm-up and a plateau schedule.
+        Optimiser of the fit; all trials enter every iteration (unless
+        ``batch_size`` is set), so the loss is deterministic. 'adam' is Adam with
+        a warm-up and a plateau schedule.
         'lbfgs' is L-BFGS: quasi-Newton steps with a strong-Wolfe line search
         (history of 100 steps, about 1.1 loss evaluations per iteration).
         'lbfgs-adam' runs L-BFGS for the first fifth of ``max_iter`` (at most 150
@@ -885,6 +935,26 @@ _COMMON_PARAMS_DOC = """
         with a ConvergenceWarning.
     max_iter : int, default=1000
         Maximum number of iterations per initialisation.
+    batch_size : int or None, default=None
+        Trials per optimiser step. None (or a value >= n_trials): every step uses
+        all trials. Below n_trials, mini-batches for large sessions (needs
+        ``solver='adam'``): each iteration is then an *epoch*, one pass over the
+        trials in a random order drawn from ``random_state``, split into
+        ``ceil(n_trials / batch_size)`` mini-batches of nearly equal sizes (at
+        most ``batch_size``), with one Adam step per mini-batch. The data and
+        activity terms of a step are those of its trials, scaled so that their
+        expectation is the loss on all trials; the priors over the whole session
+        (the trial factors' Gaussian process, the drift's) enter every step whole,
+        and the initial states of trials outside the batch get no gradient from
+        the data. ``max_iter``, ``n_iter_no_change``, ``forcing_iter`` and
+        ``n_iter_`` then count epochs (the learning rate's warm-up, 10 steps,
+        counts steps); the loss of an epoch, in ``loss_curve_`` and compared with
+        ``tol``, is the mean of its mini-batch losses (weighted by their sizes,
+        each evaluated before its step), and the parameters kept are those at the
+        end of the epoch of lowest loss (``best_loss_``). A step costs time and
+        memory in proportion to its trials, so an epoch costs about what a full
+        step does, and the training's memory is that of one mini-batch (the
+        data-driven initialisation still sees all trials at once).
     tol : float, default=5e-3
         A plateau is ``n_iter_no_change`` iterations in which the loss fails to drop
         by more than ``tol`` relative to its best value. With 'lbfgs' the first
@@ -962,10 +1032,11 @@ _COMMON_ATTRS_DOC = """
         Condition labels seen in fit.
     loss_curve_ : list of float
         Loss at each iteration of the kept initialisation (for 'mse', on the
-        standardised data, so comparable across units of X). The first
+        standardised data, so comparable across units of X): of each epoch with
+        ``batch_size`` (the mean of its mini-batch losses). The first
         ``n_forced_`` entries are losses of the teacher-forced network.
     n_iter_ : int
-        Iterations run by the kept initialisation.
+        Iterations (epochs with ``batch_size``) run by the kept initialisation.
     n_forced_ : int
         How many of them were teacher-forced (``min(forcing_iter, max_iter // 3)``
         with ``init='pca'`` and ``teacher_forcing > 0``, else 0).
@@ -1065,9 +1136,10 @@ class LowTensorRankRNN(_BaseRNN):
         self, rank=3, *, n_units=100, trial_length_scale=10.0, trial_amplitude=1.0,
         trial_jitter=0.0, drift_length_scale=50.0, tau=2.0, loss="mse",
         orthonormal_readout=False, activity_penalty=1e-4, init="pca", solver="adam",
-        learning_rate=None, max_iter=1000, tol=5e-3, n_iter_no_change=50,
-        teacher_forcing=0.5, forcing_iter=150, n_init=1, infer_max_iter=200,
-        cosmoothing_folds=5, random_state=None, n_threads=1, device="cpu", verbose=0,
+        learning_rate=None, max_iter=1000, batch_size=None, tol=5e-3,
+        n_iter_no_change=50, teacher_forcing=0.5, forcing_iter=150, n_init=1,
+        infer_max_iter=200, cosmoothing_folds=5, random_state=None, n_threads=1,
+        device="cpu", verbose=0,
     ):
         self.rank = rank
         self.n_units = n_units
@@ -1083,6 +1155,7 @@ class LowTensorRankRNN(_BaseRNN):
         self.solver = solver
         self.learning_rate = learning_rate
         self.max_iter = max_iter
+        self.batch_size = batch_size
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
         self.teacher_forcing = teacher_forcing
@@ -1135,9 +1208,10 @@ class LowRankRNN(_BaseRNN):
     def __init__(
         self, rank=3, *, n_units=100, drift_length_scale=50.0, tau=2.0, loss="mse",
         orthonormal_readout=False, activity_penalty=1e-4, init="pca", solver="adam",
-        learning_rate=None, max_iter=1000, tol=5e-3, n_iter_no_change=50,
-        teacher_forcing=0.5, forcing_iter=150, n_init=1, infer_max_iter=200,
-        cosmoothing_folds=5, random_state=None, n_threads=1, device="cpu", verbose=0,
+        learning_rate=None, max_iter=1000, batch_size=None, tol=5e-3,
+        n_iter_no_change=50, teacher_forcing=0.5, forcing_iter=150, n_init=1,
+        infer_max_iter=200, cosmoothing_folds=5, random_state=None, n_threads=1,
+        device="cpu", verbose=0,
     ):
         self.rank = rank
         self.n_units = n_units
@@ -1150,6 +1224,7 @@ class LowRankRNN(_BaseRNN):
         self.solver = solver
         self.learning_rate = learning_rate
         self.max_iter = max_iter
+        self.batch_size = batch_size
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
         self.teacher_forcing = teacher_forcing

@@ -119,6 +119,28 @@ def test_bench_fit_quick(tmp_path):
         assert title in stdout
 
 
+@pytest.mark.slow
+def test_bench_fit_large_quick(tmp_path):
+    path = tmp_path / "large.json"
+    stdout = run_script("bench_fit.py", "--quick", "--sections", "large", "--json",
+                        str(path))
+    res = json.loads(path.read_text())
+    cfg, large = res["config"]["large"], res["sections"]["large"]
+    assert len(large["runs"]) == 2 * len(cfg["trials"]) * cfg["rounds"]
+    for r in large["runs"]:
+        n_iter = cfg["epochs"] if r["batch_size"] else cfg["full_iters"]
+        assert r["n_iter"] == n_iter and len(r["epoch_s"]) == n_iter - 1
+        assert min(r["epoch_s"]) > 0 and r["peak_mib"] >= r["before_fit_mib"] > 0
+    small, big = (str(n) for n in cfg["trials"])
+    for name in ("mini-batch", "full batch"):
+        points = large["by"][name]["points"]
+        assert large["by"][name]["linearity"] == pytest.approx(
+            points[big]["epoch_s"] / points[small]["epoch_s"] / 4)
+    names = [t["target"] for t in res["targets"]]
+    assert "large: (time per pass, 4x trials) / 4, mini-batches" in names
+    assert "large sessions:" in stdout
+
+
 def load_benchmark(name):
     spec = importlib.util.spec_from_file_location(
         name, os.path.join(BENCHMARKS, f"{name}.py"))

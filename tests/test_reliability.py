@@ -332,7 +332,8 @@ _MEASURE_INIT = textwrap.dedent("""
 @pytest.mark.parametrize("shape, solver, max_iter", [
     ((6, 5, 100, 2500, 2), "adam", 5),  # the (n_units, n_units) initialisation
     ((6, 5, 600, 600, 3), "lbfgs", 40),  # L-BFGS's history of the parameters
-], ids=["network-size", "lbfgs-history"])
+    ((2000, 3, 4, 8, 2), "adam", 2),  # the Gaussian processes over many trials
+], ids=["network-size", "lbfgs-history", "many-trials"])
 def test_memory_estimate_of_large_networks_matches_measured_peak(shape, solver,
                                                                  max_iter):
     script = _MEASURE_INIT.format(shape=shape, solver=solver, max_iter=max_iter)
