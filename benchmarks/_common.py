@@ -117,6 +117,20 @@ def print_table(title, columns, rows, note=None):
         print(note)
 
 
+def finish(out, machine, args, t_start):
+    """Record the run's time and final load in ``out``, print them, save the JSON.
+
+    ``args`` gives ``n_jobs`` and ``json`` (the path, or None to write nothing).
+    """
+    out["seconds"] = time.perf_counter() - t_start
+    out["loadavg_end"] = loadavg()
+    print(f"{out['seconds']:.0f} s on {machine['cpu_model']} "
+          f"({machine['usable_cpus']} usable CPUs, --n-jobs {args.n_jobs}), load "
+          f"{machine['loadavg'][0]:.2f} at start, {out['loadavg_end'][0]:.2f} at end")
+    if args.json:
+        save_json(args.json, out)
+
+
 def save_json(path, results):
     """Write ``results`` to ``path`` (numpy scalars and arrays become JSON numbers)."""
 

@@ -97,7 +97,7 @@ from sklearn_ltr.metrics import bits_per_spike, cosmoothing_folds, cosmoothing_p
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _common import loadavg, machine_info, print_table, save_json  # noqa: E402
+from _common import finish, loadavg, machine_info, print_table  # noqa: E402
 
 DATA = os.path.join(HERE, "..", "..", "shared", "data", "mc_maze_small_test.nwb")
 SECTIONS = ("baselines", "rnn", "long", "levers")
@@ -496,13 +496,7 @@ def main(argv=None):
         res.update(seconds=time.perf_counter() - t0, loadavg_before=before,
                    loadavg_after=loadavg())
         out["sections"][name] = res
-    out["seconds"] = time.perf_counter() - t_start
-    out["loadavg_end"] = loadavg()
-    print(f"{out['seconds']:.0f} s on {machine['cpu_model']} "
-          f"({machine['usable_cpus']} usable CPUs, --n-jobs {args.n_jobs}), load "
-          f"{machine['loadavg'][0]:.2f} at start, {out['loadavg_end'][0]:.2f} at end")
-    if args.json:
-        save_json(args.json, out)
+    finish(out, machine, args, t_start)
 
 
 if __name__ == "__main__":

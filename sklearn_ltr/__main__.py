@@ -216,6 +216,9 @@ OPTION_RULES = [
      "a finite number of time bins >= 1"),
     ("--trial-length-scale", "trial_length_scale", lambda v: 0 < v < math.inf,
      "a finite positive number of trials"),
+    ("--drift-length-scale", "drift_length_scale", lambda v: 0 < v < math.inf,
+     "a finite positive number of trials, or none"),
+    ("--tol", "tol", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
     ("--smooth", "smooth", lambda v: 0 <= v < math.inf,
      "a finite number of time bins >= 0 (0: no smoothing)"),
     ("--n-jobs", "n_jobs", lambda v: v != 0,
@@ -244,6 +247,8 @@ NWB_SMOOTH_SECONDS = 0.05
 
 # Estimators that fit spike counts with the Poisson loss, as --loss poisson asks.
 POISSON_ESTIMATORS = ("ltr", "lr", "avg", "avg-smooth")
+# Estimators that take no external inputs (--condition-inputs).
+NO_INPUTS = ("tca", "pca")
 
 
 def check_options(args):
@@ -319,11 +324,18 @@ def _rank_flag(args):
 
 
 def _check_estimators(args):
-    """The default estimators of the loss; networks' ranks; the Poisson loss."""
+    """The default estimators of the loss and the inputs; networks' ranks; the loss."""
     loss = getattr(args, "loss", "mse")
+    inputs = getattr(args, "condition_inputs", False)
     if args.estimators is None:
         args.estimators = [e for e in args.default_estimators
-                           if loss == "mse" or e in POISSON_ESTIMATORS]
+                           if (loss == "mse" or e in POISSON_ESTIMATORS)
+                           and not (inputs and e in NO_INPUTS)]
+    if inputs and set(args.estimators) & set(NO_INPUTS):
+        raise InputError(
+            f"--condition-inputs: "
+            f"{', '.join(ESTIMATORS[e] for e in NO_INPUTS if e in args.estimators)} "
+            f"take(s) no inputs; choose --estimators among ltr lr avg avg-smooth.")
     networks = [ESTIMATORS[e] for e in args.estimators if e in ("ltr", "lr")]
     if networks and max(args.ranks) > args.n_units:
         raise InputError(
@@ -458,7 +470,7 @@ def check_ranks(X, splits, args, n_inputs=0):
 # the cross-validated comparison
 # --------------------------------------------------------------------------- #
 def _build(names, *, n_units, tau, max_iter, random_state, sigma, zscore,
-           trial_length_scale=10.0, loss="mse"):
+           trial_length_scale=10.0, loss="mse", drift_length_scale=50.0, tol=5e-3):
     from sklearn.pipeline import make_pipeline
 
     from . import TCA, ConditionAverage, LowRankRNN, LowTensorRankRNN, TrialPCA
@@ -470,6 +482,7 @@ def _build(names, *, n_units, tau, max_iter, random_state, sigma, zscore,
     if zscore:
         steps.append(StandardScaler3D())
     rnn = {"n_units": n_units, "tau": tau, "max_iter": max_iter, "loss": loss,
+           "drift_length_scale": drift_length_scale, "tol": tol,
            "random_state": random_state}
     make = {
         "ltr": lambda: LowTensorRankRNN(trial_length_scale=trial_length_scale,
@@ -512,10 +525,39 @@ def _folds(X, y, args, blocks):
     return StratifiedKFold(args.cv, shuffle=True, random_state=args.random_state)
 
 
+def _held_out_blocks(meta):
+    """Whether the trials have places in the session: held-out blocks of trials.
+
+    ``meta`` may hold the networks' ``inputs`` alone (``--condition-inputs``
+    without blocks), scored by co-smoothing.
+    """
+    return meta is not None and "trial_index" in meta
+
+
+def with_condition_inputs(X, y, meta, args):
+    """``meta`` with the one-hot condition inputs of ``--condition-inputs``.
+
+    Raises
+    ------
+    InputError
+        ``--condition-inputs`` without condition labels.
+    """
+    if not getattr(args, "condition_inputs", False):
+        return meta
+    if y is None:
+        raise InputError(
+            "--condition-inputs gives the networks each trial's condition, but the "
+            "data have no condition labels; name them with --y-key (an array "
+            "file) or --condition-column (an .nwb file).")
+    from .preprocessing import condition_inputs
+
+    return {**(meta or {}), "inputs": condition_inputs(y, X.shape[1])}
+
+
 def _prepare(X, y, args, meta):
     """Check the data against the options; the folds and the estimators."""
     check_data(X, y, args)
-    cv = _folds(X, y, args, blocks=meta is not None)
+    cv = _folds(X, y, args, blocks=_held_out_blocks(meta))
     splits = list(cv.split(X, y))
     check_folds(splits, cv, args)
     inputs = (meta or {}).get("inputs")
@@ -524,8 +566,9 @@ def _prepare(X, y, args, meta):
                         max_iter=args.max_iter, random_state=args.random_state,
                         sigma=args.smooth, zscore=args.zscore,
                         trial_length_scale=args.trial_length_scale,
-                        loss=getattr(args, "loss", "mse"))
-    if meta is not None:
+                        loss=getattr(args, "loss", "mse"),
+                        drift_length_scale=args.drift_length_scale, tol=args.tol)
+    if _held_out_blocks(meta):
         # TCA and PCA have no prior over the session: they infer each held-out
         # trial's parameters from its held-in neurons, a different score.
         estimators = {(f"{name} (co-smoothing)" if name in ("TCA", "TrialPCA")
@@ -649,7 +692,7 @@ def run_selection(X, y, args, title, *, meta=None, extra=None):
     cv, estimators = _prepare(X, y, args, meta)
     _start_workers(args.n_jobs)
     protocol = ("held-out blocks of trials, predicted from their place in the "
-                "session" if meta is not None else "co-smoothing score")
+                "session" if _held_out_blocks(meta) else "co-smoothing score")
     if getattr(args, "loss", "mse") == "poisson":
         protocol += "; spike counts, Poisson loss, scored in bits per spike"
     print(f"{title}: X of shape {X.shape} (trials x time x neurons).")
@@ -670,7 +713,7 @@ def run_selection(X, y, args, title, *, meta=None, extra=None):
             print(f"{name}: best rank {summary.best_rank[name]}, "
                   f"one-standard-error rank {summary.one_se_rank[name]}")
     learning = None
-    if meta is not None and getattr(args, "learning_test", False):
+    if _held_out_blocks(meta) and getattr(args, "learning_test", False):
         learning = _learning_test(records, cv, X, y)
     elapsed = time.perf_counter() - t0
     out = Path(args.out)
@@ -1044,9 +1087,13 @@ def _title(args):
 def select_rank(args):
     """The ``select-rank`` subcommand: rank selection on a file of recordings."""
     X, y, meta, source = load_data(args)
+    meta = with_condition_inputs(X, y, meta, args)
     run_selection(X, y, args, _title(args), meta=meta,
                   extra={"data": str(args.data), "smooth": args.smooth,
-                         "zscore": args.zscore, "loss": args.loss, **source})
+                         "zscore": args.zscore, "loss": args.loss,
+                         "condition_inputs": args.condition_inputs,
+                         "tol": args.tol,
+                         "drift_length_scale": args.drift_length_scale, **source})
     return 0
 
 
@@ -1062,6 +1109,7 @@ def learning_test_command(args):
     from .model_selection import learning_test, rank_selection_summary
 
     X, y, meta, source = load_data(args)
+    meta = with_condition_inputs(X, y, meta, args)
     title = _title(args)
     cv, estimators = _prepare(X, y, args, meta)
     network = final_step(estimators["LowTensorRankRNN"])
@@ -1111,6 +1159,7 @@ def learning_test_command(args):
         "references": summary.references, "reference_folds": records,
         "trial_factors": factors, "trial_index": meta["trial_index"],
         "epochs": meta.get("epochs"), "loss": args.loss, "smooth": args.smooth,
+        "condition_inputs": args.condition_inputs,
         "estimator_params": params, "random_state": args.random_state, **source}
     write_outputs(Path(args.out), {
         "learning_test.png": _learning_figure_png(learning, factors, epochs, title),
@@ -1196,6 +1245,17 @@ def demo(args):
 
 
 
+def _length_or_none(text):
+    """A length scale in trials, or None for 'none' (an argparse type)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of trials or none, got {text!r}") from None
+
+
 def _fit_options(p, *, n_units, max_iter=1000, trial_length_scale=10.0):
     """Folds, the networks' size and training, parallelism, seed and progress."""
     p.add_argument("--cv", type=int, default=5, help="number of folds over trials")
@@ -1206,6 +1266,15 @@ def _fit_options(p, *, n_units, max_iter=1000, trial_length_scale=10.0):
     p.add_argument("--trial-length-scale", type=float, default=trial_length_scale,
                    help="length scale, in trials, of the prior of LowTensorRankRNN's "
                    "trial factors (default: %(default)s)")
+    p.add_argument("--tol", type=float, default=5e-3,
+                   help="relative decrease of the loss below which an RNN fit has "
+                   "converged, after 50 iterations without it (default: "
+                   "%(default)s)")
+    p.add_argument("--drift-length-scale", type=_length_or_none, default=50.0,
+                   metavar="TRIALS",
+                   help="length scale, in trials, of the slow drift of each "
+                   "recorded neuron's offset that the RNNs fit as a nuisance; none: "
+                   "no drift (default: %(default)s)")
     p.add_argument("--n-jobs", type=int, default=-1,
                    help="parallel fits (default: all cores)")
     p.add_argument("--random-state", type=int, default=0)
@@ -1280,6 +1349,11 @@ def _model_options(p, *, out="sklearn_ltr_results"):
     p.add_argument("--tau", type=float, default=2.0,
                    help="time constant of the fitted RNNs' units, in time bins "
                    "(default: %(default)s)")
+    p.add_argument("--condition-inputs", action="store_true",
+                   help="give the RNNs each trial's condition as an input, a "
+                   "one-hot on every time bin (a task cue, such as the target the "
+                   "animal sees; needs condition labels). TCA and TrialPCA take no "
+                   "inputs")
 
 
 def _add_select_rank(sub):

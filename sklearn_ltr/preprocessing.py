@@ -13,6 +13,9 @@ downstream neither fits nor scores it.
 * :class:`TrialFactors` -- the per-trial parameters of a fitted latent model as
   ``(n_trials, rank)`` features, the bridge to 2D estimators (e.g. decoders); the
   latent model handles the missing entries.
+
+And one function, :func:`condition_inputs`: condition labels as the networks'
+external ``inputs`` (a one-hot of each trial's condition over time).
 """
 
 from numbers import Integral, Real
@@ -34,11 +37,12 @@ from ._schema import Array, Value
 from ._validation import check_training_trials, check_trials_array, unit_scale
 from .base import SaveMixin, TrialsInputMixin, publishes_fit
 
-# The 3D-to-3D transformers. TrialFactors is public too (exported by the package and
-# by model_selection) but stays out of this list: the save format's allow-list and
-# the tests' catalogue of saveable 3D transformers are built from it, and
+# The 3D-to-3D transformers, and condition_inputs. TrialFactors is public too
+# (exported by the package and by model_selection) but stays out of this list: the
+# tests' catalogue of saveable 3D transformers is built from its classes, and
 # TrialFactors wraps a model (save it with pickle or joblib).
-__all__ = ["StandardScaler3D", "SoftNormalizer", "GaussianSmoother", "TrialCropper"]
+__all__ = ["StandardScaler3D", "SoftNormalizer", "GaussianSmoother", "TrialCropper",
+           "condition_inputs"]
 
 
 class _Base3DTransformer(SaveMixin, TrialsInputMixin, OneToOneFeatureMixin,
@@ -550,6 +554,81 @@ class TrialCropper(_Base3DTransformer):
         """
         X = self._check_X_new(X)
         return X[:, self._window(X.shape[1])].copy()
+
+
+# --------------------------------------------------------------------------- #
+# condition labels as external inputs
+# --------------------------------------------------------------------------- #
+def condition_inputs(y, n_timepoints, *, conditions=None, duration=None):
+    """A one-hot of each trial's condition over time, as the networks' ``inputs``.
+
+    Channel ``j`` of trial ``k`` is 1 on the time bins where the input is on when
+    trial ``k`` is of condition ``conditions[j]``, and 0 elsewhere. Given as
+    ``inputs`` to :class:`~sklearn_ltr.LowTensorRankRNN` or
+    :class:`~sklearn_ltr.LowRankRNN` (``fit``, and ``predict`` and ``score`` of
+    new trials), it models a task cue the animal sees (e.g. the target): each
+    condition drives the network through its own input direction, instead of the
+    network having to generate each condition's trajectory from its initial state
+    alone.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_trials,)
+        Condition label of each trial.
+    n_timepoints : int
+        Time bins per trial (``X.shape[1]``).
+    conditions : array-like of shape (n_conditions,), default=None
+        The labels, one channel each, in this order. Default: the sorted distinct
+        labels of ``y``. Build the inputs of all trials at once, or pass the same
+        ``conditions`` for training and new trials, so that a channel means the
+        same condition in both.
+    duration : int, default=None
+        Number of time bins, from the first, on which the input is on (a pulse
+        at the start of the trial); None: every time bin.
+
+    Returns
+    -------
+    inputs : ndarray of shape (n_trials, n_timepoints, n_conditions)
+        float64.
+
+    Raises
+    ------
+    ValueError
+        ``y`` not one label per trial, a label of ``y`` not in ``conditions``,
+        repeated ``conditions``, or ``n_timepoints`` or ``duration`` below 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_ltr.preprocessing import condition_inputs
+    >>> U = condition_inputs(["left", "right", "left"], 4, duration=2)
+    >>> U.shape
+    (3, 4, 2)
+    >>> U[1].tolist()  # 'right': the second channel, on the first two bins
+    [[0.0, 1.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]]
+    """
+    for name, value in [("n_timepoints", n_timepoints), ("duration", duration)]:
+        if value is not None and (not isinstance(value, Integral)
+                                  or isinstance(value, bool) or value < 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    y = np.asarray(y)
+    if y.ndim != 1 or y.size == 0:
+        raise ValueError(f"y must hold one condition label per trial (a 1D array), "
+                         f"got shape {y.shape}.")
+    labels = np.unique(y) if conditions is None else np.asarray(conditions)
+    if labels.ndim != 1 or len(np.unique(labels)) != labels.size:
+        raise ValueError(f"conditions must be distinct labels in a 1D array, got "
+                         f"{labels.tolist()[:10]}.")
+    onehot = y[:, None] == labels[None, :]
+    unknown = ~onehot.any(axis=1)
+    if unknown.any():
+        raise ValueError(
+            f"y holds label(s) {np.unique(y[unknown]).tolist()[:5]} that are not "
+            f"in conditions={labels.tolist()[:10]}; pass every condition's label.")
+    inputs = np.zeros((y.size, n_timepoints, labels.size))
+    on = n_timepoints if duration is None else min(duration, n_timepoints)
+    inputs[:, :on] = onehot[:, None, :]
+    return inputs
 
 
 # --------------------------------------------------------------------------- #

@@ -208,12 +208,13 @@ def test_bench_recovery_quick(tmp_path):
 SPIKES = os.path.join(ROOT, "..", "shared", "data", "mc_maze_small_test.nwb")
 
 
-def test_bench_spikes_skips_without_the_recording(tmp_path, capsys):
-    bench_spikes = load_benchmark("bench_spikes")
-    bench_spikes.main(["--quick", "--data", str(tmp_path / "absent.nwb"), "--json",
-                       str(tmp_path / "out.json")])
+@pytest.mark.parametrize("name, absent", [("bench_spikes", "absent.nwb"),
+                                          ("bench_bci", "absent.npz")])
+def test_benchmarks_on_recordings_skip_without_them(tmp_path, capsys, name, absent):
+    load_benchmark(name).main(["--quick", "--data", str(tmp_path / absent), "--json",
+                               str(tmp_path / "out.json")])
     stdout = capsys.readouterr().out
-    assert stdout.startswith("Skipping:") and "absent.nwb" in stdout
+    assert stdout.startswith("Skipping:") and absent in stdout
     assert not (tmp_path / "out.json").exists()
 
 
@@ -276,3 +277,52 @@ def test_bench_spikes_quick(tmp_path):
     for title in ("baselines: held-out neurons", "recurrent networks",
                   "fitting longer", "regularisation levers"):
         assert title in stdout
+
+
+BCI = os.path.join(ROOT, "..", "shared", "data", "bci_learning_hennig2018.npz")
+
+
+def test_bench_bci_command_line_is_validated(capsys):
+    bench_bci = load_benchmark("bench_bci")
+    args = bench_bci.parse_args(["--settings", "old", "--setting",
+                                 'x={"lr": {"tau": 4}, "inputs": "constant"}'])
+    assert list(args.chosen) == ["old", "x"]
+    assert args.chosen["x"] == {"lr": {"tau": 4}, "inputs": "constant"}
+    assert_usage_errors(bench_bci.parse_args, [
+        (["--settings", "old,new"], "unknown setting(s) ['new']"),
+        (["--setting", "x=[1]"], "expected NAME=JSON"),
+        (["--setting", 'x={"tca": {}}'], "expected NAME=JSON"),
+        (["--setting", 'x={"inputs": "pulse"}'], 'inputs must be "constant"'),
+    ], capsys)
+
+
+def test_bench_bci_quick(tmp_path):
+    if not os.path.exists(BCI):
+        pytest.skip(f"the recording {BCI} is not there")
+    path = tmp_path / "bci.json"
+    stdout = run_script("bench_bci.py", "--quick", "--n-jobs", "1", "--json",
+                        str(path))
+    res = json.loads(path.read_text())
+    assert res["quick"] is True and res["shape"] == [80, 12, 25]
+    assert res["cv"] == "TrialBlockKFold(n_splits=2, block_size=10, guard=2)"
+    assert list(res["settings"]) == ["old", "best"]
+    for name, out in res["settings"].items():
+        records = out["records"]
+        assert {(r["estimator"], r["rank"]) for r in records} == {
+            ("ConditionAverage", None), ("ConditionAverage (smoothed)", None),
+            ("LowTensorRankRNN", 2), ("LowRankRNN", 2)}
+        assert all(np.isfinite(r["score"]) for r in records)
+        ref = {r["fold"]: r["score"] for r in records
+               if r["estimator"] == "ConditionAverage"}
+        for network in ("LowTensorRankRNN", "LowRankRNN"):
+            own = {r["fold"]: r["score"] for r in records
+                   if r["estimator"] == network}
+            versus = out["versus_reference"][f"{network} one_se"]
+            assert versus["rank"] == 2
+            np.testing.assert_allclose(versus["per_fold"],
+                                       [own[f] - ref[f] for f in (0, 1)])
+    # The same folds, so the references score the same in both settings (the
+    # inputs of "best" do not reach them).
+    assert (res["settings"]["old"]["references"]
+            == res["settings"]["best"]["references"])
+    assert "network minus ConditionAverage" in stdout

@@ -267,7 +267,16 @@ def counts(recordings):
                                   r"\(10 time bins\)"),
     ("rates", ["--trial-length-scale", "0"], "--trial-length-scale must be a finite "
                                              "positive"),
+    ("rates", ["--drift-length-scale", "0"], "--drift-length-scale must be a finite "
+                                             "positive number of trials, or none"),
+    ("rates", ["--drift-length-scale", "inf"], "--drift-length-scale must be a "
+                                               "finite"),
+    ("rates", ["--tol", "-1"], "--tol must be a finite number >= 0, got -1.0"),
     ("rates", ["--n-jobs", "0"], "--n-jobs must be a non-zero integer"),
+    ("rates", ["--condition-inputs", "--estimators", "lr", "tca", "pca"],
+     r"--condition-inputs: TCA, TrialPCA take\(s\) no inputs"),
+    ("unlabelled", ["--condition-inputs"], "the data have no condition labels; name "
+                                           "them with --y-key"),
     ("rates", ["--random-state", "-1"], "--random-state must be an integer between"),
     ("rates", ["--verbose", "-1"], "--verbose must be 0"),
     ("rates", ["--ranks", "100000000000000000000"],
@@ -293,7 +302,8 @@ def test_arguments_are_refused_before_any_fit(tmp_path, capsys, recordings, coun
     X, y = counts if data == "counts" else recordings
     if data == "all-nan":
         X = np.full_like(X, np.nan)
-    path = _npz(tmp_path / "rec.npz", X=X, y=y)
+    path = (_npz(tmp_path / "rec.npz", X=X) if data == "unlabelled" else
+            _npz(tmp_path / "rec.npz", X=X, y=y))
     out = tmp_path / "out"
     args = [str(path) if a == "FILE" else a for a in args]
     code = main(["select-rank", str(path), "--out", str(out), "--cv", "2", *args])
@@ -311,6 +321,65 @@ def test_parse_errors_exit_with_status_2(capsys):
         main(["select-rank", "x.npz", "--ranks", "two"])
     assert exc.value.code == 2
     assert "invalid int value: 'two'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["select-rank", "x.npz", "--drift-length-scale", "long"])
+    assert exc.value.code == 2
+    assert "expected a number of trials or none, got 'long'" in capsys.readouterr().err
+
+
+def test_condition_inputs_reach_the_networks(tmp_path, capsys):
+    data = make_low_tensor_rank_rnn(n_trials=80, n_timepoints=6, n_neurons=5, rank=1,
+                                    random_state=0)
+    path = _npz(tmp_path / "rec.npz", X=data.X, y=data.y)
+    common = [str(path), "--blocks", "--ranks", "1", *FAST]
+    # Without --estimators, those that take inputs: not TCA and TrialPCA.
+    assert main(["select-rank", *common, "--condition-inputs", "--out",
+                 str(tmp_path / "with")]) == 0
+    assert main(["select-rank", *common, "--estimators", "ltr", "lr", "avg",
+                 "avg-smooth", "--out", str(tmp_path / "without")]) == 0
+    capsys.readouterr()
+    runs = {}
+    for name in ("with", "without"):
+        results = json.loads((tmp_path / name / "results.json").read_text())
+        assert results["condition_inputs"] is (name == "with")
+        runs[name] = {(r["estimator"], r["fold"]): r["score"]
+                      for r in results["folds"]}
+    assert set(runs["with"]) == set(runs["without"])
+    for (estimator, fold), score in runs["with"].items():
+        other = runs["without"][estimator, fold]
+        if estimator.startswith("ConditionAverage"):
+            assert score == other  # averages take no inputs
+        else:
+            assert score != other, (estimator, fold)
+    # learning-test fits both networks with the inputs too.
+    out = tmp_path / "learning"
+    assert main(["learning-test", str(path), "--rank", "1", "--condition-inputs",
+                 "--out", str(out), *FAST]) == 0
+    assert json.loads((out / "learning_test.json").read_text())["condition_inputs"]
+
+
+@pytest.mark.parametrize("extra, drift, tol", [
+    ([], 50.0, 5e-3),  # the estimators' defaults
+    (["--drift-length-scale", "None", "--tol", "0"], None, 0.0),
+    (["--drift-length-scale", "200", "--tol", "1e-4"], 200.0, 1e-4),
+])
+def test_drift_and_tol_options_reach_both_networks(tmp_path, extra, drift, tol):
+    from sklearn_ltr.__main__ import _prepare, build_parser, check_options, load_data
+    from sklearn_ltr._pipeline import final_step
+
+    # Blocks of 10 trials hold every one of the conditions, which come in turn.
+    data = make_low_tensor_rank_rnn(n_trials=80, n_timepoints=6, n_neurons=5, rank=1,
+                                    random_state=0)
+    path = _npz(tmp_path / "rec.npz", X=data.X, y=data.y)
+    for command in (["select-rank", str(path), "--blocks"],
+                    ["learning-test", str(path), "--rank", "1"]):
+        args = build_parser().parse_args([*command, "--cv", "2", *extra])
+        check_options(args)
+        X, y, meta, _ = load_data(args)
+        _, estimators = _prepare(X, y, args, meta)
+        for name in ("LowTensorRankRNN", "LowRankRNN"):
+            network = final_step(estimators[name])
+            assert network.drift_length_scale == drift and network.tol == tol
 
 
 # --------------------------------------------------------------------------- #

@@ -21,12 +21,14 @@ from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 
 from sklearn_ltr import TCA, LowRankRNN, LowTensorRankRNN, TrialPCA
+from sklearn_ltr.datasets import make_low_tensor_rank_rnn
 from sklearn_ltr.preprocessing import (
     GaussianSmoother,
     SoftNormalizer,
     StandardScaler3D,
     TrialCropper,
     TrialFactors,
+    condition_inputs,
 )
 
 N_TRIALS, N_TIMEPOINTS, N_NEURONS = 6, 30, 5
@@ -463,3 +465,54 @@ def test_public_trial_feature_hook(Est, small):
         make_small(Est).trial_features(X)
     with pytest.raises(NotFittedError):
         make_small(Est).get_trial_feature_names_out()
+
+
+# --------------------------------------------------------------------------- #
+# condition_inputs
+# --------------------------------------------------------------------------- #
+def test_condition_inputs_one_hot_over_time():
+    y = np.array([30, 10, 20, 10])
+    U = condition_inputs(y, 5)
+    assert U.shape == (4, 5, 3) and U.dtype == np.float64
+    # Channels in the order of the sorted labels: 10, 20, 30; on every bin.
+    np.testing.assert_array_equal(U.argmax(2), np.array([[2], [0], [1], [0]])
+                                  .repeat(5, axis=1))
+    np.testing.assert_array_equal(U.sum(2), np.ones((4, 5)))
+    # A pulse on the first bins; a duration past the trial is the whole trial.
+    pulse = condition_inputs(y, 5, duration=2)
+    np.testing.assert_array_equal(pulse[:, :2], U[:, :2])
+    assert not pulse[:, 2:].any()
+    np.testing.assert_array_equal(condition_inputs(y, 5, duration=9), U)
+    # Given conditions set the channels' order, also for labels y lacks.
+    V = condition_inputs(["b", "a"], 2, conditions=["c", "b", "a"])
+    assert V[:, 0].tolist() == [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(y=[1, 2], n_timepoints=0), "n_timepoints must be a positive integer"),
+    (dict(y=[1, 2], n_timepoints=3, duration=0), "duration must be a positive"),
+    (dict(y=[1, 2], n_timepoints=2.5), "n_timepoints must be a positive integer"),
+    (dict(y=[[1, 2]], n_timepoints=3), r"one condition label per trial .*\(1, 2\)"),
+    (dict(y=[1, 3], n_timepoints=3, conditions=[1, 2]),
+     r"label\(s\) \[3\] that are not in conditions=\[1, 2\]"),
+    (dict(y=[1, 2], n_timepoints=3, conditions=[1, 2, 1]), "must be distinct"),
+])
+def test_condition_inputs_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        condition_inputs(**kwargs)
+
+
+def test_condition_inputs_drive_a_network():
+    data = make_low_tensor_rank_rnn(24, 8, 5, rank=2, random_state=0)
+    U = condition_inputs(data.y, 8)
+    est = LowRankRNN(rank=2, n_units=10, max_iter=20, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # max_iter=20
+        est.fit(data.X[:16], data.y[:16], inputs=U[:16])
+    n_conditions = len(np.unique(data.y))
+    assert est.n_inputs_ == n_conditions
+    assert est.input_map_.shape == (2, n_conditions)
+    score = est.score(data.X[16:], data.y[16:], inputs=U[16:])
+    assert np.isfinite(score)
+    with pytest.raises(ValueError, match="fitted with external inputs"):
+        est.score(data.X[16:], data.y[16:])
