@@ -470,7 +470,8 @@ def check_ranks(X, splits, args, n_inputs=0):
 # the cross-validated comparison
 # --------------------------------------------------------------------------- #
 def _build(names, *, n_units, tau, max_iter, random_state, sigma, zscore,
-           trial_length_scale=10.0, loss="mse", drift_length_scale=50.0, tol=5e-3):
+           trial_length_scale=10.0, loss="mse", drift_length_scale=50.0,
+           drift_epochs=False, tol=5e-3):
     from sklearn.pipeline import make_pipeline
 
     from . import TCA, ConditionAverage, LowRankRNN, LowTensorRankRNN, TrialPCA
@@ -482,7 +483,8 @@ def _build(names, *, n_units, tau, max_iter, random_state, sigma, zscore,
     if zscore:
         steps.append(StandardScaler3D())
     rnn = {"n_units": n_units, "tau": tau, "max_iter": max_iter, "loss": loss,
-           "drift_length_scale": drift_length_scale, "tol": tol,
+           "drift_length_scale": drift_length_scale, "drift_epochs": drift_epochs,
+           "tol": tol,
            "random_state": random_state}
     make = {
         "ltr": lambda: LowTensorRankRNN(trial_length_scale=trial_length_scale,
@@ -567,7 +569,8 @@ def _prepare(X, y, args, meta):
                         sigma=args.smooth, zscore=args.zscore,
                         trial_length_scale=args.trial_length_scale,
                         loss=getattr(args, "loss", "mse"),
-                        drift_length_scale=args.drift_length_scale, tol=args.tol)
+                        drift_length_scale=args.drift_length_scale,
+                        drift_epochs=args.drift_epochs, tol=args.tol)
     if _held_out_blocks(meta):
         # TCA and PCA have no prior over the session: they infer each held-out
         # trial's parameters from its held-in neurons, a different score.
@@ -1093,7 +1096,8 @@ def select_rank(args):
                          "zscore": args.zscore, "loss": args.loss,
                          "condition_inputs": args.condition_inputs,
                          "tol": args.tol,
-                         "drift_length_scale": args.drift_length_scale, **source})
+                         "drift_length_scale": args.drift_length_scale,
+                         "drift_epochs": args.drift_epochs, **source})
     return 0
 
 
@@ -1275,6 +1279,10 @@ def _fit_options(p, *, n_units, max_iter=1000, trial_length_scale=10.0):
                    help="length scale, in trials, of the slow drift of each "
                    "recorded neuron's offset that the RNNs fit as a nuisance; none: "
                    "no drift (default: %(default)s)")
+    p.add_argument("--drift-epochs", action="store_true",
+                   help="the drift restarts at every epoch (--epoch-key, "
+                   "--epoch-column): each neuron's offset may also jump between "
+                   "epochs, in both RNNs alike")
     p.add_argument("--n-jobs", type=int, default=-1,
                    help="parallel fits (default: all cores)")
     p.add_argument("--random-state", type=int, default=0)

@@ -380,7 +380,8 @@ def _new_trial_offsets(est, n_trials, session, dev):
     if session is None:
         offsets = np.tile(drift.mean(0), (n_trials, 1))
     else:
-        offsets = est._drift_process().predict(drift, session.trial_index, None)
+        offsets = est._drift_process().predict(
+            drift, session.trial_index, est._drift_epochs(session.epochs))
     return GivenOffsets(to_tensor(offsets, dev))
 
 
@@ -562,6 +563,7 @@ class _BaseRNN(BaseLatentModel):
         "rank": [Interval(Integral, 1, None, closed="left")],
         "n_units": [Interval(Integral, 1, None, closed="left")],
         "drift_length_scale": [Interval(Real, 0, None, closed="neither"), None],
+        "drift_epochs": ["boolean"],
         "tau": [Interval(Real, 1, None, closed="left")],
         "loss": [StrOptions({"mse", "poisson"})],
         "orthonormal_readout": ["boolean"],
@@ -755,9 +757,18 @@ class _BaseRNN(BaseLatentModel):
     def _drift_process(self):
         """The Gaussian process of the readout offsets' drift over the fitted trials.
 
-        Over the whole session (epochs do not interrupt a recording's drift).
+        Over the whole session (a recording's drift does not stop at an epoch), or
+        independent across epochs with ``drift_epochs``.
         """
-        return TrialGP(self.trial_index_, None, self.drift_length_scale)
+        return TrialGP(self.trial_index_, self._drift_epochs(self.epochs_),
+                       self.drift_length_scale)
+
+    def _drift_epochs(self, epochs):
+        """The epochs the drift restarts at: ``epochs`` with ``drift_epochs``.
+
+        None when the fit had no epochs: the drift then runs over the session.
+        """
+        return epochs if self.drift_epochs and self.epochs_ is not None else None
 
     def _learning_rate(self):
         """``learning_rate``, or the solver's default when it is None."""
@@ -893,6 +904,13 @@ _COMMON_PARAMS_DOC = """
         the trial number with this length scale. Drift that is not connectivity
         then does not pass for learning when the two networks are compared. None:
         one offset per neuron for the whole session.
+    drift_epochs : bool, default=False
+        Whether the drift restarts at every epoch boundary (given as ``epochs``):
+        independent across epochs, smooth within each, as the trial factors'
+        prior. Then each neuron's offset may also jump between blocks of the
+        session -- a new decoder, a new context -- in both networks alike, so a
+        jump that is not connectivity does not pass for learning either. With a
+        long ``drift_length_scale`` it is one offset per neuron and epoch.
     tau : float, default=2.0
         Time constant of the units, in time bins (>= 1). The Euler step of the
         dynamics is alpha = 1 / tau.
@@ -1134,7 +1152,8 @@ class LowTensorRankRNN(_BaseRNN):
 
     def __init__(
         self, rank=3, *, n_units=100, trial_length_scale=10.0, trial_amplitude=1.0,
-        trial_jitter=0.0, drift_length_scale=50.0, tau=2.0, loss="mse",
+        trial_jitter=0.0, drift_length_scale=50.0, drift_epochs=False, tau=2.0,
+        loss="mse",
         orthonormal_readout=False, activity_penalty=1e-4, init="pca", solver="adam",
         learning_rate=None, max_iter=1000, batch_size=None, tol=5e-3,
         n_iter_no_change=50, teacher_forcing=0.5, forcing_iter=150, n_init=1,
@@ -1147,6 +1166,7 @@ class LowTensorRankRNN(_BaseRNN):
         self.trial_amplitude = trial_amplitude
         self.trial_jitter = trial_jitter
         self.drift_length_scale = drift_length_scale
+        self.drift_epochs = drift_epochs
         self.tau = tau
         self.loss = loss
         self.orthonormal_readout = orthonormal_readout
@@ -1206,7 +1226,8 @@ class LowRankRNN(_BaseRNN):
         return TrialInvariant()
 
     def __init__(
-        self, rank=3, *, n_units=100, drift_length_scale=50.0, tau=2.0, loss="mse",
+        self, rank=3, *, n_units=100, drift_length_scale=50.0, drift_epochs=False,
+        tau=2.0, loss="mse",
         orthonormal_readout=False, activity_penalty=1e-4, init="pca", solver="adam",
         learning_rate=None, max_iter=1000, batch_size=None, tol=5e-3,
         n_iter_no_change=50, teacher_forcing=0.5, forcing_iter=150, n_init=1,
@@ -1216,6 +1237,7 @@ class LowRankRNN(_BaseRNN):
         self.rank = rank
         self.n_units = n_units
         self.drift_length_scale = drift_length_scale
+        self.drift_epochs = drift_epochs
         self.tau = tau
         self.loss = loss
         self.orthonormal_readout = orthonormal_readout

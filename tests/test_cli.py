@@ -358,12 +358,14 @@ def test_condition_inputs_reach_the_networks(tmp_path, capsys):
     assert json.loads((out / "learning_test.json").read_text())["condition_inputs"]
 
 
-@pytest.mark.parametrize("extra, drift, tol", [
-    ([], 50.0, 5e-3),  # the estimators' defaults
-    (["--drift-length-scale", "None", "--tol", "0"], None, 0.0),
-    (["--drift-length-scale", "200", "--tol", "1e-4"], 200.0, 1e-4),
+@pytest.mark.parametrize("extra, drift, tol, epochs", [
+    ([], 50.0, 5e-3, False),  # the estimators' defaults
+    (["--drift-length-scale", "None", "--tol", "0"], None, 0.0, False),
+    (["--drift-length-scale", "200", "--tol", "1e-4", "--drift-epochs"], 200.0, 1e-4,
+     True),
 ])
-def test_drift_and_tol_options_reach_both_networks(tmp_path, extra, drift, tol):
+def test_drift_and_tol_options_reach_both_networks(tmp_path, extra, drift, tol,
+                                                   epochs):
     from sklearn_ltr.__main__ import _prepare, build_parser, check_options, load_data
     from sklearn_ltr._pipeline import final_step
 
@@ -380,6 +382,7 @@ def test_drift_and_tol_options_reach_both_networks(tmp_path, extra, drift, tol):
         for name in ("LowTensorRankRNN", "LowRankRNN"):
             network = final_step(estimators[name])
             assert network.drift_length_scale == drift and network.tol == tol
+            assert network.drift_epochs is epochs
 
 
 # --------------------------------------------------------------------------- #
