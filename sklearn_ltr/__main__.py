@@ -194,8 +194,8 @@ def load_recordings(path, *, key=None, y_key=None, axis_order=AXES):
     if y is not None:
         y = np.ravel(y)
         if y.shape[0] != X.shape[0]:
-            raise InputError(f"{y_key or 'y'!r} has {y.shape[0]} labels but the data have "
-                             f"{X.shape[0]} trials.")
+            raise InputError(f"{y_key or 'y'!r} has {y.shape[0]} labels but the data "
+                             f"have {X.shape[0]} trials.")
     return X.astype(float), y
 
 
