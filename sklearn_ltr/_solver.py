@@ -66,6 +66,10 @@ class FitResult:
     interrupted: bool
     n_evals: int = 0  # evaluations of the loss and its gradient
     n_forced: int = 0  # teacher-forced iterations at the start (first of loss_curve)
+    # With held-out entries (``optimize(holdout=True)``): the held-out loss at each
+    # iteration and at the parameters kept (``loss`` is then the training loss there).
+    holdout_curve: list = None
+    holdout_loss: float = None
 
 
 # --------------------------------------------------------------------------- #
@@ -158,6 +162,7 @@ class BestSnapshot:
         self.tensors = tensors
         self.per_row = per_row
         self.saved = [t.detach().clone() for t in tensors]
+        self.aux = None
         if per_row:
             first = tensors[0]
             self.value = torch.full((first.shape[0],), math.inf, device=first.device,
@@ -165,15 +170,17 @@ class BestSnapshot:
         else:
             self.value = math.inf
 
-    def offer(self, value, point=None):
+    def offer(self, value, point=None, aux=None):
         """Keep the current parameters (or ``point``, a copy of them) if they are best.
 
-        Returns whether (for ``per_row``: where) the loss improved on the best.
+        ``aux`` is kept beside them (e.g. the training loss there, when ``value`` is
+        a held-out loss); not with ``per_row``. Returns whether (for ``per_row``:
+        where) the loss improved on the best.
         """
         if not self.per_row:
             if not value < self.value:
                 return False
-            self.value = value
+            self.value, self.aux = value, aux
             self.saved = point if point is not None else [
                 t.detach().clone() for t in self.tensors]
             return True
@@ -227,6 +234,7 @@ class _Run:
     params: dict
     max_iter: int
     rule: PlateauRule
+    holdout: bool = False  # loss_fn returns (loss, held-out loss); see optimize
     history_size: int = 100
     max_backoffs: int = 6
     progress: object = None
@@ -235,8 +243,10 @@ class _Run:
     backoffs: int = 0
     n_evals: int = 0
     curve: list = field(default_factory=list)
-    last: object = None  # the last L-BFGS evaluation: (point, grads, value)
+    holdout_curve: list = field(default_factory=list)
+    last: object = None  # the last L-BFGS evaluation: (point, grads, value, held)
     first: object = None  # the loss of the iterate, first evaluation of a step
+    first_held: object = None  # the held-out loss there (with holdout)
 
     def __post_init__(self):
         self.tensors = list(self.params.values())
@@ -253,13 +263,26 @@ class _Run:
                 history_size=self.history_size, line_search_fn="strong_wolfe")
         return torch.optim.Adam(self.tensors, lr=lr)
 
+    def evaluate(self, gamma=None):
+        """``loss_fn`` at the current parameters: the loss and the held-out loss.
+
+        The held-out loss is None without ``holdout``.
+        """
+        out = (self.loss_fn(self.params) if gamma is None
+               else self.loss_fn(self.params, gamma))
+        return out if self.holdout else (out, None)
+
+    def criterion(self, value, held):
+        """What picks the best parameters and drives the plateau rule."""
+        return held if self.holdout else value
+
     def closure(self, opt, gamma, lbfgs):
         """The closure of one step: loss and gradient at the current parameters.
 
         Every finite evaluation of the free-running loss (``gamma`` None) is offered
-        to the snapshot. L-BFGS evaluates the loss where its previous line search
-        ended, which is nearly always the point evaluated last: with ``lbfgs`` that
-        evaluation is kept and reused.
+        to the snapshot (at its held-out loss with ``holdout``). L-BFGS evaluates
+        the loss where its previous line search ended, which is nearly always the
+        point evaluated last: with ``lbfgs`` that evaluation is kept and reused.
         """
         def closure():
             last = self.last
@@ -268,11 +291,10 @@ class _Run:
                 for p, g in zip(self.tensors, last[1]):
                     p.grad = None if g is None else g.clone()
                 if self.first is None:
-                    self.first = float(last[2])
+                    self.first, self.first_held = float(last[2]), last[3]
                 return last[2]
             opt.zero_grad(set_to_none=True)
-            value = (self.loss_fn(self.params) if gamma is None
-                     else self.loss_fn(self.params, gamma))
+            value, held = self.evaluate(gamma)
             v = float(value.detach())
             self.n_evals += 1
             if math.isfinite(v):
@@ -285,20 +307,22 @@ class _Run:
                 if lbfgs:
                     point = [p.detach().clone() for p in self.tensors]
                     self.last = (point, [None if p.grad is None else p.grad.clone()
-                                         for p in self.tensors], value.detach())
+                                         for p in self.tensors], value.detach(), held)
                 if gamma is None:
                     # The point at which the loss was evaluated (before the
                     # optimiser moves away from it).
-                    self.snapshot.offer(v, point)
+                    self.snapshot.offer(self.criterion(v, held), point, aux=v)
             if self.first is None:
-                self.first = v
+                self.first, self.first_held = v, held
             return value
         return closure
 
-    def record(self, value, gamma):
-        """Count one iteration of loss ``value``; report it."""
+    def record(self, value, gamma, held=None):
+        """Count one iteration of loss ``value`` (held-out loss ``held``); report it."""
         self.n_iter += 1
         self.curve.append(value)
+        if self.holdout:
+            self.holdout_curve.append(math.nan if held is None else held)
         if self.progress is not None:
             self.progress.update(1)
             extra = {} if gamma is None else {"forcing": f"{gamma:.2f}"}
@@ -309,11 +333,11 @@ class _Run:
     def probe(self):
         """Offer the current point to the snapshot at its free-running loss."""
         with torch.no_grad():
-            value = self.loss_fn(self.params)
+            value, held = self.evaluate()
         self.n_evals += 1
         v = float(value)
         if math.isfinite(v):
-            self.snapshot.offer(v)
+            self.snapshot.offer(self.criterion(v, held), aux=v)
 
     def restore_best(self):
         """Back to the best parameters (forgetting the cached L-BFGS evaluation)."""
@@ -349,9 +373,9 @@ def run_phase(run, phase):
         if not lbfgs and i < phase.warmup:
             _set_lr(opt, lr * (i + 1) / phase.warmup)
         gamma = phase.forcing * (1.0 - i / phase.length) if phase.forcing else None
-        run.first = None
+        run.first = run.first_held = None
         opt.step(run.closure(opt, gamma, lbfgs))
-        value = run.first
+        value, held = run.first, run.first_held
         if not math.isfinite(value):
             run.backoffs += 1
             if run.backoffs > run.max_backoffs:
@@ -370,10 +394,10 @@ def run_phase(run, phase):
                 run.n_iter = start
             opt = run.optimizer(phase.solver, lr)
             continue
-        run.record(value, gamma)
+        run.record(value, gamma, held)
         if phase.probe_every and (i + 1) % phase.probe_every == 0:
             run.probe()
-        if phase.n_decays is None or not run.rule.update(value):
+        if phase.n_decays is None or not run.rule.update(run.criterion(value, held)):
             continue
         if decays >= phase.n_decays:
             return "plateau"
@@ -392,7 +416,7 @@ def optimize(
     loss_fn, params, *, solver="adam", learning_rate=0.01, max_iter=1000, tol=1e-4,
     n_iter_no_change=20, progress=None, callback=None, max_backoffs=6,
     n_decays=None, decay_factor=0.2, warmup=10, history_size=100, lbfgs_iter=0,
-    forcing=0.0, forcing_iter=0, forcing_lr=0.02, forcing_probe=0,
+    forcing=0.0, forcing_iter=0, forcing_lr=0.02, forcing_probe=0, holdout=False,
 ):
     """Minimise ``loss_fn(params)`` over the tensors in ``params`` (modified in place).
 
@@ -435,6 +459,14 @@ def optimize(
     :func:`run_phase`); a KeyboardInterrupt stops the loop and returns the best
     parameters so far with ``interrupted=True``. ``callback(n_iter, loss)`` is
     called after every iteration.
+
+    Early stopping (``holdout=True``): ``loss_fn`` returns a pair, the loss to
+    minimise (a tensor) and the loss of entries held out of it (a float, computed
+    from the same evaluation), and the held-out loss takes the training loss's
+    place in the choice of the parameters kept and in the plateau rule: a plateau
+    is ``n_iter_no_change`` iterations without improvement of the held-out loss,
+    and the fit ends at the parameters of the lowest held-out loss evaluated.
+    ``FitResult.loss`` is then the training loss at those parameters.
     """
     if n_decays is None:
         n_decays = 0 if solver == "lbfgs" else 2
@@ -443,8 +475,8 @@ def optimize(
 
     def new_run():
         return _Run(loss_fn, params, max_iter, PlateauRule(tol, n_iter_no_change),
-                    history_size=history_size, max_backoffs=max_backoffs,
-                    progress=progress, callback=callback)
+                    holdout=holdout, history_size=history_size,
+                    max_backoffs=max_backoffs, progress=progress, callback=callback)
 
     run = None
     try:
@@ -482,16 +514,17 @@ def _finish(run, converged, interrupted, n_forced):
     if not math.isfinite(run.snapshot.value):
         # Interrupted in the warm start, before the unforced loss was evaluated:
         # keep where the warm start got to if its loss is finite.
-        with torch.no_grad():
-            v = float(run.loss_fn(run.params))
-        run.n_evals += 1
-        if math.isfinite(v):
-            run.snapshot.offer(v)
+        run.probe()
     run.snapshot.restore()
     for p in run.tensors:
         p.requires_grad_(False)
-    return FitResult(run.params, run.snapshot.value, run.curve, run.n_iter, converged,
-                     interrupted, run.n_evals, n_forced=min(n_forced, run.n_iter))
+    loss, held, curve = run.snapshot.value, None, None
+    if run.holdout:
+        held, curve = loss, run.holdout_curve
+        loss = math.nan if run.snapshot.aux is None else run.snapshot.aux
+    return FitResult(run.params, loss, run.curve, run.n_iter, converged,
+                     interrupted, run.n_evals, n_forced=min(n_forced, run.n_iter),
+                     holdout_curve=curve, holdout_loss=held)
 
 
 def _masked_adam_step(tensors, grads, moments, t, active, *, learning_rate, betas,
