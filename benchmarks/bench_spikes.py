@@ -56,17 +56,27 @@ baselines
     smoothing`` the mean paired difference over the folds and its standard error).
 rnn
     Both networks at ``--ranks`` with the default fit (``--params`` adds estimator
-    parameters to every fit).
+    parameters to every fit). The *cross-validated rank* of each network, marked
+    ``*``, is the rank of the lowest mean held-out loss of its fits
+    (``best_validation_loss_``: with ``loss="poisson"`` a fit holds out 10 % of the
+    (trial, neuron) pairs of its training trials by default), so the test folds
+    play no part in it; fits without held-out entries fall back to the best mean
+    test score (optimistic).
 long
-    ``LowRankRNN`` at its best rank of the ``rnn`` section (best mean score; chosen
-    on the test folds) fitted longer: ``max_iter=--long-max-iter, tol=0`` (with
-    Adam, ``tol=0`` can still end a fit early: ``n_iter_no_change`` iterations
-    without any decrease of the loss are a plateau, and the third one ends it).
+    ``LowRankRNN`` at its cross-validated rank fitted longer: ``max_iter=
+    --long-max-iter, tol=0`` (with Adam, ``tol=0`` can still end a fit early:
+    ``n_iter_no_change`` iterations without any decrease of the loss -- the
+    held-out loss with early stopping -- are a plateau, and the third one ends
+    it), beside the default fit; ``long - default`` is the mean paired difference
+    of their scores over the folds.
 levers
-    Candidate parameter sets (``--candidate NAME=JSON``, repeatable; by default
-    ``activity_penalty`` 0.1 and 0.3 and ``n_units=10`` beside the defaults) for
-    ``LowRankRNN`` at ``--rank`` (default: the best rank of ``rnn``), each with the
-    default and the long fit.
+    Candidate parameter sets (``--candidate NAME=JSON``, repeatable, a candidate
+    may set ``rank``; by default the defaults, each of the Poisson defaults
+    ``early_stopping``, ``activity_penalty`` and ``tol`` set back to the squared
+    error's, and ``activity_penalty=0.3``) for
+    ``LowRankRNN`` at ``--rank`` (default: the cross-validated rank of ``rnn``),
+    each with the default and the long fit (``--no-long-levers``: the default fit
+    only).
 
 Usage::
 
@@ -103,12 +113,15 @@ DATA = os.path.join(HERE, "..", "..", "shared", "data", "mc_maze_small_test.nwb"
 SECTIONS = ("baselines", "rnn", "long", "levers")
 MODELS = {"LowRankRNN": LowRankRNN, "LowTensorRankRNN": LowTensorRankRNN}
 LOG_OFFSET = 1e-4  # added to the smoothed counts before the log (as the NLB baseline)
-# Regularisation levers tried by the `levers` section unless --candidate is given.
+# Regularisation levers tried by the `levers` section unless --candidate is given:
+# the defaults of loss="poisson" (early stopping, activity_penalty=0.1, tol=1e-4)
+# beside each of them undone, and a stronger activity penalty.
 DEFAULT_CANDIDATES = {
     "default": {},
-    "activity_penalty=0.1": {"activity_penalty": 0.1},
+    "early_stopping=False": {"early_stopping": False},
+    "activity_penalty=1e-4": {"activity_penalty": 1e-4},
+    "tol=5e-3": {"tol": 5e-3},
     "activity_penalty=0.3": {"activity_penalty": 0.3},
-    "n_units=10": {"n_units": 10},
 }
 QUICK = {"n_trials": 24, "n_neurons": 16, "trial_folds": 2, "neuron_folds": 2,
          "ranks": [2], "models": ["LowRankRNN"], "alphas": [1.0, 3.0],
@@ -291,7 +304,9 @@ def fit_and_predict(model, params, X, trial_index, train, test, neuron_fold, tf)
     pooled = summarise(folds)["pooled"]
     return {"model": model, "params": params, "trial_fold": tf, "fit_s": fit_s,
             "predict_s": predict_s, "n_iter": est.n_iter_, "converged": converged,
-            "best_loss": est.best_loss_, "folds": folds, "score": score,
+            "best_loss": est.best_loss_,
+            "validation_loss": est.best_validation_loss_, "folds": folds,
+            "score": score,
             "score_minus_pooled": score - pooled}
 
 
@@ -331,6 +346,12 @@ def summarise_fits(records, reference):
             "diff_to_smoothing": float(diff.mean()),
             "diff_se": float(diff.std(ddof=1) / np.sqrt(len(diff))),
             "fit_s_mean": float(np.mean([r["fit_s"] for r in recs])),
+            # The fits' own held-out loss (early stopping: held-out (trial,
+            # neuron) pairs of the training trials), None without it.
+            "validation_loss_mean": (None if any(r["validation_loss"] is None
+                                                 for r in recs)
+                                     else float(np.mean([r["validation_loss"]
+                                                         for r in recs]))),
             "n_iter_mean": float(np.mean([r["n_iter"] for r in recs])),
             "converged": int(sum(r["converged"] for r in recs)), "n_fits": len(recs),
             "max_abs_score_check": float(max(abs(r["score_minus_pooled"])
@@ -339,18 +360,46 @@ def summarise_fits(records, reference):
     return out
 
 
-def print_fits(title, summary):
-    rows = [[name, s["mean"], s["se"], s["pooled"], s["ratio_to_smoothing"],
-             s["diff_to_smoothing"], s["diff_se"], s["fit_s_mean"], s["n_iter_mean"],
-             f"{s['converged']}/{s['n_fits']}"] for name, s in summary.items()]
+def paired_difference(longer, shorter):
+    """Mean and standard error of ``longer - shorter`` bits/spike over shared folds."""
+    a = {(f["trial_fold"], f["neuron_fold"]): f["bits"] for r in longer
+         for f in r["folds"]}
+    diff = np.array([a[f["trial_fold"], f["neuron_fold"]] - f["bits"]
+                     for r in shorter for f in r["folds"]])
+    se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+    return float(diff.mean()), float(se)
+
+
+def print_fits(title, summary, marked=(), note=None):
+    """One row per fit; names in ``marked`` get a ``*``."""
+    rows = [[name + (" *" if name in marked else ""), s["mean"], s["se"],
+             s["pooled"], s["ratio_to_smoothing"], s["diff_to_smoothing"],
+             s["diff_se"], s["validation_loss_mean"], s["fit_s_mean"],
+             s["n_iter_mean"], f"{s['converged']}/{s['n_fits']}"]
+            for name, s in summary.items()]
     print_table(title, ["fit", "mean", "SE", "pooled", "/ smoothing", "- smoothing",
-                        "SE", "fit s", "iters", "converged"], rows)
+                        "SE", "val loss", "fit s", "iters", "converged"], rows,
+                note=note)
+
+
+def _rank_of(name):
+    return int(name.split("rank=")[1].split(",")[0])
 
 
 def best_rank(summary, model="LowRankRNN"):
-    ranked = [(s["mean"], int(name.split("rank=")[1].split(",")[0]))
-              for name, s in summary.items() if name.startswith(model)]
-    return max(ranked)[1]
+    """The cross-validated rank of ``model`` and how it was chosen.
+
+    The rank of the lowest mean held-out loss of the fits themselves (early
+    stopping's held-out (trial, neuron) pairs of the training trials: the test
+    folds play no part), or, for fits without early stopping, of the best mean
+    test score (chosen on the test folds: optimistic).
+    """
+    fits = {name: s for name, s in summary.items() if name.startswith(model)}
+    if all(s["validation_loss_mean"] is not None for s in fits.values()):
+        name = min(fits, key=lambda n: fits[n]["validation_loss_mean"])
+        return _rank_of(name), "lowest held-out loss of the fits (training trials)"
+    name = max(fits, key=lambda n: fits[n]["mean"])
+    return _rank_of(name), "best test score (chosen on the test folds)"
 
 
 def section_rnn(X, trial_index, splits, neuron_fold, reference, args):
@@ -359,9 +408,14 @@ def section_rnn(X, trial_index, splits, neuron_fold, reference, args):
                for model in args.models for rank in args.ranks]
     records = run_fits(X, trial_index, splits, neuron_fold, configs, args)
     summary = summarise_fits(records, reference)
+    chosen = {model: best_rank(summary, model) for model in args.models}
     print_fits(f"recurrent networks, loss='poisson', default fit "
-               f"(params {json.dumps(args.params)})", summary)
-    return {"records": records, "summary": summary}
+               f"(params {json.dumps(args.params)})", summary,
+               marked=[f"{model} rank={rank}" for model, (rank, _) in chosen.items()],
+               note="* cross-validated rank: " + "; ".join(
+                   f"{model} {rank} ({how})" for model, (rank, how) in chosen.items()))
+    return {"records": records, "summary": summary,
+            "cv_rank": {model: rank for model, (rank, _) in chosen.items()}}
 
 
 def section_long(X, trial_index, splits, neuron_fold, reference, rank, args,
@@ -384,23 +438,34 @@ def section_long(X, trial_index, splits, neuron_fold, reference, rank, args,
     if fitted:
         records = {name: fitted, **records}
     summary = summarise_fits(records, reference)
-    print_fits(f"fitting longer: LowRankRNN at rank {rank}", summary)
-    return {"rank": rank, "records": records, "summary": summary}
+    diff = paired_difference(*[records[c[0]] for c in configs[-1:]], records[name])
+    print_fits(f"fitting longer: LowRankRNN at rank {rank}", summary,
+               note=f"long - default: {diff[0]:+.4f} bits/spike (SE {diff[1]:.4f}) "
+                    f"over the folds")
+    return {"rank": rank, "records": records, "summary": summary,
+            "long_minus_default": diff}
 
 
 def section_levers(X, trial_index, splits, neuron_fold, reference, rank, args):
     configs = []
     for name, extra in args.candidates.items():
-        base = {**args.params, **extra, "rank": rank, "random_state": args.seed}
+        # A candidate may set its own rank.
+        base = {**args.params, "rank": rank, "random_state": args.seed, **extra}
         configs.append((f"{name}, default", "LowRankRNN", base))
-        configs.append((f"{name}, long", "LowRankRNN",
-                        {**base, "max_iter": args.long_max_iter, "tol": 0.0}))
+        if not args.no_long_levers:
+            configs.append((f"{name}, long", "LowRankRNN",
+                            {**base, "max_iter": args.long_max_iter, "tol": 0.0}))
     records = run_fits(X, trial_index, splits, neuron_fold, configs, args)
     summary = summarise_fits(records, reference)
+    diffs = {} if args.no_long_levers else {
+        name: paired_difference(records[f"{name}, long"], records[f"{name}, default"])
+        for name in args.candidates}
     print_fits(f"regularisation levers: LowRankRNN at rank {rank}, default fit and "
-               f"max_iter={args.long_max_iter} tol=0", summary)
+               f"max_iter={args.long_max_iter} tol=0", summary,
+               note="long - default (bits/spike, SE): " + "; ".join(
+                   f"{name} {d:+.4f} ({se:.4f})" for name, (d, se) in diffs.items()))
     return {"rank": rank, "candidates": args.candidates, "records": records,
-            "summary": summary}
+            "summary": summary, "long_minus_default": diffs}
 
 
 # ------------------------------------------------------------------------ main
@@ -419,6 +484,8 @@ def parse_args(argv=None):
                    help="rank of the long and levers sections (default: the best "
                         "LowRankRNN rank of the rnn section)")
     p.add_argument("--long-max-iter", type=int, default=3000)
+    p.add_argument("--no-long-levers", action="store_true",
+                   help="the levers section fits the candidates' default fits only")
     p.add_argument("--trial-folds", type=int, default=4)
     p.add_argument("--neuron-folds", type=int, default=4)
     p.add_argument("--kernel-sd-ms", type=float, default=40.0)
@@ -439,6 +506,10 @@ def parse_args(argv=None):
             and args.rank is None:
         p.error("the long and levers sections need --rank, or the rnn section to "
                 "choose it")
+    if not {"long", "levers"}.isdisjoint(args.sections) and args.rank is None \
+            and "LowRankRNN" not in args.models:
+        p.error("the long and levers sections fit LowRankRNN: give --rank, or "
+                "include LowRankRNN in --models")
     args.candidates = {}
     for item in args.candidate:
         # NAME may hold "=" itself (e.g. "n_units=10={...}"): the JSON object is
@@ -491,8 +562,8 @@ def main(argv=None):
             ref = res["folds"]["smoothing"]
         else:
             res = run[name]()
-        if name == "rnn":
-            rank = args.rank or best_rank(res["summary"])
+        if name == "rnn" and "LowRankRNN" in res["cv_rank"]:
+            rank = args.rank or res["cv_rank"]["LowRankRNN"]
         res.update(seconds=time.perf_counter() - t0, loadavg_before=before,
                    loadavg_after=loadavg())
         out["sections"][name] = res

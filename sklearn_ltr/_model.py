@@ -56,7 +56,7 @@ __all__ = [
     "InitialStates", "SharedFactors", "BasisFactors", "FreeFactors", "GivenFactors",
     "OffsetDrift", "GivenOffsets",
     "initialize", "initial_state_guess", "evaluate", "evaluate_loss",
-    "readout_loss",
+    "evaluate_loss_holdout", "readout_loss",
     "data_loss", "data_loss_per_trial", "activity_loss", "readout_matrix",
 ]
 
@@ -69,31 +69,43 @@ class Data:
 
     X : (T, K, n) with missing entries set to 0; mask : (T, K, n) bool or None (None
     means fully observed); inputs : (T, K, m) or None; n_obs : number of observed
-    entries (a float, its expectation, for a mini-batch: see :meth:`subset`).
+    entries (a float, its expectation, for a mini-batch: see :meth:`subset`). The
+    losses are means over the entries of ``mask``; ``holdout`` (T, K, n) bool or
+    None marks observed entries left out of ``mask`` to be monitored apart (early
+    stopping, full batches only), ``n_holdout`` of them.
     """
 
     X: torch.Tensor
     mask: object
     inputs: object
     n_obs: int
+    holdout: object = None
+    n_holdout: int = 0
 
     @classmethod
-    def from_numpy(cls, X, inputs, device, dtype=DTYPE):
-        """Build from arrays of shape (K, T, n) and (K, T, m) (NaN = missing)."""
+    def from_numpy(cls, X, inputs, device, dtype=DTYPE, holdout=None):
+        """Build from arrays of shape (K, T, n) and (K, T, m) (NaN = missing).
+
+        ``holdout`` (K, T, n) bool or None: entries to leave out of the loss and
+        monitor apart (those of them observed).
+        """
         # A copy (never a view of the caller's array, which may be read-only).
         Xt = torch.tensor(np.swapaxes(X, 0, 1), dtype=dtype).contiguous()
         mask = ~torch.isnan(Xt)
+        Xt = torch.where(mask, Xt, torch.zeros((), dtype=dtype))
+        held, n_held = None, 0
+        if holdout is not None:
+            held = mask & torch.as_tensor(np.swapaxes(holdout, 0, 1))
+            mask &= ~held
+            n_held = int(held.sum())
+            held = held.to(device)
         n_obs = int(mask.sum())
-        if n_obs == Xt.numel():
-            mask = None
-        else:
-            Xt = torch.where(mask, Xt, torch.zeros((), dtype=dtype))
-            mask = mask.to(device)
+        mask = None if n_obs == Xt.numel() else mask.to(device)
         U = None
         if inputs is not None:
             U = torch.tensor(np.swapaxes(inputs, 0, 1), dtype=dtype).contiguous()
             U = U.to(device)
-        return cls(Xt.to(device), mask, U, n_obs)
+        return cls(Xt.to(device), mask, U, n_obs, held, n_held)
 
     @property
     def shape(self):
@@ -227,6 +239,34 @@ def evaluate_loss(Z0, C, A, B, D, d, M, data, loss, *, alpha, n_timepoints,
     return kappa, value
 
 
+def evaluate_loss_holdout(Z0, C, A, B, D, d, M, data, loss, *, alpha, n_timepoints,
+                          forcing=None):
+    """:func:`evaluate_loss`, and the mean data loss over the held-out entries.
+
+    The held-out loss (over ``data.holdout``, a float without gradient) comes from
+    the same simulation: for the Poisson loss from the same readout, for the
+    squared error from the fused loss's latent trajectories.
+
+    Returns
+    -------
+    kappa : (T, K, R), value : scalar Tensor, held : float.
+    """
+    if loss == "poisson":
+        kappa, H = _latents(Z0, C, A, B, M, data.inputs, alpha, n_timepoints,
+                            forcing)
+        eta = readout(H, D, d)
+        value = data_loss(eta, data, loss)
+    else:
+        kappa, value = evaluate_loss(Z0, C, A, B, D, d, M, data, loss, alpha=alpha,
+                                     n_timepoints=n_timepoints, forcing=forcing)
+        eta = None
+    with torch.no_grad():
+        if eta is None:
+            eta = readout(torch.tanh(kappa @ A.t()), D, d)
+        held = _entry_loss(eta, data, loss, data.holdout).sum()
+    return kappa, value, float(held) / max(data.n_holdout, 1)
+
+
 def readout_loss(H, D, d, data, loss):
     """``data_loss(readout(H, D, d), data, loss)``, fused for the squared error.
 
@@ -239,14 +279,16 @@ def readout_loss(H, D, d, data, loss):
     return readout_squared_error(H, D, d, data.X, data.mask, max(data.n_obs, 1))
 
 
-def _entry_loss(eta, data, loss):
+def _entry_loss(eta, data, loss, mask=None):
+    """Loss of every entry, zero outside ``mask`` (default: ``data.mask``)."""
     if loss == "poisson":
         rate = F.softplus(eta)
         err = rate - data.X * torch.log(rate + 1e-8)
     else:
         err = (eta - data.X) ** 2
-    if data.mask is not None:
-        err = err * data.mask
+    mask = data.mask if mask is None else mask
+    if mask is not None:
+        err = err * mask
     return err
 
 
@@ -602,6 +644,9 @@ class LatentRNN(torch.nn.Module):
         Returns
         -------
         loss : scalar Tensor, or Tensor of shape (K,) with ``per_trial``.
+            With held-out entries (``data.holdout``) and without ``per_trial``, a
+            pair: the loss, and the mean data loss over the held-out entries (a
+            float), which no penalty enters.
         """
         net = self.network.network()
         n_obs = data.n_obs  # of the whole data, which the priors are weighed against
@@ -612,16 +657,22 @@ class LatentRNN(torch.nn.Module):
         Z0, C = self.states(trials), self.factors(trials)
         d = self._offset(net, trials)
         T = data.X.shape[0]
+        held = None
         if per_trial:
             kappa, eta = evaluate(Z0, C, net.A, net.B, net.D, d, net.M,
                                   data.inputs, alpha=self.alpha, n_timepoints=T)
             value = data_loss_per_trial(eta, data, self.loss_name)
             if hasattr(self.factors, "penalty"):
                 value = value + self.factors.penalty()
+        elif data.holdout is not None:
+            kappa, value, held = evaluate_loss_holdout(
+                Z0, C, net.A, net.B, net.D, d, net.M, data, self.loss_name,
+                alpha=self.alpha, n_timepoints=T, forcing=forcing)
         else:
             kappa, value = evaluate_loss(
                 Z0, C, net.A, net.B, net.D, d, net.M, data, self.loss_name,
                 alpha=self.alpha, n_timepoints=T, forcing=forcing)
+        if not per_trial:
             prior = self._prior()
             if prior is not None:
                 # MAP weight: the noise variance of the squared error estimated by
@@ -631,7 +682,7 @@ class LatentRNN(torch.nn.Module):
         if self.activity_penalty:
             value = value + self.activity_penalty * activity_loss(
                 kappa, net.A, per_trial=per_trial)
-        return value
+        return value if held is None else (value, held)
 
     def trainable(self):
         """The tensors an optimiser moves (the parameters, not the buffers), by name."""

@@ -69,6 +69,10 @@ class FitResult:
     interrupted: bool
     n_evals: int = 0  # evaluations of the loss and its gradient
     n_forced: int = 0  # teacher-forced iterations at the start (first of loss_curve)
+    # With held-out entries (``optimize(holdout=True)``): the held-out loss at each
+    # iteration and at the parameters kept (``loss`` is then the training loss there).
+    holdout_curve: list = None
+    holdout_loss: float = None
 
 
 # --------------------------------------------------------------------------- #
@@ -161,6 +165,7 @@ class BestSnapshot:
         self.tensors = tensors
         self.per_row = per_row
         self.saved = [t.detach().clone() for t in tensors]
+        self.aux = None
         if per_row:
             first = tensors[0]
             self.value = torch.full((first.shape[0],), math.inf, device=first.device,
@@ -168,15 +173,17 @@ class BestSnapshot:
         else:
             self.value = math.inf
 
-    def offer(self, value, point=None):
+    def offer(self, value, point=None, aux=None):
         """Keep the current parameters (or ``point``, a copy of them) if they are best.
 
-        Returns whether (for ``per_row``: where) the loss improved on the best.
+        ``aux`` is kept beside them (e.g. the training loss there, when ``value`` is
+        a held-out loss); not with ``per_row``. Returns whether (for ``per_row``:
+        where) the loss improved on the best.
         """
         if not self.per_row:
             if not value < self.value:
                 return False
-            self.value = value
+            self.value, self.aux = value, aux
             self.saved = point if point is not None else [
                 t.detach().clone() for t in self.tensors]
             return True
@@ -281,6 +288,7 @@ class _Run:
     params: dict
     max_iter: int
     rule: PlateauRule
+    holdout: bool = False  # loss_fn returns (loss, held-out loss); see optimize
     history_size: int = 100
     max_backoffs: int = 6
     progress: object = None
@@ -290,8 +298,10 @@ class _Run:
     backoffs: int = 0
     n_evals: int = 0
     curve: list = field(default_factory=list)
-    last: object = None  # the last L-BFGS evaluation: (point, grads, value)
+    holdout_curve: list = field(default_factory=list)
+    last: object = None  # the last L-BFGS evaluation: (point, grads, value, held)
     first: object = None  # the loss of the iterate, first evaluation of a step
+    first_held: object = None  # the held-out loss there (with holdout)
 
     def __post_init__(self):
         self.tensors = list(self.params.values())
@@ -309,20 +319,28 @@ class _Run:
         return torch.optim.Adam(self.tensors, lr=lr)
 
     def evaluate(self, gamma=None, trials=None):
-        """``loss_fn`` at the current parameters (of the mini-batch ``trials``)."""
+        """``loss_fn`` at the current parameters (of the mini-batch ``trials``).
+
+        Returns the loss and the held-out loss (None without ``holdout``).
+        """
         args = (self.params,) if gamma is None else (self.params, gamma)
-        if trials is None:
-            return self.loss_fn(*args)
-        return self.loss_fn(*args, trials=trials)
+        out = (self.loss_fn(*args) if trials is None
+               else self.loss_fn(*args, trials=trials))
+        return out if self.holdout else (out, None)
+
+    def criterion(self, value, held):
+        """What picks the best parameters and drives the plateau rule."""
+        return held if self.holdout else value
 
     def closure(self, opt, gamma, lbfgs, trials=None):
         """The closure of one step: loss and gradient at the current parameters.
 
         Every finite evaluation of the free-running loss (``gamma`` None) on all
-        trials is offered to the snapshot (a mini-batch's, ``trials``, is not: the
-        epoch's loss is, by :meth:`iteration`). L-BFGS evaluates the loss where its
-        previous line search ended, which is nearly always the point evaluated
-        last: with ``lbfgs`` that evaluation is kept and reused.
+        trials is offered to the snapshot, at its held-out loss with ``holdout``
+        (a mini-batch's, ``trials``, is not: the epoch's loss is, by
+        :meth:`iteration`). L-BFGS evaluates the loss where its previous line
+        search ended, which is nearly always the point evaluated last: with
+        ``lbfgs`` that evaluation is kept and reused.
         """
         def closure():
             last = self.last
@@ -331,10 +349,10 @@ class _Run:
                 for p, g in zip(self.tensors, last[1]):
                     p.grad = None if g is None else g.clone()
                 if self.first is None:
-                    self.first = float(last[2])
+                    self.first, self.first_held = float(last[2]), last[3]
                 return last[2]
             opt.zero_grad(set_to_none=True)
-            value = self.evaluate(gamma, trials)
+            value, held = self.evaluate(gamma, trials)
             v = float(value.detach())
             self.n_evals += 1
             if math.isfinite(v):
@@ -347,47 +365,47 @@ class _Run:
                 if lbfgs:
                     point = [p.detach().clone() for p in self.tensors]
                     self.last = (point, [None if p.grad is None else p.grad.clone()
-                                         for p in self.tensors], value.detach())
+                                         for p in self.tensors], value.detach(), held)
                 if gamma is None and trials is None:
                     # The point at which the loss was evaluated (before the
                     # optimiser moves away from it).
-                    self.snapshot.offer(v, point)
+                    self.snapshot.offer(self.criterion(v, held), point, aux=v)
             if self.first is None:
-                self.first = v
+                self.first, self.first_held = v, held
             return value
         return closure
 
     def iteration(self, opt, gamma, lbfgs, warm):
-        """Run one iteration; return its loss.
+        """Run one iteration; return its loss and held-out loss (or None).
 
         On all trials: one optimiser step, whose loss is that at the point before
-        it. With mini-batches: an epoch, one step per mini-batch, whose loss is the
-        mean of the mini-batch losses weighted by their sizes (each evaluated
-        before its step; an unbiased estimate of the mean loss over the epoch's
-        path); the free-running epoch loss is offered to the snapshot with the
-        parameters where the epoch ends. ``warm(j)`` sets the learning rate of the
-        iteration's ``j``-th step; a non-finite mini-batch loss ends the epoch at
-        once and is returned.
+        it. With mini-batches (never with ``holdout``): an epoch, one step per
+        mini-batch, whose loss is the mean of the mini-batch losses weighted by
+        their sizes (each evaluated before its step; an unbiased estimate of the
+        mean loss over the epoch's path); the free-running epoch loss is offered to
+        the snapshot with the parameters where the epoch ends. ``warm(j)`` sets the
+        learning rate of the iteration's ``j``-th step; a non-finite mini-batch
+        loss ends the epoch at once and is returned.
         """
         if self.batches is None:
             warm(0)
-            self.first = None
+            self.first = self.first_held = None
             opt.step(self.closure(opt, gamma, lbfgs))
-            return self.first
+            return self.first, self.first_held
         total = 0.0
         for j, trials in enumerate(self.batches.epoch()):
             warm(j)
             self.first = None
             opt.step(self.closure(opt, gamma, False, trials))
             if not math.isfinite(self.first):
-                return self.first
+                return self.first, None
             total += self.first * len(trials) / self.batches.n_trials
         if gamma is None:
-            self.snapshot.offer(total)
-        return total
+            self.snapshot.offer(total, aux=total)
+        return total, None
 
     def full_loss(self):
-        """The free-running loss on all trials, without gradient (a float).
+        """The free-running loss on all trials and its held-out loss, no gradient.
 
         With mini-batches it is summed over consecutive chunks of the batches' size
         (each chunk's estimate weighted by its share of the trials), which is the
@@ -395,15 +413,18 @@ class _Run:
         """
         with torch.no_grad():
             if self.batches is None:
-                return float(self.evaluate())
+                value, held = self.evaluate()
+                return float(value), held
             n = self.batches.n_trials
-            return sum(float(self.evaluate(trials=t)) * len(t) / n
-                       for t in self.batches.chunks())
+            return sum(float(self.evaluate(trials=t)[0]) * len(t) / n
+                       for t in self.batches.chunks()), None
 
-    def record(self, value, gamma):
-        """Count one iteration of loss ``value``; report it."""
+    def record(self, value, gamma, held=None):
+        """Count one iteration of loss ``value`` (held-out loss ``held``); report it."""
         self.n_iter += 1
         self.curve.append(value)
+        if self.holdout:
+            self.holdout_curve.append(math.nan if held is None else held)
         if self.progress is not None:
             self.progress.update(1)
             extra = {} if gamma is None else {"forcing": f"{gamma:.2f}"}
@@ -413,10 +434,10 @@ class _Run:
 
     def probe(self):
         """Offer the current point to the snapshot at its free-running loss."""
-        v = self.full_loss()
+        v, held = self.full_loss()
         self.n_evals += 1
         if math.isfinite(v):
-            self.snapshot.offer(v)
+            self.snapshot.offer(self.criterion(v, held), aux=v)
 
     def restore_best(self):
         """Back to the best parameters (forgetting the cached L-BFGS evaluation)."""
@@ -460,7 +481,7 @@ def run_phase(run, phase):
     while run.n_iter < run.max_iter and run.n_iter - start < phase.length:
         i = run.n_iter - start
         gamma = phase.forcing * (1.0 - i / phase.length) if phase.forcing else None
-        value = run.iteration(opt, gamma, lbfgs, functools.partial(warm, i))
+        value, held = run.iteration(opt, gamma, lbfgs, functools.partial(warm, i))
         if not math.isfinite(value):
             run.backoffs += 1
             if run.backoffs > run.max_backoffs:
@@ -479,10 +500,10 @@ def run_phase(run, phase):
                 run.n_iter = start
             opt = run.optimizer(phase.solver, lr)
             continue
-        run.record(value, gamma)
+        run.record(value, gamma, held)
         if phase.probe_every and (i + 1) % phase.probe_every == 0:
             run.probe()
-        if phase.n_decays is None or not run.rule.update(value):
+        if phase.n_decays is None or not run.rule.update(run.criterion(value, held)):
             continue
         if decays >= phase.n_decays:
             return "plateau"
@@ -502,6 +523,7 @@ def optimize(
     n_iter_no_change=20, progress=None, callback=None, max_backoffs=6,
     n_decays=None, decay_factor=0.2, warmup=10, history_size=100, lbfgs_iter=0,
     forcing=0.0, forcing_iter=0, forcing_lr=0.02, forcing_probe=0, batches=None,
+    holdout=False,
 ):
     """Minimise ``loss_fn(params)`` over the tensors in ``params`` (modified in place).
 
@@ -556,7 +578,19 @@ def optimize(
     the best parameters are those where the epoch of lowest loss ended. The
     free-running loss of the probes (and of an interrupted warm start) is the
     exact loss on all trials, summed over chunks of the batches' size.
+
+    Early stopping (``holdout=True``): ``loss_fn`` returns a pair, the loss to
+    minimise (a tensor) and the loss of entries held out of it (a float, computed
+    from the same evaluation), and the held-out loss takes the training loss's
+    place in the choice of the parameters kept and in the plateau rule: a plateau
+    is ``n_iter_no_change`` iterations without improvement of the held-out loss,
+    and the fit ends at the parameters of the lowest held-out loss evaluated.
+    ``FitResult.loss`` is then the training loss at those parameters. Not with
+    mini-batches.
     """
+    if batches is not None and holdout:
+        raise ValueError("mini-batches and held-out entries (early stopping) do not "
+                         "go together: the held-out loss is that of all trials.")
     if batches is not None and (solver == "lbfgs" or lbfgs_iter > 0):
         raise ValueError("mini-batches need solver='adam' without an L-BFGS start: "
                          "a line search needs the same loss at every evaluation.")
@@ -567,8 +601,9 @@ def optimize(
 
     def new_run():
         return _Run(loss_fn, params, max_iter, PlateauRule(tol, n_iter_no_change),
-                    history_size=history_size, max_backoffs=max_backoffs,
-                    progress=progress, callback=callback, batches=batches)
+                    holdout=holdout, history_size=history_size,
+                    max_backoffs=max_backoffs, progress=progress, callback=callback,
+                    batches=batches)
 
     run = None
     try:
@@ -606,15 +641,17 @@ def _finish(run, converged, interrupted, n_forced):
     if not math.isfinite(run.snapshot.value):
         # Interrupted in the warm start, before the unforced loss was evaluated:
         # keep where the warm start got to if its loss is finite.
-        v = run.full_loss()
-        run.n_evals += 1
-        if math.isfinite(v):
-            run.snapshot.offer(v)
+        run.probe()
     run.snapshot.restore()
     for p in run.tensors:
         p.requires_grad_(False)
-    return FitResult(run.params, run.snapshot.value, run.curve, run.n_iter, converged,
-                     interrupted, run.n_evals, n_forced=min(n_forced, run.n_iter))
+    loss, held, curve = run.snapshot.value, None, None
+    if run.holdout:
+        held, curve = loss, run.holdout_curve
+        loss = math.nan if run.snapshot.aux is None else run.snapshot.aux
+    return FitResult(run.params, loss, run.curve, run.n_iter, converged,
+                     interrupted, run.n_evals, n_forced=min(n_forced, run.n_iter),
+                     holdout_curve=curve, holdout_loss=held)
 
 
 def _masked_adam_step(tensors, grads, moments, t, active, *, learning_rate, betas,

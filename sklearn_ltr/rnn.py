@@ -43,7 +43,8 @@ __all__ = ["LowTensorRankRNN", "LowRankRNN"]
 
 
 def _fit_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank, n_inputs=0,
-                loss="mse", device_type="cpu", lbfgs_iter=0, batch_size=None):
+                loss="mse", device_type="cpu", lbfgs_iter=0, batch_size=None,
+                holdout=False):
     """Estimated peak memory of a fit of the recurrent networks.
 
     Counts every array that scales with the problem: with the data (``n_trials *
@@ -78,7 +79,8 @@ def _fit_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank, n_inputs=0,
       (``batch_size`` below ``n_trials``) ``E``, ``U``, ``L`` and ``I`` of a
       training step count the trials of one mini-batch only, plus the batch's
       copy of its data and targets, ``5 E + 4 I + 4 L`` of the batch; ``P`` still
-      counts every trial's parameters.
+      counts every trial's parameters. With held-out entries (early stopping),
+      their mask, ``E``, and the evaluation of their loss, ``4 U + 12 E``.
     * the Gaussian processes over the trials (:class:`~sklearn_ltr._priors.TrialGP`
       of the trial factors and of the drift, one after the other): an
       ``n_trials x n_trials`` float64 kernel, its eigendecomposition and the
@@ -104,6 +106,8 @@ def _fit_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank, n_inputs=0,
         ``'lbfgs-adam'``).
     batch_size : int or None, default=None
         Trials per optimiser step (the estimators' ``batch_size``); None: all.
+    holdout : bool, default=False
+        Whether entries are held out for early stopping.
 
     Returns
     -------
@@ -124,13 +128,13 @@ def _fit_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank, n_inputs=0,
     S = (n_units + n_inputs) ** 2
     poisson = loss == "poisson"
     host = 18 * E
-    data = 5 * E + 4 * I
+    data = (6 if holdout else 5) * E + 4 * I
     init = (56 if poisson else 32) * E + 16 * L + 24 * S + 8 * P
     # One training step: on all trials, or on the trials of one mini-batch.
     batch = n_trials if batch_size is None else min(batch_size, n_trials)
     Eb, Ub, Lb, Ib = (x * batch // n_trials for x in (E, U, L, I))
     train = ((8 * Ub + 32 * Eb if poisson else 8 * Eb) + 24 * Lb + 4 * Ib + 32 * P
-             + 12 * P * min(lbfgs_iter, 100))
+             + 12 * P * min(lbfgs_iter, 100) + (4 * U + 12 * E if holdout else 0))
     if batch < n_trials:
         train += 5 * Eb + 4 * Ib + 4 * Lb
     gp = 48 * n_trials ** 2
@@ -142,7 +146,7 @@ def _check_fit_memory(est, shape, n_inputs, device):
     schedule = _fit_schedule(est)
     lbfgs_iter = est.max_iter if est.solver == "lbfgs" else schedule["lbfgs_iter"]
     kw = dict(n_units=est.n_units, rank=est.rank, n_inputs=n_inputs, loss=est.loss,
-              device_type=device.type)
+              device_type=device.type, holdout=_early_stopping(est, shape[0]))
     host, dev_bytes = _fit_memory(*shape, lbfgs_iter=lbfgs_iter,
                                   batch_size=est.batch_size, **kw)
     what = (f"{type(est).__name__}.fit on X of shape {tuple(shape)} with "
@@ -203,6 +207,14 @@ def _check_fit_arguments(est, X):
             f"the same loss at every evaluation, which random mini-batches of "
             f"trials do not give. Use solver='adam', or batch_size=None (every "
             f"step on all trials).")
+    if est.batch_size is not None and est.batch_size < X.shape[0] and (
+            est.early_stopping is True):
+        raise ValueError(
+            f"batch_size={est.batch_size} (below n_trials={X.shape[0]}) and "
+            f"early_stopping=True do not go together: the held-out entries' loss "
+            f"is evaluated on all trials at every iteration, which mini-batches "
+            f"avoid. Use early_stopping='auto' (off with mini-batches) or False, "
+            f"or batch_size=None.")
     if est.loss == "poisson":
         check_counts(X)
 
@@ -305,19 +317,103 @@ def _warn_about_fit(est, best, interrupted):
             f"{name}.fit was interrupted after {n_iter} iterations{where}; the best "
             f"parameters so far are kept.", UserWarning)
     elif best.n_iter - best.n_forced >= min(
-            est.n_iter_no_change, est.max_iter - best.n_forced) and not (
-            best.loss < best.loss_curve[best.n_forced]):
+            _resolved(est, "n_iter_no_change"), est.max_iter - best.n_forced) and not (
+            _criterion(best) < _criterion_curve(best)[best.n_forced]):
         # The loss never went below its value at the initial parameters, which
-        # are therefore what is kept: the steps overshoot.
+        # are therefore what is kept: the steps overshoot, or (held-out loss)
+        # the fit overfits from its first steps.
+        if best.holdout_curve is None:
+            what, fix = "the loss", "lower learning_rate"
+        else:
+            what = "the loss of its held-out entries (early_stopping)"
+            fix = "lower learning_rate, or set early_stopping=False"
         warnings.warn(
-            f"{name}.fit did not decrease the loss in {best.n_iter} iterations; "
+            f"{name}.fit did not decrease {what} in {best.n_iter} iterations; "
             f"learning_rate={est._learning_rate()} is probably too large. The "
-            f"initial parameters are kept; lower learning_rate.", ConvergenceWarning)
+            f"initial parameters are kept; {fix}.", ConvergenceWarning)
     elif not best.converged:
         warnings.warn(
             f"{name} reached max_iter={est.max_iter} before converging "
-            f"(tol={est.tol}); increase max_iter or learning_rate.",
+            f"(tol={_resolved(est, 'tol')}); increase max_iter or learning_rate.",
             ConvergenceWarning)
+
+
+def _criterion(result):
+    """What picks the kept fit: the held-out loss with early stopping, else the loss."""
+    return result.loss if result.holdout_loss is None else result.holdout_loss
+
+
+def _criterion_curve(result):
+    """The curve of :func:`_criterion` over the iterations."""
+    return result.loss_curve if result.holdout_curve is None else result.holdout_curve
+
+
+# What 'auto' stands for, per loss. For the squared error of standardised data, the
+# settings the rest of the package was measured with. For spike counts, those chosen
+# by the held-out loss of fits to the MC_Maze recording (benchmarks/bench_spikes.py,
+# doc/performance.rst): held-out entries, a stronger activity penalty, and a plateau
+# rule that waits longer for any decrease of the held-out loss (relative to the
+# Poisson negative log-likelihood, which holds a large constant, 5e-3 stops early).
+_AUTO = {
+    "activity_penalty": {"mse": 1e-4, "poisson": 0.1},
+    "early_stopping": {"mse": False, "poisson": True},
+    "tol": {"mse": 5e-3, "poisson": 1e-4},
+    "n_iter_no_change": {"mse": 50, "poisson": 150},
+}
+_AUTO_OPTION = StrOptions({"auto"})
+
+
+def _resolved(est, name):
+    """The value of parameter ``name``, with 'auto' resolved for ``est.loss``."""
+    value = getattr(est, name)
+    return _AUTO[name][est.loss] if isinstance(value, str) and value == "auto" \
+        else value
+
+
+def _early_stopping(est, n_trials):
+    """Whether a fit on ``n_trials`` trials holds entries out to stop early.
+
+    'auto': with the Poisson loss, on full batches (the held-out loss is that of
+    all trials, which mini-batches do not evaluate).
+    """
+    if isinstance(est.early_stopping, str):
+        return bool(_resolved(est, "early_stopping")) and not (
+            est.batch_size is not None and est.batch_size < n_trials)
+    return bool(est.early_stopping)
+
+
+def _fit_diagnostics(result):
+    """The fitted attributes that describe the course of a fit (``FitResult``)."""
+    held = result.holdout_curve
+    return {"loss_curve_": list(result.loss_curve), "n_iter_": result.n_iter,
+            "n_forced_": result.n_forced, "best_loss_": float(result.loss),
+            "validation_loss_curve_": None if held is None else [float(v)
+                                                                 for v in held],
+            "best_validation_loss_": (None if result.holdout_loss is None
+                                      else float(result.holdout_loss))}
+
+
+def _holdout_entries(est, X, seed):
+    """The entries a fit with early stopping leaves out and monitors; else None.
+
+    Whole time courses of (trial, neuron) pairs, as the co-smoothing score holds
+    out neurons of a trial: a pair's entries are correlated in time, and single
+    entries held out would be predicted from their neighbours. A fraction
+    ``validation_fraction`` of the pairs with an observed entry (at least one, and
+    at least one left to fit), drawn with ``seed``.
+
+    Returns
+    -------
+    holdout : ndarray of bool of shape X.shape, or None
+    """
+    if not _early_stopping(est, X.shape[0]):
+        return None
+    n_trials, n_timepoints, n_neurons = X.shape
+    pairs = np.flatnonzero(~np.all(np.isnan(X), axis=1))
+    n_held = min(max(1, round(est.validation_fraction * pairs.size)), pairs.size - 1)
+    held = np.zeros(n_trials * n_neurons, dtype=bool)
+    held[np.random.default_rng(seed).choice(pairs, n_held, replace=False)] = True
+    return np.repeat(held.reshape(n_trials, 1, n_neurons), n_timepoints, axis=1)
 
 
 def _nearest_candidates(recon, conditions, X, fixed_states):
@@ -428,9 +524,9 @@ def _optimize(est, model, data, targets, i_init, batches):
     try:
         return _solver.optimize(
             loss_fn, model.trainable(), learning_rate=est._learning_rate(),
-            max_iter=est.max_iter, tol=est.tol,
-            n_iter_no_change=est.n_iter_no_change, progress=progress,
-            batches=batches, **_fit_schedule(est))
+            max_iter=est.max_iter, tol=_resolved(est, "tol"),
+            n_iter_no_change=_resolved(est, "n_iter_no_change"), progress=progress,
+            batches=batches, holdout=data.holdout is not None, **_fit_schedule(est))
     except _solver.FitDiverged as exc:
         raise ValueError(
             f"{type(est).__name__}.fit diverged: {exc}. Remedies: lower "
@@ -465,7 +561,7 @@ def _store_candidates(est, C, state_index, U, n_timepoints):
     if est.readout_drift_ is not None:
         drift = GivenOffsets(to_tensor(est.readout_drift_[keep] / est._data_scale,
                                        dev))
-    model = est._frozen_model(
+    model = est._latent_model(
         est._frozen_network(dev),
         InitialStates(to_tensor(est._cand_states, dev), trainable=False),
         GivenFactors(to_tensor(est._cand_factors, dev)), drift)
@@ -489,6 +585,8 @@ _RNN_STATE = {
     # finite loss yet.
     "loss_curve_": Value("floats", finite=False),
     "best_loss_": Value("float", finite=False),
+    "validation_loss_curve_?": Value("floats", finite=False),
+    "best_validation_loss_?": Value("float", finite=False),
     "_alpha": Value("float", low=0, high=1, closed="right"),
     "_n_trials_fit": Value("int", low=1),
     "_data_scale": Value("float", low=0, closed="right"),
@@ -567,14 +665,16 @@ class _BaseRNN(BaseLatentModel):
         "tau": [Interval(Real, 1, None, closed="left")],
         "loss": [StrOptions({"mse", "poisson"})],
         "orthonormal_readout": ["boolean"],
-        "activity_penalty": [Interval(Real, 0, None, closed="left")],
+        "activity_penalty": [Interval(Real, 0, None, closed="left"), _AUTO_OPTION],
+        "early_stopping": [StrOptions({"auto"}), "boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "init": [StrOptions({"pca", "random"})],
         "solver": [StrOptions({"lbfgs-adam", "adam", "lbfgs"})],
         "learning_rate": [Interval(Real, 0, None, closed="neither"), None],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
-        "tol": [Interval(Real, 0, None, closed="left")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left"), _AUTO_OPTION],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), _AUTO_OPTION],
         "teacher_forcing": [Interval(Real, 0, 1, closed="left")],
         "forcing_iter": [Interval(Integral, 0, None, closed="left")],
         "n_init": [Interval(Integral, 1, None, closed="left")],
@@ -599,6 +699,8 @@ class _BaseRNN(BaseLatentModel):
             state["trial_index_"] = np.arange(state["_n_trials_fit"], dtype=np.float64)
         state.setdefault("epochs_", None)
         state.setdefault("readout_drift_", None)
+        for name in ("validation_loss_curve_", "best_validation_loss_"):
+            state.setdefault(name, None)  # before early stopping
         return state
 
     @classmethod
@@ -679,10 +781,11 @@ class _BaseRNN(BaseLatentModel):
         self.trial_index_, self.epochs_ = index, epoch_labels
         self._alpha = 1.0 / self.tau
         self._data_offset, self._data_scale = offset, scale
+        seed = seed_from(self.random_state)
         with self._torch_context():
-            data = Data.from_numpy(X, U, device, DTYPE)
+            data = Data.from_numpy(X, U, device, DTYPE, _holdout_entries(self, X, seed))
             gain = _readout_gain(X, self.loss, self.orthonormal_readout)
-            model, result = self._fit_model(data, state_index, labels, gain)
+            model, result = self._fit_model(data, state_index, labels, gain, seed)
             try:
                 self._set_fitted(model, result, state_index, U, X.shape[1])
             except KeyboardInterrupt:
@@ -694,12 +797,11 @@ class _BaseRNN(BaseLatentModel):
                     f"iteration; the fitted parameters are kept.", UserWarning)
         return self
 
-    def _fit_model(self, data, state_index, labels, gain):
+    def _fit_model(self, data, state_index, labels, gain, seed):
         """Fit from ``n_init`` initialisations; return the best model and its result."""
         sidx = None if state_index is None else torch.as_tensor(
             state_index, device=data.X.device)
         n_states = data.X.shape[1] if labels is None else len(labels)
-        seed = seed_from(self.random_state)
         best = interrupted = None
         for i_init in range(self.n_init):
             try:
@@ -720,7 +822,7 @@ class _BaseRNN(BaseLatentModel):
                     raise
                 interrupted = (i_init, 0)
                 break
-            if best is None or result.loss < best[1].loss:
+            if best is None or _criterion(result) < _criterion(best[1]):
                 best = (model, result)
             if result.interrupted:
                 interrupted = (i_init, result.n_iter)
@@ -749,9 +851,8 @@ class _BaseRNN(BaseLatentModel):
                                     device=data.X.device)
             drift = OffsetDrift(basis.new_zeros(basis.shape[1], data.X.shape[2]),
                                 basis)
-        model = LatentRNN(network, InitialStates(p["Z"], state_index), factors,
-                          alpha=self._alpha, loss=self.loss,
-                          activity_penalty=self.activity_penalty, drift=drift)
+        model = self._latent_model(network, InitialStates(p["Z"], state_index),
+                                   factors, drift)
         return model, targets.to(DTYPE)
 
     def _drift_process(self):
@@ -789,10 +890,8 @@ class _BaseRNN(BaseLatentModel):
                                else state["drift"] * self._data_scale)
         self.initial_states_ = state["Z"]
         self.input_map_ = state["M"]
-        self.loss_curve_ = list(result.loss_curve)
-        self.n_iter_ = result.n_iter
-        self.n_forced_ = result.n_forced
-        self.best_loss_ = float(result.loss)
+        for name, value in _fit_diagnostics(result).items():
+            setattr(self, name, value)
         self._n_trials_fit = state["C"].shape[0]
         _store_candidates(self, state["C"], state_index, U, n_timepoints)
 
@@ -806,9 +905,10 @@ class _BaseRNN(BaseLatentModel):
             to_tensor((self.readout_bias_ - offset) / scale, dev),
             to_tensor(self.input_map_, dev))
 
-    def _frozen_model(self, network, states, factors, drift=None):
+    def _latent_model(self, network, states, factors, drift=None):
         return LatentRNN(network, states, factors, alpha=1.0 / self.tau,
-                         loss=self.loss, activity_penalty=self.activity_penalty,
+                         loss=self.loss,
+                         activity_penalty=_resolved(self, "activity_penalty"),
                          drift=drift)
 
     def _predicts_from_session(self, y):
@@ -834,7 +934,7 @@ class _BaseRNN(BaseLatentModel):
                                       fixed_states)
         data = Data.from_numpy(X, U, dev, DTYPE)
         network = self._frozen_network(dev)
-        model = self._frozen_model(
+        model = self._latent_model(
             network, _new_trial_states(self, data, network, fixed_states, nearest),
             _new_trial_factors(self, n_trials, nearest, session, dev),
             _new_trial_offsets(self, n_trials, session, dev))
@@ -923,9 +1023,36 @@ _COMMON_PARAMS_DOC = """
         give the same model); integer spike counts are accepted by both losses.
     orthonormal_readout : bool, default=False
         Constrain the readout D to orthonormal rows (needs n_neurons <= n_units).
-    activity_penalty : float, default=1e-4
+    activity_penalty : float or 'auto', default='auto'
         Weight of the mean squared unit state ``|x|^2 / N`` added to the loss (for
-        'mse', relative to the squared error of the standardised data).
+        'mse', relative to the squared error of the standardised data; for
+        'poisson', to the mean negative log-likelihood per entry). It is part of
+        the per-trial inference on new trials too. 'auto' is 1e-4 with 'mse' and
+        0.1 with 'poisson': fitted to single-trial spike counts without it, the
+        initial states inferred from part of a trial's neurons predict its other
+        neurons worse and worse as the fit runs on, and the co-smoothing score
+        collapses (0.1 was the best of the weights tried on a recording of motor
+        cortex; see :doc:`/performance`).
+    early_stopping : 'auto' or bool, default='auto'
+        Hold out a fraction ``validation_fraction`` of the (trial, neuron) pairs of
+        X, whole time courses, from the loss the fit minimises, and monitor their
+        loss instead: the fit keeps the parameters of the lowest held-out loss, and
+        its plateau rule (``tol``, ``n_iter_no_change``) watches the held-out loss,
+        so a fit run longer (larger ``max_iter``, ``tol=0``) ends where held-out
+        entries stop improving rather than overfitting. The held-out pairs are
+        fitted by no parameter, as the held-out neurons of the co-smoothing score.
+        'auto' is True with ``loss='poisson'`` (single-trial spike counts, which a
+        network of 100 units overfits within its default ``max_iter``) on full
+        batches, and False with ``loss='mse'`` or mini-batches (``batch_size``
+        below n_trials, with which True is refused). The defaults of
+        ``loss='poisson'`` (this, ``activity_penalty``, ``tol`` and
+        ``n_iter_no_change``) were chosen
+        together by the held-out loss of fits to a recording of motor cortex
+        (see :doc:`/performance`).
+    validation_fraction : float in (0, 1), default=0.1
+        Fraction of the (trial, neuron) pairs with an observed entry held out with
+        ``early_stopping`` (at least one pair, and at least one left to fit), drawn
+        with ``random_state``; ignored without it.
     init : {'pca', 'random'}, default='pca'
         'pca' starts from the principal components of X: latent trajectories from PC
         scores, readout and connectivity by ridge regression on them. 'random' starts
@@ -973,16 +1100,22 @@ _COMMON_PARAMS_DOC = """
         memory in proportion to its trials, so an epoch costs about what a full
         step does, and the training's memory is that of one mini-batch (the
         data-driven initialisation still sees all trials at once).
-    tol : float, default=5e-3
-        A plateau is ``n_iter_no_change`` iterations in which the loss fails to drop
-        by more than ``tol`` relative to its best value. With 'lbfgs' the first
+    tol : float or 'auto', default='auto'
+        A plateau is ``n_iter_no_change`` iterations in which the loss (with
+        ``early_stopping``, the held-out entries' loss) fails to drop by more than
+        ``tol`` relative to its best value. 'auto' is 5e-3 with ``loss='mse'`` and
+        1e-4 with 'poisson' (the Poisson negative log-likelihood holds a large
+        constant, against which 5e-3 ends fits early). With 'lbfgs' the first
         plateau ends the fit (and with 'lbfgs-adam' it ends the L-BFGS start). With
         Adam the fit returns to its best parameters at a plateau and divides the
         learning rate by 5; the third plateau ends it.
-    n_iter_no_change : int, default=50
+    n_iter_no_change : int or 'auto', default='auto'
         Length of the plateau window, in iterations. Recurrent networks often stall
         for tens of iterations before the loss drops again; a short window mistakes
-        such a stall for convergence and stops in a poor fit.
+        such a stall for convergence and stops in a poor fit. 'auto' is 50 with
+        ``loss='mse'`` and 150 with 'poisson': a held-out loss (``early_stopping``)
+        fluctuates from one iteration to the next, and a window of 50 divides the
+        learning rate long before it stops improving.
     teacher_forcing : float in [0, 1), default=0.5
         Strength of the teacher-forced warm start (used with ``init='pca'``). In the
         first ``forcing_iter`` iterations every latent state is pulled toward the
@@ -1059,7 +1192,13 @@ _COMMON_ATTRS_DOC = """
         How many of them were teacher-forced (``min(forcing_iter, max_iter // 3)``
         with ``init='pca'`` and ``teacher_forcing > 0``, else 0).
     best_loss_ : float
-        Lowest training loss reached.
+        Lowest training loss reached; with early stopping, the training loss at
+        the parameters kept (those of the lowest held-out loss).
+    validation_loss_curve_ : list of float or None
+        With early stopping, the mean data loss of the held-out entries at each
+        iteration (aligned with ``loss_curve_``; no penalty enters it); else None.
+    best_validation_loss_ : float or None
+        With early stopping, the lowest of them, at the parameters kept; else None.
     n_features_in_ : int
         Number of recorded neurons (the last axis of X).
     n_inputs_ : int
@@ -1153,10 +1292,10 @@ class LowTensorRankRNN(_BaseRNN):
     def __init__(
         self, rank=3, *, n_units=100, trial_length_scale=10.0, trial_amplitude=1.0,
         trial_jitter=0.0, drift_length_scale=50.0, drift_epochs=False, tau=2.0,
-        loss="mse",
-        orthonormal_readout=False, activity_penalty=1e-4, init="pca", solver="adam",
-        learning_rate=None, max_iter=1000, batch_size=None, tol=5e-3,
-        n_iter_no_change=50, teacher_forcing=0.5, forcing_iter=150, n_init=1,
+        loss="mse", orthonormal_readout=False, activity_penalty="auto",
+        early_stopping="auto", validation_fraction=0.1, init="pca", solver="adam",
+        learning_rate=None, max_iter=1000, batch_size=None, tol="auto",
+        n_iter_no_change="auto", teacher_forcing=0.5, forcing_iter=150, n_init=1,
         infer_max_iter=200, cosmoothing_folds=5, random_state=None, n_threads=1,
         device="cpu", verbose=0,
     ):
@@ -1171,6 +1310,8 @@ class LowTensorRankRNN(_BaseRNN):
         self.loss = loss
         self.orthonormal_readout = orthonormal_readout
         self.activity_penalty = activity_penalty
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
         self.init = init
         self.solver = solver
         self.learning_rate = learning_rate
@@ -1227,10 +1368,10 @@ class LowRankRNN(_BaseRNN):
 
     def __init__(
         self, rank=3, *, n_units=100, drift_length_scale=50.0, drift_epochs=False,
-        tau=2.0, loss="mse",
-        orthonormal_readout=False, activity_penalty=1e-4, init="pca", solver="adam",
-        learning_rate=None, max_iter=1000, batch_size=None, tol=5e-3,
-        n_iter_no_change=50, teacher_forcing=0.5, forcing_iter=150, n_init=1,
+        tau=2.0, loss="mse", orthonormal_readout=False, activity_penalty="auto",
+        early_stopping="auto", validation_fraction=0.1, init="pca", solver="adam",
+        learning_rate=None, max_iter=1000, batch_size=None, tol="auto",
+        n_iter_no_change="auto", teacher_forcing=0.5, forcing_iter=150, n_init=1,
         infer_max_iter=200, cosmoothing_folds=5, random_state=None, n_threads=1,
         device="cpu", verbose=0,
     ):
@@ -1242,6 +1383,8 @@ class LowRankRNN(_BaseRNN):
         self.loss = loss
         self.orthonormal_readout = orthonormal_readout
         self.activity_penalty = activity_penalty
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
         self.init = init
         self.solver = solver
         self.learning_rate = learning_rate

@@ -266,11 +266,21 @@ def test_bench_spikes_quick(tmp_path):
         assert 1 <= rec["n_iter"] <= cfg["params"]["max_iter"] and rec["fit_s"] > 0
         # The benchmark's protocol is the estimator's own co-smoothing score.
         assert abs(rec["score_minus_pooled"]) < 1e-9
+        # loss='poisson' holds out entries by default (early stopping).
+        assert rec["validation_loss"] > 0
+    # The long fit is at the rank of the lowest held-out loss of the fits.
+    assert res["sections"]["rnn"]["cv_rank"] == {"LowRankRNN": cfg["ranks"][0]}
+    assert "* cross-validated rank: LowRankRNN 2 (lowest held-out loss" in stdout
     long = res["sections"]["long"]
+    assert long["rank"] == cfg["ranks"][0]
     default, longer = long["records"].values()
     assert default == res["sections"]["rnn"]["records"][name]
-    assert [r["n_iter"] for r in longer] == [cfg["long_max_iter"]] * cfg["trial_folds"]
+    assert all(1 <= r["n_iter"] <= cfg["long_max_iter"] for r in longer)
     assert all(r["params"]["tol"] == 0.0 for r in longer)
+    diff = np.mean([f["bits"] for r in longer for f in r["folds"]]) - np.mean(
+        [f["bits"] for r in default for f in r["folds"]])
+    assert long["long_minus_default"][0] == pytest.approx(diff)
+    assert "long - default:" in stdout
     levers = res["sections"]["levers"]
     assert levers["candidates"] == {"small": {"n_units": 6}}
     assert list(levers["summary"]) == ["small, default", "small, long"]

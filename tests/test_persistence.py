@@ -127,6 +127,32 @@ def test_round_trip_with_conditions_and_inputs(Est, data, tmp_path):
     np.testing.assert_array_equal(loaded.weight_tensor(), est.weight_tensor())
 
 
+@pytest.mark.parametrize("Est", RNNS, ids=_ids)
+def test_round_trip_of_early_stopping(Est, data, tmp_path):
+    # A Poisson fit holds out entries by default: its held-out loss curve and
+    # best held-out loss are saved; files written before early stopping, without
+    # them (and without its parameters), load with None.
+    counts = np.round(np.abs(data.X) * 3)
+    est = make_small(Est, loss="poisson").fit(counts)
+    assert est.validation_loss_curve_ is not None
+    path = tmp_path / "model.npz"
+    est.save(path)
+    loaded = load(path)
+    assert_same_state(est, loaded)
+    _assert_same(est, loaded, counts[:4])
+    members = _members(path)
+    header = model_header(members)
+    for name in ("validation_loss_curve_", "best_validation_loss_"):
+        del header["attributes"][name]
+    for name in ("early_stopping", "validation_fraction"):
+        del header["params"][name]
+    set_model_header(members, header, sign=True)
+    _write_members(path, members)
+    older = load(path)
+    assert older.validation_loss_curve_ is None and older.best_validation_loss_ is None
+    assert_same_outputs(outputs(est, counts[:4]), outputs(older, counts[:4]))
+
+
 def test_round_trip_of_random_state_instance(X, tmp_path):
     rs = np.random.RandomState(7)
     est = make_small(LowRankRNN, random_state=rs).fit(X)
