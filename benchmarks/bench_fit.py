@@ -569,9 +569,9 @@ def large_child(spec_json):
     stamps = []
     record = _solver._Run.record
 
-    def timed_record(run, value, gamma):
+    def timed_record(run, *args, **kwargs):
         stamps.append(time.perf_counter())
-        return record(run, value, gamma)
+        return record(run, *args, **kwargs)
 
     _solver._Run.record = timed_record
     X = np.load(spec["path"])
