@@ -8,6 +8,87 @@ from sklearn_ltr.datasets import make_low_tensor_rank_rnn
 # the files with the current version: they would no longer stand for users' files.
 collect_ignore_glob = ["data/*"]
 
+# Scheduling for ``pytest -n auto``: with two workers the suite's wall time is set by
+# its longest tests, so they start first, longest first, and the many short tests fill
+# in behind them. Seconds on an idle 2-core machine, measured with --durations (setup
+# included); the order is what matters, and a test missing here only starts later.
+SLOW_TESTS = {
+    "test_motor_learning.py::test_default_session_shows_its_learning_above_the_noise":
+        25,
+    "test_benchmarks.py::test_bench_learning_test_quick": 30,
+    "test_cli.py::test_demo_prints_table_and_writes_figure": 23,
+    "test_examples.py::test_example_runs_in_fast_mode[plot_compare_baselines.py]": 20,
+    "test_ground_truth.py::test_grid_search_n_jobs_gives_identical_scores": 18,
+    "test_benchmarks.py::test_bench_fit_quick": 17,
+    "test_examples.py::test_example_runs_in_fast_mode[plot_task_trained_rnn.py]": 16,
+    "test_benchmarks.py::test_bench_spikes_quick": 14,
+    "test_examples.py::test_example_runs_in_fast_mode[plot_pipeline_grid_search.py]":
+        13,
+    "test_ground_truth.py::test_no_false_discovery_of_learning": 12,
+    "test_reliability.py::test_memory_estimate_of_large_networks_matches_measured_peak"
+    "[lbfgs-history]": 11,
+    "test_examples.py::test_example_runs_in_fast_mode[plot_quick_start.py]": 11,
+    "test_examples.py::test_example_runs_in_fast_mode[plot_bci_learning.py]": 11,
+}
+# Module-scoped fixtures that take tens of seconds, with the tests that use them and
+# their seconds together: such a group runs on one worker, so that its fixture is
+# computed once.
+SHARED_FIXTURES = {
+    ("test_ground_truth.py", "ltr_search"): (55, [
+        "test_grid_search_recovers_planted_rank",
+        "test_ltr_beats_low_rank_when_connectivity_learns"]),
+    ("test_motor_learning.py", "session"): (35, [
+        "test_shapes_and_contents", "test_weights_change_only_through_learning",
+        "test_pretraining_reaches_proficiency", "test_learning_curve",
+        "test_lateral_after_effect", "test_weight_changes_have_low_tensor_rank",
+        "test_fitted_trial_factors_recover_weight_tensor_factors",
+        "test_held_out_score_prefers_tensor_rank_over_rank_one"]),
+}
+GROUP_OF = {f"{module}::{test}": f"{module}::{fixture}"
+            for (module, fixture), (_, tests) in SHARED_FIXTURES.items()
+            for test in tests}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Longest work first: the groups of SHARED_FIXTURES, then SLOW_TESTS."""
+    key = {}
+    for item in items:
+        name = f"{item.path.name}::{item.name}"
+        key[item] = (True, -SLOW_TESTS.get(name, 0), "")
+        for (module, fixture), (seconds, tests) in SHARED_FIXTURES.items():
+            uses = (item.path.name == module
+                    and fixture in getattr(item, "fixturenames", ()))
+            if uses != (item.name in tests and item.path.name == module):
+                raise pytest.UsageError(
+                    f"{name} {'uses' if uses else 'does not use'} the fixture "
+                    f"{fixture!r}: {'add it to' if uses else 'remove it from'} that "
+                    f"fixture's tests in SHARED_FIXTURES (tests/conftest.py).")
+            if uses:
+                key[item] = (False, -seconds, fixture)
+    # Ties keep the collection order (sorted is stable), so the tests of a module
+    # still share its module-scoped fixtures.
+    items[:] = sorted(items, key=key.__getitem__)
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """For ``-n`` (``--dist load``): tests one by one in the order above, each group
+    of SHARED_FIXTURES as one unit.
+
+    (xdist's own ``xdist_group`` marks do not group under pytest 9.2: xdist 3.8 sets a
+    node id attribute that pytest no longer reads.)
+    """
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SlowFirstScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return GROUP_OF.get(nodeid.rpartition("/")[2], nodeid)
+
+    return SlowFirstScheduling(config, log)
+
 
 @pytest.fixture(scope="session")
 def planted():
