@@ -177,12 +177,12 @@ def main(argv=None):
     p.add_argument("--planted-length-scales", type=float, nargs="+",
                    default=[10.0, 20.0])
     p.add_argument("--length-seeds", type=int, default=5)
-    p.add_argument("--quick", action="store_true", help="2 seeds, small sessions")
+    p.add_argument("--quick", action="store_true", help="1 seed, small sessions")
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.quick:
-        args.seeds, args.n_trials, args.n_timepoints = 2, 40, 10
+        args.seeds, args.n_trials, args.n_timepoints = 1, 40, 10
         args.n_neurons, args.n_units, args.max_iter = 8, 12, 60
         args.length_seeds, args.planted_length_scales = 1, [10.0]
     sections = args.sections.split(",")

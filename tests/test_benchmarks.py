@@ -179,8 +179,8 @@ def test_bench_fit_command_line_is_validated(capsys):
 
 def test_bench_learning_test_quick(tmp_path):
     path = tmp_path / "learning.json"
-    stdout = run_script("bench_learning_test.py", "--quick", "--sections",
-                        "calibration,length_scale", "--json", str(path))
+    stdout = run_script("bench_learning_test.py", "--quick", "--n-jobs", "1",
+                        "--sections", "calibration,length_scale", "--json", str(path))
     res = json.loads(path.read_text())
     assert "wins every fold" in stdout
     ((planted, seed, chosen, ratio, within),) = res["length_scale"]
