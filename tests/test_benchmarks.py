@@ -336,3 +336,26 @@ def test_bench_bci_quick(tmp_path):
     assert (res["settings"]["old"]["references"]
             == res["settings"]["best"]["references"])
     assert "network minus ConditionAverage" in stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_bench_gpu_says_when_there_is_no_gpu():
+    stdout = run_script("bench_gpu.py")
+    assert stdout.startswith("No CUDA device on this machine")
+    assert "nothing measured" in stdout
+
+
+def test_bench_gpu_quick_on_the_cpu(tmp_path):
+    # The GPU script's code, run with the CPU as the compared device: the same fit
+    # twice on one device agrees exactly (a fit is deterministic on the CPU).
+    path = tmp_path / "gpu.json"
+    stdout = run_script("bench_gpu.py", "--quick", "--device", "cpu", "--json",
+                        str(path))
+    res = json.loads(path.read_text())
+    assert "agreement: cpu against cpu" in stdout
+    agreement = res["agreement"]
+    assert agreement["loss_curve_rel"] == 0.0 and agreement["prediction_rel"] == 0.0
+    assert agreement["scores"][0] == agreement["scores"][1]
+    timing = res["timing"]
+    assert timing["size"]["n_units"] == 24 and timing["fit_n_iter"] == 20
+    assert timing["cpu"]["init_s"] > 0 and np.isfinite(timing["cpu"]["per_iter_s"])
