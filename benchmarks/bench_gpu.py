@@ -89,7 +89,7 @@ def section_timing(args):
     X = planted_data(**size, random_state=0).X
     threads = os.cpu_count()
     out, rows = {"size": size}, []
-    for dev in ("cpu", args.device):
+    for key, dev in (("cpu", "cpu"), ("device", args.device)):
         # A first fit loads the device's kernels and fills its allocator; then the
         # initialisation with 2 iterations, and with timing_iter more (no warm
         # start, so every iteration is the same free-running step).
@@ -98,9 +98,9 @@ def section_timing(args):
                              for _ in range(args.repeats))
                          for n in (2, 2 + args.timing_iter))
         per_iter = (t_all - t_init) / args.timing_iter
-        out[dev] = {"init_s": t_init, "per_iter_s": per_iter}
+        out[key] = {"name": dev, "init_s": t_init, "per_iter_s": per_iter}
         rows.append([dev, t_init, per_iter])
-    ratio = out["cpu"]["per_iter_s"] / out[args.device]["per_iter_s"]
+    ratio = out["cpu"]["per_iter_s"] / out["device"]["per_iter_s"]
     print_table(f"time per iteration, {args.n_trials} x {args.n_timepoints} x "
                 f"{args.n_neurons}, {args.n_units} units, rank {args.rank} "
                 f"({args.timing_iter} timed iterations; cpu with {threads} threads)",

@@ -497,6 +497,7 @@ def run_phase(run, phase):
                     for p, s in zip(run.tensors, start_point):
                         p.copy_(s)
                 del run.curve[start:]
+                del run.holdout_curve[start:]
                 run.n_iter = start
             opt = run.optimizer(phase.solver, lr)
             continue

@@ -359,3 +359,4 @@ def test_bench_gpu_quick_on_the_cpu(tmp_path):
     timing = res["timing"]
     assert timing["size"]["n_units"] == 24 and timing["fit_n_iter"] == 20
     assert timing["cpu"]["init_s"] > 0 and np.isfinite(timing["cpu"]["per_iter_s"])
+    assert timing["device"]["name"] == "cpu" and np.isfinite(timing["ratio"])

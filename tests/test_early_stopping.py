@@ -69,6 +69,27 @@ def test_optimize_held_out_loss_with_warm_start_and_lbfgs():
     assert abs(w.item() - 2.0) > 0.3, w.item()
 
 
+def test_held_out_curve_restarts_with_a_diverged_warm_start():
+    # The forced warm start gives a non-finite loss once, at its 5th iteration:
+    # it starts over from where it began, and both curves forget its iterations.
+    w = torch.zeros(1)
+    calls = {"forced": 0}
+
+    def loss_fn(params, gamma=0.0):
+        loss, held = _diverging_losses(params)
+        if gamma:
+            calls["forced"] += 1
+            if calls["forced"] == 5:
+                return loss * float("nan"), held
+        return loss, held
+
+    result = optimize(loss_fn, {"w": w}, learning_rate=0.02, max_iter=200, tol=0.0,
+                      n_iter_no_change=20, holdout=True, forcing=0.5,
+                      forcing_iter=30)
+    assert calls["forced"] > 30  # the warm start ran again after the back-off
+    assert len(result.holdout_curve) == result.n_iter == len(result.loss_curve)
+
+
 # ----------------------------------------------------------------------- data
 def test_held_out_pairs_are_whole_observed_time_courses():
     rng = np.random.RandomState(0)
