@@ -738,24 +738,17 @@ def _learning_test(records, cv, X, y):
 
     Both networks were fitted on the same folds, so their per-fold scores at one
     rank are the learning test's (:func:`~sklearn_ltr.model_selection.
-    paired_comparison`). The rank is where the two networks' mean score is best: a
-    choice that favours neither.
+    paired_comparison`). The rank is where the two networks' mean score is best
+    (``model_selection._learning_test_rank``): a choice that favours neither. Its
+    error rates, chosen from the same folds, are measured in doc/learning_test.rst.
     """
-    from .model_selection import paired_comparison
+    from .model_selection import _learning_test_rank, paired_comparison
 
     names = ("LowTensorRankRNN", "LowRankRNN")
-    by_rank = {}
-    for rec in records:
-        if rec["estimator"] in names and rec["rank"] is not None:
-            by_rank.setdefault(rec["rank"], {}).setdefault(
-                rec["estimator"], {})[rec["fold"]] = rec["score"]
-    pairs = {rank: [np.array([s[name][f] for f in sorted(s[name])]) for name in names]
-             for rank, s in by_rank.items() if set(s) == set(names)}
-    pairs = {r: p for r, p in pairs.items() if np.isfinite(np.concatenate(p)).all()}
-    if not pairs:
+    rank, pairs = _learning_test_rank(records, names)
+    if rank is None:
         print("\nLearning test skipped: it needs both networks (--estimators ltr lr).")
         return None
-    rank = max(pairs, key=lambda r: (np.mean(pairs[r]), -r))
     splits = list(cv.split(X, y))
     res = paired_comparison(*pairs[rank], splits, names=names)
     return _report_learning(res, rank, " (the best rank of both networks together)")

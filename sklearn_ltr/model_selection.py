@@ -943,6 +943,46 @@ def _corrected_t_test(differences, n_train, n_test):
     return mean, se, float(statistic), pvalue
 
 
+def _learning_test_rank(records, names=("LowTensorRankRNN", "LowRankRNN")):
+    """The rank of the command line's learning test, chosen from the same folds.
+
+    The rank where the two networks' mean score over folds (both networks
+    together) is best, ties to the smaller rank. Only ranks where both networks
+    have a finite score on every fold, the same folds for both, are candidates.
+
+    Parameters
+    ----------
+    records : list of dict
+        Records of :func:`compare_estimators` (``estimator``, ``rank``, ``fold``,
+        ``score``); other estimators and rank-less records are ignored.
+    names : (str, str), default=("LowTensorRankRNN", "LowRankRNN")
+        The network and its null twin.
+
+    Returns
+    -------
+    rank : int or None
+        The chosen rank; None when no rank is a candidate.
+    pairs : dict of int to (ndarray, ndarray)
+        Per candidate rank, the two networks' per-fold scores in fold order.
+    """
+    by_rank = {}
+    for rec in records:
+        if rec["estimator"] in names and rec["rank"] is not None:
+            by_rank.setdefault(rec["rank"], {}).setdefault(
+                rec["estimator"], {})[rec["fold"]] = rec["score"]
+    pairs = {}
+    for rank, scores in by_rank.items():
+        if set(scores) != set(names) or set(scores[names[0]]) != set(scores[names[1]]):
+            continue
+        pair = tuple(np.array([scores[name][f] for f in sorted(scores[name])],
+                              dtype=float) for name in names)
+        if np.isfinite(np.concatenate(pair)).all():
+            pairs[rank] = pair
+    if not pairs:
+        return None, pairs
+    return max(pairs, key=lambda r: (np.mean(pairs[r]), -r)), pairs
+
+
 def learning_test(X, y=None, *, rank, trial_index=None, epochs=None, inputs=None,
                   cv=None, estimator_params=None, n_jobs=None, random_state=None,
                   verbose=0):

@@ -14,7 +14,11 @@ from sklearn_ltr import (
     TrialPCA,
 )
 from sklearn_ltr.datasets import make_low_tensor_rank_rnn
-from sklearn_ltr.model_selection import TrialBlockKFold, learning_test
+from sklearn_ltr.model_selection import (
+    TrialBlockKFold,
+    _learning_test_rank,
+    learning_test,
+)
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::sklearn.exceptions.ConvergenceWarning")
@@ -217,6 +221,47 @@ def test_learning_test_passes_prior_parameters_to_the_tensor_model_only(
                   estimator_params={"n_units": 8, "max_iter": 5,
                                     "trial_length_scale": 4.0})
     assert made and "trial_length_scale" not in made[0]
+
+
+def _records(scores):
+    """compare_estimators-like records from {(name, rank): per-fold scores}."""
+    return [{"estimator": name, "rank": rank, "fold": fold, "score": score}
+            for (name, rank), folds in scores.items()
+            for fold, score in enumerate(folds)]
+
+
+def test_learning_test_rank_is_the_best_mean_of_both_networks():
+    ltr, lr = "LowTensorRankRNN", "LowRankRNN"
+    scores = {(ltr, 1): [0.5, 0.5], (lr, 1): [0.5, 0.5],
+              # Rank 2: the low-rank network alone is best, the pair's mean 0.65.
+              (ltr, 2): [0.4, 0.4], (lr, 2): [0.9, 0.9],
+              # Rank 3: the pair's mean 0.75, the best, though neither network's best.
+              (ltr, 3): [0.75, 0.75], (lr, 3): [0.75, 0.75],
+              ("TCA", 5): [1.0, 1.0], ("ConditionAverage", None): [1.0, 1.0]}
+    rank, pairs = _learning_test_rank(_records(scores))
+    assert rank == 3 and sorted(pairs) == [1, 2, 3]
+    np.testing.assert_array_equal(pairs[2][0], [0.4, 0.4])
+    np.testing.assert_array_equal(pairs[2][1], [0.9, 0.9])
+    # A tie goes to the smaller rank, whatever the order of the records.
+    scores[(ltr, 4)], scores[(lr, 4)] = [0.5, 1.0], [1.0, 0.5]
+    for records in (_records(scores), _records(scores)[::-1]):
+        assert _learning_test_rank(records)[0] == 3
+    # Fold scores come back in fold order.
+    shuffled = _records({(ltr, 1): [0.1, 0.2, 0.3], (lr, 1): [0.4, 0.5, 0.6]})[::-1]
+    np.testing.assert_array_equal(_learning_test_rank(shuffled)[1][1][0],
+                                  [0.1, 0.2, 0.3])
+
+
+def test_learning_test_rank_skips_incomplete_ranks():
+    ltr, lr = "LowTensorRankRNN", "LowRankRNN"
+    scores = {(ltr, 1): [0.5, 0.5], (lr, 1): [0.5, 0.5],
+              (ltr, 2): [0.9, np.nan], (lr, 2): [0.9, 0.9],  # a failed fit
+              (ltr, 3): [0.9, 0.9],                         # one network only
+              (ltr, 4): [0.9, 0.9], (lr, 4): [0.9]}         # a fold missing
+    rank, pairs = _learning_test_rank(_records(scores))
+    assert rank == 1 and sorted(pairs) == [1]
+    assert _learning_test_rank(_records({(ltr, 1): [0.5]})) == (None, {})
+    assert _learning_test_rank([]) == (None, {})
 
 
 # ---------------------------------------------------------- ConditionAverage
