@@ -25,11 +25,21 @@ Gaussian process with a known length scale and lets ``GridSearchCV``, with the
 predicting score routed through scikit-learn's metadata routing and
 ``TrialBlockKFold`` folds, choose ``trial_length_scale``.
 
+A third section (``--sections rank_selected``) measures the learning test of the
+command line (``select-rank --learning-test`` with held-out blocks): both networks
+are fitted at every rank of ``--ranks`` on the same folds (``compare_estimators``),
+the rank is chosen from those folds by the command line's rule (the best mean score
+of both networks together, ties to the smaller rank) and the test is made at that
+rank (``paired_comparison``). Its table gives, per condition of
+``--rank-conditions``, the fraction of seeds with p < alpha at the chosen rank, at
+the planted rank, and at any rank (looking at every rank, uncorrected).
+
 Usage::
 
     python benchmarks/bench_learning_test.py                    # 20 seeds each
     python benchmarks/bench_learning_test.py --seeds 30 --json out.json
     python benchmarks/bench_learning_test.py --sections length_scale
+    python benchmarks/bench_learning_test.py --sections rank_selected --ranks 1 2 3 4
     python benchmarks/bench_learning_test.py --quick            # a smoke test
 """
 
@@ -41,10 +51,16 @@ import warnings
 
 import numpy as np
 
-from sklearn_ltr import ConditionAverage
+from sklearn_ltr import ConditionAverage, LowRankRNN, LowTensorRankRNN
 from sklearn_ltr.datasets import make_low_tensor_rank_rnn
 from sklearn_ltr.metrics import r2_observed
-from sklearn_ltr.model_selection import learning_test
+from sklearn_ltr.model_selection import (
+    _default_blocks,
+    _learning_test_rank,
+    compare_estimators,
+    learning_test,
+    paired_comparison,
+)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import machine_info, print_table, save_json  # noqa: E402
@@ -155,6 +171,68 @@ def length_scale_section(args):
     return rows
 
 
+def rank_selected_session(data, args):
+    """The command line's learning test on one session: (chosen rank, p per rank)."""
+    names = ("LowTensorRankRNN", "LowRankRNN")
+    params = {"n_units": args.n_units, "max_iter": args.max_iter, "random_state": 0}
+    cv = _default_blocks(len(data.X))
+    splits = list(cv.split(data.X))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        records = compare_estimators(
+            {names[0]: LowTensorRankRNN(**params), names[1]: LowRankRNN(**params)},
+            data.X, data.y, ranks=args.ranks, cv=cv,
+            trial_index=np.arange(len(data.X), dtype=float), n_jobs=args.n_jobs,
+            as_frame=False)
+    chosen, pairs = _learning_test_rank(records, names)
+    tests = {rank: paired_comparison(*pair, splits, names=names)
+             for rank, pair in pairs.items()}
+    return chosen, tests
+
+
+def rank_selected_section(args):
+    """Error rates of the learning test at the rank chosen from the same folds."""
+    size = dict(n_trials=args.n_trials, n_timepoints=args.n_timepoints,
+                n_neurons=args.n_neurons)
+    kwargs = conditions(args.jitter, args.drift)
+    records = []
+    for name in args.rank_conditions:
+        for seed in range(args.seeds):
+            data = make_low_tensor_rank_rnn(
+                **size, rank=args.rank, n_units=60, noise=args.noise,
+                random_state=seed, **kwargs[name])
+            t0 = time.perf_counter()
+            chosen, tests = rank_selected_session(data, args)
+            p = {int(r): t.pvalue for r, t in tests.items()}
+            records.append({
+                "condition": name, "seed": seed, "chosen": chosen,
+                "pvalue": p.get(chosen, np.nan), "pvalues": p,
+                "differences": {int(r): t.difference for r, t in tests.items()},
+                "seconds": time.perf_counter() - t0})
+            if args.verbose:
+                print(f"{name:>15} seed {seed:2d}: rank {chosen}, "
+                      f"p={p.get(chosen, np.nan):.4f}, min p over ranks "
+                      f"{min(p.values(), default=np.nan):.4f} "
+                      f"({records[-1]['seconds']:.0f} s)", flush=True)
+    return records
+
+
+def summarise_rank_selected(records, alpha, planted):
+    rows = []
+    for name in dict.fromkeys(r["condition"] for r in records):
+        sel = [r for r in records if r["condition"] == name]
+        chosen = [r["chosen"] for r in sel]
+        ranks = sorted(set(chosen), key=lambda k: (k is None, k or 0))
+        rows.append([
+            name, len(sel),
+            ", ".join(f"{k}: {chosen.count(k)}" for k in ranks),
+            int(sum(r["pvalue"] < alpha for r in sel)),
+            int(sum(r["pvalues"].get(planted, np.nan) < alpha for r in sel)),
+            int(sum(min(r["pvalues"].values(), default=np.nan) < alpha for r in sel)),
+            float(np.median([r["pvalue"] for r in sel]))])
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=20)
@@ -173,7 +251,12 @@ def main(argv=None):
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--n-jobs", type=int, default=2)
     p.add_argument("--sections", default="calibration",
-                   help="comma-separated: calibration, length_scale")
+                   help="comma-separated: calibration, length_scale, rank_selected")
+    p.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 3, 4],
+                   help="ranks searched by the rank_selected section")
+    p.add_argument("--rank-conditions", nargs="+", default=["constant", "learning"],
+                   choices=list(conditions(0.0, 0.0)),
+                   help="conditions of the rank_selected section")
     p.add_argument("--planted-length-scales", type=float, nargs="+",
                    default=[10.0, 20.0])
     p.add_argument("--length-seeds", type=int, default=5)
@@ -185,6 +268,7 @@ def main(argv=None):
         args.seeds, args.n_trials, args.n_timepoints = 1, 40, 10
         args.n_neurons, args.n_units, args.max_iter = 8, 12, 60
         args.length_seeds, args.planted_length_scales = 1, [10.0]
+        args.ranks = [1, 2]
     sections = args.sections.split(",")
     t0 = time.perf_counter()
     machine = machine_info()
@@ -205,6 +289,17 @@ def main(argv=None):
                     "held-out blocks) on planted smooth trial factors",
                     ["planted", "seed", "chosen", "ratio", "within 2x"],
                     out["length_scale"])
+    if "rank_selected" in sections:
+        out["rank_selected"] = rank_selected_section(args)
+        out["rank_selected_summary"] = summarise_rank_selected(
+            out["rank_selected"], args.alpha, args.rank)
+        print_table(
+            f"the command line's learning test: rank chosen from ranks {args.ranks} "
+            f"on the same folds (best mean of both networks, ties to the smaller); "
+            f"counts of seeds",
+            ["condition", "seeds", "chosen ranks", f"p<{args.alpha} at chosen",
+             f"at rank {args.rank}", "at any rank", "median p at chosen"],
+            out["rank_selected_summary"])
     print(f"{time.perf_counter() - t0:.0f} s on {machine['cpu_model']}, "
           f"load {machine['loadavg'][0]:.2f}")
     if args.json:

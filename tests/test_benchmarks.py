@@ -180,7 +180,8 @@ def test_bench_fit_command_line_is_validated(capsys):
 def test_bench_learning_test_quick(tmp_path):
     path = tmp_path / "learning.json"
     stdout = run_script("bench_learning_test.py", "--quick", "--n-jobs", "1",
-                        "--sections", "calibration,length_scale", "--json", str(path))
+                        "--sections", "calibration,length_scale,rank_selected",
+                        "--json", str(path))
     res = json.loads(path.read_text())
     assert "wins every fold" in stdout
     ((planted, seed, chosen, ratio, within),) = res["length_scale"]
@@ -191,6 +192,15 @@ def test_bench_learning_test_quick(tmp_path):
     for rec in res["records"]:
         assert 0.0 <= rec["pvalue"] <= 1.0 and len(rec["per_fold"]) == 5
         assert rec["ceiling"] <= 1.0
+    # The command line's test at the rank chosen from the same folds.
+    assert "at any rank" in stdout
+    assert [r["condition"] for r in res["rank_selected"]] == ["constant", "learning"]
+    for rec in res["rank_selected"]:
+        pvalues = {int(r): p for r, p in rec["pvalues"].items()}
+        assert sorted(pvalues) == [1, 2] and rec["chosen"] in pvalues
+        assert rec["pvalue"] == pvalues[rec["chosen"]]
+    for row in res["rank_selected_summary"]:
+        assert row[1] == 1 and row[3] <= row[5] and row[4] <= row[5]
 
 
 def test_bench_recovery_quick(tmp_path):
