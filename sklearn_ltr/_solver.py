@@ -54,7 +54,15 @@ _import_optimizer_dependencies()
 
 
 class FitDiverged(RuntimeError):
-    """Raised when the loss stays non-finite after all learning-rate back-offs."""
+    """Raised when the loss stays non-finite after all learning-rate back-offs.
+
+    ``warm_start`` is True when it was the teacher-forced warm start's loss, whose
+    rate is its own (``forcing_lr``), not the estimator's ``learning_rate``.
+    """
+
+    def __init__(self, message, *, warm_start=False):
+        super().__init__(message)
+        self.warm_start = warm_start
 
 
 @dataclass
@@ -488,7 +496,7 @@ def run_phase(run, phase):
                 raise FitDiverged(
                     f"{phase.name} became non-finite and stayed so after "
                     f"{run.max_backoffs} halvings of the learning rate (last tried "
-                    f"{lr:.3g})")
+                    f"{lr:.3g})", warm_start=bool(phase.forcing))
             lr *= 0.5
             if start_point is None:
                 run.restore_best()

@@ -528,11 +528,13 @@ def _optimize(est, model, data, targets, i_init, batches):
             n_iter_no_change=_resolved(est, "n_iter_no_change"), progress=progress,
             batches=batches, holdout=data.holdout is not None, **_fit_schedule(est))
     except _solver.FitDiverged as exc:
+        # The warm start runs at its own rate: learning_rate does not reach it.
+        first = ("teacher_forcing=0 (no warm start)" if exc.warm_start else
+                 f"lower learning_rate (now {est._learning_rate()})")
         raise ValueError(
-            f"{type(est).__name__}.fit diverged: {exc}. Remedies: lower "
-            f"learning_rate (now {est._learning_rate()}), standardise X (e.g. "
-            f"sklearn_ltr.preprocessing.StandardScaler3D), or increase tau "
-            f"(now {est.tau}).") from None
+            f"{type(est).__name__}.fit diverged: {exc}. Remedies: {first}, "
+            f"standardise X (e.g. sklearn_ltr.preprocessing.StandardScaler3D), or "
+            f"increase tau (now {est.tau}).") from None
     finally:
         if progress is not None:
             progress.close()

@@ -345,8 +345,14 @@ def test_absurd_learning_rate_never_gives_nan(Est, scale, X, solver):
                for m in messages), messages
 
 
+@pytest.mark.parametrize("forcing, remedy", [
+    # The warm start diverges first; it runs at its own rate, which learning_rate
+    # does not change.
+    (0.5, r"warm start became non-finite .* Remedies: teacher_forcing=0 "),
+    (0.0, r"Remedies: lower learning_rate \(now 0.05\)")])
 @pytest.mark.parametrize("Est", RNNS, ids=_ids)
-def test_persistently_nonfinite_loss_is_a_clear_error(Est, X, monkeypatch):
+def test_persistently_nonfinite_loss_is_a_clear_error(Est, X, monkeypatch, forcing,
+                                                      remedy):
     original = _model.evaluate_loss
 
     def nan_loss(*args, **kwargs):
@@ -354,9 +360,8 @@ def test_persistently_nonfinite_loss_is_a_clear_error(Est, X, monkeypatch):
         return kappa, value * float("nan")
 
     monkeypatch.setattr(_model, "evaluate_loss", nan_loss)
-    est = make_small(Est)
-    with pytest.raises(ValueError, match=r"fit diverged: .* Remedies: lower "
-                                         r"learning_rate \(now 0.05\)"):
+    est = make_small(Est, teacher_forcing=forcing)
+    with pytest.raises(ValueError, match=r"fit diverged: .*" + remedy):
         est.fit(X)
     with pytest.raises(NotFittedError):
         est.predict(X)
