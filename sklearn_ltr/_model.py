@@ -230,7 +230,8 @@ def evaluate_loss(Z0, C, A, B, D, d, M, data, loss, *, alpha, n_timepoints,
         kappa, H = _latents(Z0, C, A, B, M, data.inputs, alpha, n_timepoints,
                             forcing)
         return kappa, readout_loss(H, D, d, data, loss)
-    # Fused: the (T, K, N) unit rates are never stored (LatentSquaredError).
+    # Fused: the (T, K, N) unit rates are not stored, beyond a few MiB
+    # (LatentSquaredError).
     gain, drive = _gain_drive(C, A, M, data.inputs, alpha)
     Z0, gain, drive, decay = _force(Z0, gain, drive, 1.0 - alpha, forcing)
     value, kappa = latent_squared_error(

@@ -253,14 +253,23 @@ def test_fused_readout_squared_error_passes_gradcheck(mask, per_trial_offset):
         lambda *a: readout_squared_error(*a, data.X, data.mask, data.n_obs), (H, D, d))
 
 
+@pytest.mark.parametrize("kept_rates", [True, False], ids=["kept", "formed-again"])
 @pytest.mark.parametrize("per_trial_offset", [False, True])
 @pytest.mark.parametrize("mask", [False, True])
 @pytest.mark.parametrize("drive", [True, False])
 @pytest.mark.parametrize("T", [1, 2, 6])
 def test_fused_recurrence_and_squared_error_passes_gradcheck(T, drive, mask,
-                                                             per_trial_offset):
-    """LatentSquaredError: exact gradients of the loss and of the trajectories."""
+                                                             per_trial_offset,
+                                                             kept_rates, monkeypatch):
+    """LatentSquaredError: exact gradients of the loss and of the trajectories.
+
+    Both ways of getting each step's rates in the backward pass: kept from the
+    forward pass (small problems) or formed again from the trajectories.
+    """
+    from sklearn_ltr import _dynamics
     from sklearn_ltr._dynamics import latent_squared_error
+
+    monkeypatch.setattr(_dynamics, "_KEPT_RATES_MAX", 1 << 20 if kept_rates else 0)
 
     k0, A, B, gain, V = _inputs(T=T, drive=drive and T > 1)
     _, D, d, data = _readout_problem(mask, seed=2, T=T, K=3, N=6,
