@@ -290,9 +290,9 @@ def readout_squared_error(H, D, d, X, mask, n_obs):
     return ReadoutSquaredError.apply(H, D, d, X, mask, n_obs)
 
 
-# Up to this many unit rates (T * K * N, 4 MiB in float32) are kept from the forward
+# Up to this many unit rates (T * K * N, 64 MiB in float32) are kept from the forward
 # pass of LatentSquaredError for its backward pass instead of being formed again.
-_KEPT_RATES_MAX = 1 << 20
+KEPT_RATES_MAX = 1 << 24
 
 
 class LatentSquaredError(torch.autograd.Function):
@@ -304,13 +304,13 @@ class LatentSquaredError(torch.autograd.Function):
     :class:`ReadoutSquaredError` applied to its rates).
 
     The unit rates ``H`` (T, K, N) -- the largest array of the model, N times the
-    latent trajectories -- are not stored beyond ``_KEPT_RATES_MAX`` entries: each
+    latent trajectories -- are not stored beyond ``KEPT_RATES_MAX`` entries: each
     step's rates are formed in one (K, N) buffer, used for the recurrence and the
     readout of that step, and formed again from ``kappa(t)`` in the backward pass
     (one thin product and a tanh per step). All (K, N) work then stays in cache, and
-    memory grows with ``n_units`` only through the parameters. Below that size (4
-    MiB of rates) the forward pass keeps them and the backward pass reads them: at
-    112 trials x 30 bins x 100 units, a fit then takes 0.88-0.91x the time.
+    memory grows with ``n_units`` only through the parameters. Up to that size (64
+    MiB of rates) the forward pass keeps them and the backward pass reads them,
+    which is faster (doc/performance.rst); the gradients are the same.
 
     Each step reads its (K, N) rates once per product: the readout and the
     recurrence's input share one product with ``[D^T, B]`` (N, n + R), whose result
@@ -335,7 +335,7 @@ class LatentSquaredError(torch.autograd.Function):
         kappa = kappa0.new_empty((T, K, R))
         # Small problems keep every step's rates for the backward pass (which
         # otherwise forms them again); large ones keep one (K, N) buffer.
-        rates = (kappa0.new_empty((T, K, N)) if T * K * N <= _KEPT_RATES_MAX
+        rates = (kappa0.new_empty((T, K, N)) if T * K * N <= KEPT_RATES_MAX
                  else None)
         h = kappa0.new_empty((K, N))
         At = A.t().contiguous()

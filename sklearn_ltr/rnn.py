@@ -12,6 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from . import _model, _solver
+from ._dynamics import KEPT_RATES_MAX
 from ._memory import check_memory, check_memory_on
 from ._model import (
     DTYPE,
@@ -67,19 +68,20 @@ def _fit_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank, n_inputs=0,
       Gram matrices of the unit rates for the readout and for the one-step
       regression, and the factorisation of each ridge solve, ``24 S``, and the
       parameters it returns, ``8 P``;
-    * one training iteration (float32): the readout residual and its square, ``8 E``;
-      latent trajectories, the per-step products and their gradients, ``24 L``; the
-      input drive, ``4 I``. The squared error is fused with the recurrence and never
-      stores the unit rates; the Poisson loss goes through autograd, which keeps the
-      unit rates and their gradient, ``8 U``, and the rates, their logarithm and the
-      per-entry losses, ``32 E`` instead of ``8 E``. The optimiser's state: the
-      parameters, their gradients, Adam's two moments and the best parameters so
-      far, ``32 P``; L-BFGS keeps three vectors of the parameters' size per
-      iteration of its history (at most 100), ``12 P`` each. With mini-batches
-      (``batch_size`` below ``n_trials``) ``E``, ``U``, ``L`` and ``I`` of a
-      training step count the trials of one mini-batch only, plus the batch's
-      copy of its data and targets, ``5 E + 4 I + 4 L`` of the batch; ``P`` still
-      counts every trial's parameters. With held-out entries (early stopping),
+    * one training iteration (float32): the readout residual and its square,
+      ``8 E``; latent trajectories, the per-step products and their gradients, ``24 L``;
+      the input drive, ``4 I``. The squared error is fused with the recurrence and
+      stores the unit rates, ``4 U``, only up to ``_dynamics.KEPT_RATES_MAX`` of
+      them (else it forms them again); the Poisson loss goes through autograd, which
+      keeps the unit rates and their gradient, ``8 U``, and the rates, their
+      logarithm and the per-entry losses, ``32 E`` instead of ``8 E``. The
+      optimiser's state: the parameters, their gradients, Adam's two moments and the
+      best parameters so far, ``32 P``; L-BFGS keeps three vectors of the
+      parameters' size per iteration of its history (at most 100), ``12 P`` each.
+      With mini-batches (``batch_size`` below ``n_trials``) ``E``, ``U``, ``L`` and
+      ``I`` of a training step count the trials of one mini-batch only, plus the
+      batch's copy of its data and targets, ``5 E + 4 I + 4 L`` of the batch; ``P``
+      still counts every trial's parameters. With held-out entries (early stopping),
       their mask, ``E``, and the evaluation of their loss, ``4 U + 12 E``.
     * the Gaussian processes over the trials (:class:`~sklearn_ltr._priors.TrialGP`
       of the trial factors and of the drift, one after the other): an
@@ -133,8 +135,10 @@ def _fit_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank, n_inputs=0,
     # One training step: on all trials, or on the trials of one mini-batch.
     batch = n_trials if batch_size is None else min(batch_size, n_trials)
     Eb, Ub, Lb, Ib = (x * batch // n_trials for x in (E, U, L, I))
-    train = ((8 * Ub + 32 * Eb if poisson else 8 * Eb) + 24 * Lb + 4 * Ib + 32 * P
-             + 12 * P * min(lbfgs_iter, 100) + (4 * U + 12 * E if holdout else 0))
+    kept = 4 * Ub if Ub <= KEPT_RATES_MAX else 0
+    train = ((8 * Ub + 32 * Eb if poisson else 8 * Eb + kept) + 24 * Lb + 4 * Ib
+             + 32 * P + 12 * P * min(lbfgs_iter, 100)
+             + (4 * U + 12 * E if holdout else 0))
     if batch < n_trials:
         train += 5 * Eb + 4 * Ib + 4 * Lb
     gp = 48 * n_trials ** 2

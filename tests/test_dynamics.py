@@ -269,7 +269,7 @@ def test_fused_recurrence_and_squared_error_passes_gradcheck(T, drive, mask,
     from sklearn_ltr import _dynamics
     from sklearn_ltr._dynamics import latent_squared_error
 
-    monkeypatch.setattr(_dynamics, "_KEPT_RATES_MAX", 1 << 20 if kept_rates else 0)
+    monkeypatch.setattr(_dynamics, "KEPT_RATES_MAX", 1 << 20 if kept_rates else 0)
 
     k0, A, B, gain, V = _inputs(T=T, drive=drive and T > 1)
     _, D, d, data = _readout_problem(mask, seed=2, T=T, K=3, N=6,
@@ -496,3 +496,17 @@ def test_per_trial_inference_runs_until_its_own_plateau():
     _solver.optimize_per_trial(loss_fn, params, max_iter=500, n_iter_no_change=10)
     assert 10 < len(calls) < 500
     np.testing.assert_allclose(params["w"].numpy(), [[3.0, 3.0], [0.5, 0.5]], atol=1e-2)
+
+
+def test_fit_memory_counts_the_kept_unit_rates(monkeypatch):
+    """The memory guard counts the rates a small fit keeps for its backward pass."""
+    from sklearn_ltr import rnn
+
+    # Many units, few neurons and held-out entries (whose evaluation holds the
+    # rates too): a training step, not the initialisation, sets the peak, so the
+    # kept rates (4 bytes each) show in the estimate.
+    shape, kw = (100, 50, 5), dict(n_units=500, rank=2, holdout=True)
+    kept = sum(rnn._fit_memory(*shape, **kw))
+    monkeypatch.setattr(rnn, "KEPT_RATES_MAX", 0)
+    formed_again = sum(rnn._fit_memory(*shape, **kw))
+    assert kept - formed_again == 4 * 100 * 50 * 500
