@@ -337,7 +337,7 @@ class LatentSquaredError(torch.autograd.Function):
         # otherwise forms them again); large ones keep one (K, N) buffer.
         rates = (kappa0.new_empty((T, K, N)) if T * K * N <= KEPT_RATES_MAX
                  else None)
-        h = kappa0.new_empty((K, N))
+        hs = (kappa0.new_empty((K, N)),) * T if rates is None else rates.unbind(0)
         At = A.t().contiguous()
         W = torch.cat([D.t(), B], 1)  # (N, n + R)
         # ext = [d - X, 0]; each step adds H(t) [D^T, B] to it.
@@ -347,8 +347,7 @@ class LatentSquaredError(torch.autograd.Function):
         drv = None if drive is None else drive.unbind(0)
         kap[0].copy_(kappa0)
         for t in range(T):
-            if rates is not None:
-                h = rates[t]
+            h = hs[t]
             torch.mm(kap[t], At, out=h)
             h.tanh_()
             es[t].addmm_(h, W)
@@ -392,7 +391,9 @@ class LatentSquaredError(torch.autograd.Function):
         At = A.t().contiguous()
         V = torch.cat([D * scale, B.t()], 0)  # (n + R, N)
         d_next = kappa.new_empty((max(T - 1, 0), K, R))
-        h = kappa.new_empty((K, N))
+        # The rates kept by the forward pass, or one buffer to form them again in.
+        hs = None if ctx.rates is None else ctx.rates.unbind(0)
+        h = kappa.new_empty((K, N)) if hs is None else None
         dpre = kappa.new_empty((K, N))
         g_At = A.new_zeros((R, N)) if needs[1] else None
         g_W = D.new_zeros((N, n + R)) if needs[5] or needs[2] else None
@@ -400,13 +401,12 @@ class LatentSquaredError(torch.autograd.Function):
         gks = None if g_kappa is None else g_kappa.unbind(0)
         tanh_backward = torch.ops.aten.tanh_backward.grad_input
         dkT = None
-        rates = ctx.rates
         for t in range(T - 1, -1, -1):
-            if rates is None:
+            if hs is None:
                 torch.mm(kap[t], At, out=h)
                 h.tanh_()
             else:
-                h = rates[t]
+                h = hs[t]
             if t == T - 1:
                 # No later step: only the readout's gradient reaches the rates.
                 G, Vt = es[t][:, :n], V[:n]
