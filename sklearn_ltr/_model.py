@@ -58,9 +58,16 @@ __all__ = [
     "initialize", "initial_state_guess", "evaluate", "evaluate_loss",
     "evaluate_loss_holdout", "readout_loss",
     "data_loss", "data_loss_per_trial", "activity_loss", "readout_matrix",
+    "readout_least_squares",
 ]
 
 DTYPE = torch.float32
+# Ridge of the least-squares readout (LatentRNN.fit_readout), relative to the mean
+# variance of the unit rates. The rates of a low-rank network are nearly collinear:
+# with 1e-6 the readout took huge weights along their least-varying directions and
+# a rank-2 fit of the built-in session never improved on its first point (held-out
+# R^2 0.66); 1e-3 biased fits of near-noiseless data (see doc/performance.rst).
+READOUT_RIDGE = 1e-4
 
 
 @dataclass
@@ -318,6 +325,34 @@ def activity_loss(kappa, A, per_trial=False):
     return sq.mean(0) if per_trial else sq.mean()
 
 
+def readout_least_squares(H, Y, ridge=READOUT_RIDGE):
+    """The readout ``D, d`` of least squared error ``|H D^T + d - Y|^2``.
+
+    ``H`` (T, K, N) unit rates, ``Y`` (T, K, n) targets, both fully observed; they
+    are centred in place (pass tensors that may be overwritten). The normal
+    equations of the centred problem are solved in float64 with a ridge of
+    ``ridge`` times the mean variance of the rates (which only matters for units
+    whose rates are nearly collinear).
+
+    Returns
+    -------
+    D : (n, N), d : (n,), in the dtype of ``H``; or None when ``H`` or ``Y`` holds a
+    non-finite value.
+    """
+    N = H.shape[-1]
+    H, Y = H.reshape(-1, N), Y.reshape(-1, Y.shape[-1])
+    h_mean, y_mean = H.mean(0), Y.mean(0)
+    H.sub_(h_mean)
+    Y.sub_(y_mean)
+    gram = (H.t() @ H).to(torch.float64)
+    cross = (H.t() @ Y).to(torch.float64)
+    if not (torch.isfinite(gram).all() and torch.isfinite(cross).all()):
+        return None
+    gram.diagonal().add_(ridge * torch.trace(gram) / N + 1e-12)
+    D = torch.linalg.solve(gram, cross).t().to(H.dtype)
+    return D, y_mean - D @ h_mean
+
+
 # --------------------------------------------------------------------------- #
 # the parts of the model
 # --------------------------------------------------------------------------- #
@@ -382,6 +417,18 @@ class TrainableNetwork(torch.nn.Module):
         if self.readout_gain != 1.0:
             D, d = self.readout_gain * D, self.readout_gain * d
         return Network(self.A, self.Bs * math.sqrt(N), D, d, self.M)
+
+    def set_readout(self, D, d):
+        """Set the raw readout parameters so that the readout is ``D, d`` (n, N), (n,).
+
+        Not with ``orthonormal_readout`` (its readout is constrained).
+        """
+        if self.orthonormal_readout:
+            raise ValueError("an orthonormal readout cannot be set to any matrix")
+        N = self.A.shape[0]
+        with torch.no_grad():
+            self.Ds.copy_(D * (math.sqrt(N) / self.readout_gain))
+            self.d.copy_(d / self.readout_gain)
 
     def export(self):
         """The network at its true scale as float64 numpy arrays (A, B, D, d, M)."""
@@ -684,6 +731,32 @@ class LatentRNN(torch.nn.Module):
             value = value + self.activity_penalty * activity_loss(
                 kappa, net.A, per_trial=per_trial)
         return value if held is None else (value, held)
+
+    # The names, in :meth:`trainable`, of the tensors :meth:`fit_readout` sets.
+    READOUT = ("network.Ds", "network.d")
+
+    @torch.no_grad()
+    def fit_readout(self, data):
+        """Set the readout to its least-squares optimum given everything else.
+
+        For the squared error of fully observed data the readout ``D, d`` enters
+        the loss linearly, and no penalty or prior involves it: given the unit
+        rates of the current network, initial states and trial factors (and the
+        drift of the offsets, whose current value is subtracted from the data),
+        its optimum is a linear regression (:func:`readout_least_squares`).
+        Setting it before every evaluation of the loss turns the fit into a
+        minimisation over the other parameters alone (variable projection), whose
+        gradient with respect to them is unchanged at that optimum. Leaves the
+        readout as it is if the rates are not finite.
+        """
+        net = self.network.network()
+        T = data.X.shape[0]
+        _, H = _latents(self.states(), self.factors(), net.A, net.B, net.M,
+                        data.inputs, self.alpha, T)
+        Y = data.X.clone() if self.drift is None else data.X - self.drift()
+        solution = readout_least_squares(H, Y)
+        if solution is not None:
+            self.network.set_readout(*solution)
 
     def trainable(self):
         """The tensors an optimiser moves (the parameters, not the buffers), by name."""

@@ -302,6 +302,7 @@ class _Run:
     progress: object = None
     callback: object = None
     batches: object = None  # MiniBatches, or None: every step on all trials
+    project: object = None  # variable projection (see optimize), or None
     n_iter: int = 0
     backoffs: int = 0
     n_evals: int = 0
@@ -360,6 +361,9 @@ class _Run:
                     self.first, self.first_held = float(last[2]), last[3]
                 return last[2]
             opt.zero_grad(set_to_none=True)
+            if self.project is not None and gamma is None and trials is None:
+                with torch.no_grad():
+                    self.project()
             value, held = self.evaluate(gamma, trials)
             v = float(value.detach())
             self.n_evals += 1
@@ -532,7 +536,7 @@ def optimize(
     n_iter_no_change=20, progress=None, callback=None, max_backoffs=6,
     n_decays=None, decay_factor=0.2, warmup=10, history_size=100, lbfgs_iter=0,
     forcing=0.0, forcing_iter=0, forcing_lr=0.02, forcing_probe=0, batches=None,
-    holdout=False,
+    holdout=False, project=None, projected=(),
 ):
     """Minimise ``loss_fn(params)`` over the tensors in ``params`` (modified in place).
 
@@ -596,10 +600,24 @@ def optimize(
     and the fit ends at the parameters of the lowest held-out loss evaluated.
     ``FitResult.loss`` is then the training loss at those parameters. Not with
     mini-batches.
+
+    Variable projection (``project``, a callable, and ``projected``, names of
+    tensors of ``params``): after the warm start, ``project()`` is called without
+    gradient before every evaluation of the loss and its gradient; it sets the
+    ``projected`` tensors to their exact minimiser given the others (the readout
+    of the squared error, a linear least-squares problem). The optimisers then
+    move the other tensors only (the projected ones take no gradient, so Adam
+    and L-BFGS leave them), minimising the loss with the projected ones
+    eliminated, whose gradient is that of the loss at their optimum. They are
+    still kept with the best parameters. Not with mini-batches or held-out
+    entries (the projection needs the loss over all entries).
     """
     if batches is not None and holdout:
         raise ValueError("mini-batches and held-out entries (early stopping) do not "
                          "go together: the held-out loss is that of all trials.")
+    if project is not None and (batches is not None or holdout):
+        raise ValueError("variable projection needs the loss over all entries: not "
+                         "with mini-batches or held-out entries.")
     if batches is not None and (solver == "lbfgs" or lbfgs_iter > 0):
         raise ValueError("mini-batches need solver='adam' without an L-BFGS start: "
                          "a line search needs the same loss at every evaluation.")
@@ -628,6 +646,11 @@ def optimize(
                 if n_forced % forcing_probe:
                     run.probe()  # where the warm start ended
                 run.restore_best()
+        if project is not None:
+            # From here on the projected tensors are set, not stepped.
+            run.project = project
+            for name in projected:
+                params[name].requires_grad_(False)
         if lbfgs_iter > 0 and solver != "lbfgs":
             # L-BFGS with initial step 1 until its first plateau; the solver then
             # starts from its best point.

@@ -1,5 +1,6 @@
 """Low-tensor-rank and low-rank recurrent network models of trials."""
 
+import functools
 import warnings
 from numbers import Integral, Real
 
@@ -45,7 +46,7 @@ __all__ = ["LowTensorRankRNN", "LowRankRNN"]
 
 def _fit_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank, n_inputs=0,
                 loss="mse", device_type="cpu", lbfgs_iter=0, batch_size=None,
-                holdout=False):
+                holdout=False, exact_readout=False):
     """Estimated peak memory of a fit of the recurrent networks.
 
     Counts every array that scales with the problem: with the data (``n_trials *
@@ -83,6 +84,11 @@ def _fit_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank, n_inputs=0,
       batch's copy of its data and targets, ``5 E + 4 I + 4 L`` of the batch; ``P``
       still counts every trial's parameters. With held-out entries (early stopping),
       their mask, ``E``, and the evaluation of their loss, ``4 U + 12 E``.
+    * the least-squares readout (``exact_readout``), between two training steps
+      while the optimiser's state is kept: the unit rates, the data less the
+      offsets, the latent trajectories and the inputs, ``4 U + 4 E + 4 L + 4 I``,
+      and its normal equations in float32 and float64 and their factorisation,
+      ``20 N ** 2 + 12 N n`` with ``N = n_units``, ``n = n_neurons``.
     * the Gaussian processes over the trials (:class:`~sklearn_ltr._priors.TrialGP`
       of the trial factors and of the drift, one after the other): an
       ``n_trials x n_trials`` float64 kernel, its eigendecomposition and the
@@ -110,6 +116,8 @@ def _fit_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank, n_inputs=0,
         Trials per optimiser step (the estimators' ``batch_size``); None: all.
     holdout : bool, default=False
         Whether entries are held out for early stopping.
+    exact_readout : bool, default=False
+        Whether the readout is set by least squares between the steps.
 
     Returns
     -------
@@ -136,13 +144,16 @@ def _fit_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank, n_inputs=0,
     batch = n_trials if batch_size is None else min(batch_size, n_trials)
     Eb, Ub, Lb, Ib = (x * batch // n_trials for x in (E, U, L, I))
     kept = 4 * Ub if Ub <= KEPT_RATES_MAX else 0
+    state = 32 * P + 12 * P * min(lbfgs_iter, 100)
     train = ((8 * Ub + 32 * Eb if poisson else 8 * Eb + kept) + 24 * Lb + 4 * Ib
-             + 32 * P + 12 * P * min(lbfgs_iter, 100)
-             + (4 * U + 12 * E if holdout else 0))
+             + state + (4 * U + 12 * E if holdout else 0))
     if batch < n_trials:
         train += 5 * Eb + 4 * Ib + 4 * Lb
+    # The least-squares readout between two steps (exact_readout).
+    project = (state + 4 * U + 4 * E + 4 * L + 4 * I + 20 * n_units ** 2
+               + 12 * n_units * n_neurons) if exact_readout else 0
     gp = 48 * n_trials ** 2
-    return int(host), int(data + max(init, train, gp))
+    return int(host), int(data + max(init, train, project, gp))
 
 
 def _check_fit_memory(est, shape, n_inputs, device):
@@ -152,7 +163,8 @@ def _check_fit_memory(est, shape, n_inputs, device):
     kw = dict(n_units=est.n_units, rank=est.rank, n_inputs=n_inputs, loss=est.loss,
               device_type=device.type, holdout=_early_stopping(est, shape[0]))
     host, dev_bytes = _fit_memory(*shape, lbfgs_iter=lbfgs_iter,
-                                  batch_size=est.batch_size, **kw)
+                                  batch_size=est.batch_size,
+                                  exact_readout=_may_project(est, shape[0]), **kw)
     what = (f"{type(est).__name__}.fit on X of shape {tuple(shape)} with "
             f"n_units={est.n_units}, rank={est.rank}")
     remedy = ("Lower n_units (the initialisation needs three n_units x n_units "
@@ -515,6 +527,45 @@ def _mini_batches(est, n_trials, generator, device):
     return _solver.MiniBatches(n_trials, est.batch_size, generator, device)
 
 
+def _may_project(est, n_trials):
+    """Whether a fit on ``n_trials`` trials may set its readout by least squares.
+
+    Before X is converted: True unless the parameters rule it out (missing
+    entries of X, which also rule it out, are not looked for).
+    """
+    full = est.batch_size is None or est.batch_size >= n_trials
+    return (est.exact_readout is not False and est.loss == "mse" and full
+            and not est.orthonormal_readout and not _early_stopping(est, n_trials))
+
+
+def _exact_readout(est, data, batches):
+    """Whether the fit sets the readout by least squares (``exact_readout``).
+
+    Raises ValueError for ``exact_readout=True`` where it does not apply.
+    """
+    why = [text for cond, text in [
+        (est.loss != "mse", f"loss='mse' (got {est.loss!r})"),
+        (est.orthonormal_readout, "orthonormal_readout=False"),
+        (batches is not None, "all trials in every step (batch_size=None)"),
+        (data.holdout is not None, "no held-out entries (early_stopping=False)"),
+        (data.mask is not None, "X without missing (NaN) entries"),
+    ] if cond]
+    if est.exact_readout == "auto":
+        return not why
+    if est.exact_readout and why:
+        raise ValueError(f"exact_readout=True needs {' and '.join(why)}; use "
+                         f"exact_readout='auto' or False.")
+    return bool(est.exact_readout)
+
+
+def _projection(est, model, data, batches):
+    """The variable projection of :func:`_solver.optimize` for this fit, if any."""
+    if not _exact_readout(est, data, batches):
+        return {}
+    return {"project": functools.partial(model.fit_readout, data),
+            "projected": model.READOUT}
+
+
 def _optimize(est, model, data, targets, i_init, batches):
     """Fit ``model`` to ``data`` with the estimator's schedule; the FitResult."""
     def loss_fn(params, gamma=0.0, trials=None):
@@ -530,7 +581,8 @@ def _optimize(est, model, data, targets, i_init, batches):
             loss_fn, model.trainable(), learning_rate=est._learning_rate(),
             max_iter=est.max_iter, tol=_resolved(est, "tol"),
             n_iter_no_change=_resolved(est, "n_iter_no_change"), progress=progress,
-            batches=batches, holdout=data.holdout is not None, **_fit_schedule(est))
+            batches=batches, holdout=data.holdout is not None, **_fit_schedule(est),
+            **_projection(est, model, data, batches))
     except _solver.FitDiverged as exc:
         # The warm start runs at its own rate: learning_rate does not reach it.
         first = ("teacher_forcing=0 (no warm start)" if exc.warm_start else
@@ -671,6 +723,7 @@ class _BaseRNN(BaseLatentModel):
         "tau": [Interval(Real, 1, None, closed="left")],
         "loss": [StrOptions({"mse", "poisson"})],
         "orthonormal_readout": ["boolean"],
+        "exact_readout": [StrOptions({"auto"}), "boolean"],
         "activity_penalty": [Interval(Real, 0, None, closed="left"), _AUTO_OPTION],
         "early_stopping": [StrOptions({"auto"}), "boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
@@ -1029,6 +1082,18 @@ _COMMON_PARAMS_DOC = """
         give the same model); integer spike counts are accepted by both losses.
     orthonormal_readout : bool, default=False
         Constrain the readout D to orthonormal rows (needs n_neurons <= n_units).
+    exact_readout : 'auto' or bool, default='auto'
+        After the warm start, set the readout (D and its offset) to its
+        least-squares optimum given the rest of the model before every
+        evaluation of the loss, instead of stepping it with the optimiser
+        (variable projection): with the squared error the readout enters
+        linearly, so the optimiser moves the dynamics, initial states, trial
+        factors and drift alone, with the readout always the best for them. At
+        the reference size of :doc:`/performance` fits then stop by their
+        tolerance sooner and at a lower loss. 'auto' is True where it applies:
+        ``loss='mse'``, X without missing entries, no held-out entries
+        (``early_stopping``), all trials in every step (``batch_size``) and
+        ``orthonormal_readout=False``; True is refused elsewhere.
     activity_penalty : float or 'auto', default='auto'
         Weight of the mean squared unit state ``|x|^2 / N`` added to the loss (for
         'mse', relative to the squared error of the standardised data; for
@@ -1298,12 +1363,12 @@ class LowTensorRankRNN(_BaseRNN):
     def __init__(
         self, rank=3, *, n_units=100, trial_length_scale=10.0, trial_amplitude=1.0,
         trial_jitter=0.0, drift_length_scale=50.0, drift_epochs=False, tau=2.0,
-        loss="mse", orthonormal_readout=False, activity_penalty="auto",
-        early_stopping="auto", validation_fraction=0.1, init="pca", solver="adam",
-        learning_rate=None, max_iter=1000, batch_size=None, tol="auto",
-        n_iter_no_change="auto", teacher_forcing=0.5, forcing_iter=150, n_init=1,
-        infer_max_iter=200, cosmoothing_folds=5, random_state=None, n_threads=1,
-        device="cpu", verbose=0,
+        loss="mse", orthonormal_readout=False, exact_readout="auto",
+        activity_penalty="auto", early_stopping="auto", validation_fraction=0.1,
+        init="pca", solver="adam", learning_rate=None, max_iter=1000,
+        batch_size=None, tol="auto", n_iter_no_change="auto", teacher_forcing=0.5,
+        forcing_iter=150, n_init=1, infer_max_iter=200, cosmoothing_folds=5,
+        random_state=None, n_threads=1, device="cpu", verbose=0,
     ):
         self.rank = rank
         self.n_units = n_units
@@ -1315,6 +1380,7 @@ class LowTensorRankRNN(_BaseRNN):
         self.tau = tau
         self.loss = loss
         self.orthonormal_readout = orthonormal_readout
+        self.exact_readout = exact_readout
         self.activity_penalty = activity_penalty
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
@@ -1374,12 +1440,12 @@ class LowRankRNN(_BaseRNN):
 
     def __init__(
         self, rank=3, *, n_units=100, drift_length_scale=50.0, drift_epochs=False,
-        tau=2.0, loss="mse", orthonormal_readout=False, activity_penalty="auto",
-        early_stopping="auto", validation_fraction=0.1, init="pca", solver="adam",
-        learning_rate=None, max_iter=1000, batch_size=None, tol="auto",
-        n_iter_no_change="auto", teacher_forcing=0.5, forcing_iter=150, n_init=1,
-        infer_max_iter=200, cosmoothing_folds=5, random_state=None, n_threads=1,
-        device="cpu", verbose=0,
+        tau=2.0, loss="mse", orthonormal_readout=False, exact_readout="auto",
+        activity_penalty="auto", early_stopping="auto", validation_fraction=0.1,
+        init="pca", solver="adam", learning_rate=None, max_iter=1000,
+        batch_size=None, tol="auto", n_iter_no_change="auto", teacher_forcing=0.5,
+        forcing_iter=150, n_init=1, infer_max_iter=200, cosmoothing_folds=5,
+        random_state=None, n_threads=1, device="cpu", verbose=0,
     ):
         self.rank = rank
         self.n_units = n_units
@@ -1388,6 +1454,7 @@ class LowRankRNN(_BaseRNN):
         self.tau = tau
         self.loss = loss
         self.orthonormal_readout = orthonormal_readout
+        self.exact_readout = exact_readout
         self.activity_penalty = activity_penalty
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction

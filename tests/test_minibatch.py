@@ -206,7 +206,9 @@ def test_mini_batch_fit_scores_close_to_the_full_batch(Est, planted):
     train = np.setdiff1d(np.arange(60), test)
     params = dict(rank=3, n_units=30, max_iter=150, random_state=0,
                   infer_max_iter=50)
-    full = Est(**params).fit(planted.X[train])
+    # The same optimiser on all trials: the least-squares readout (on with full
+    # batches, not with mini-batches) reaches a lower loss in 150 iterations.
+    full = Est(exact_readout=False, **params).fit(planted.X[train])
     mini = Est(batch_size=10, **params).fit(planted.X[train])
     s_full, s_mini = full.score(planted.X[test]), mini.score(planted.X[test])
     assert s_full > 0.5

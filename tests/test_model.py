@@ -150,3 +150,40 @@ def test_fit_and_inference_minimise_the_same_loss(monkeypatch):
     est.predict(data.X[:4])
     assert math.isfinite(float(seen["last"].mean()))
     assert float(seen["last"].mean()) <= float(seen["first"].mean()) + 1e-7
+
+
+# --------------------------------------------------------- the least-squares readout
+def test_readout_least_squares_matches_numpy():
+    rng = np.random.RandomState(0)
+    H = rng.standard_normal((7, 5, 6)).astype(np.float32)
+    Y = rng.standard_normal((7, 5, 3)).astype(np.float32)
+    D, d = _model.readout_least_squares(torch.tensor(H), torch.tensor(Y), ridge=0.0)
+    F = np.hstack([H.reshape(-1, 6), np.ones((35, 1))]).astype(np.float64)
+    coef = np.linalg.lstsq(F, Y.reshape(-1, 3).astype(np.float64), rcond=None)[0]
+    np.testing.assert_allclose(D.numpy(), coef[:6].T, atol=1e-4)
+    np.testing.assert_allclose(d.numpy(), coef[6], atol=1e-4)
+    bad = torch.tensor(H)
+    bad[0, 0, 0] = math.nan
+    assert _model.readout_least_squares(bad, torch.tensor(Y)) is None
+
+
+@pytest.mark.parametrize("with_drift", [False, True])
+def test_fit_readout_minimises_the_loss_over_the_readout(with_drift):
+    # After fit_readout the loss's gradient with respect to the readout vanishes,
+    # and the loss is below what the random readout gave; the drift's current
+    # offsets are taken as they are.
+    model, data = _trainable_model()
+    if with_drift:
+        g = torch.Generator().manual_seed(1)
+        model.drift = _model.OffsetDrift(torch.randn(2, 4, generator=g),
+                                         torch.randn(6, 2, generator=g))
+    with torch.no_grad():
+        before = float(model.loss(data))
+    model.fit_readout(data)
+    value = model.loss(data)
+    value.backward()
+    assert float(value) < before
+    for p in (model.network.Ds, model.network.d):
+        assert float(p.grad.abs().max()) < 1e-4 * (1 + float(p.abs().max()))
+    # The other parameters still have a gradient.
+    assert float(model.network.A.grad.abs().max()) > 1e-3

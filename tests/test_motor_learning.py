@@ -171,15 +171,18 @@ def test_fitted_trial_factors_recover_weight_tensor_factors(session):
     rank = 3
     dW = session.weights - session.weights[0]
     true = tensor_rank_curve(dW, [rank], n_init=2, random_state=0).factors[0][0]
-    # The teacher-forced warm start (the default) lowers this similarity on this
-    # session (random_state 0-3: 0.74, 0.76, 0.63, 0.53; without it 0.88, 0.66,
-    # 0.77, 0.77): the free-running fit is the one held to the higher bar.
-    forced = _fit(session, rank).trial_factors_
+    # Fits run to the default max_iter (1000): stopped at 300 iterations the
+    # similarity varies much more with random_state (0.36-0.88 with the default
+    # warm start). Measured for random_state 0-3: 0.785, 0.937, 0.977, 0.814 with
+    # the teacher-forced warm start (the default), 0.798, 0.918, 0.935, 0.367
+    # without it (with the readout stepped by Adam, exact_readout=False: 0.827,
+    # 0.788, 0.801, 0.482 and 0.743, 0.671, 0.689, 0.654).
+    forced = _fit(session, rank, max_iter=1000).trial_factors_
     score = factor_similarity(forced - forced.mean(0), true - true.mean(0))
-    assert score > 0.6, score  # measured: 0.735
-    C = _fit(session, rank, teacher_forcing=0.0).trial_factors_
+    assert score > 0.75, score  # measured: 0.785
+    C = _fit(session, rank, max_iter=1000, teacher_forcing=0.0).trial_factors_
     score = factor_similarity(C - C.mean(0), true - true.mean(0))
-    assert score > 0.75, score  # measured: 0.876
+    assert score > 0.7, score  # measured: 0.798
     # Control: the same factors in a random trial order match nothing.
     order = np.random.RandomState(0).permutation(len(C))
     control = factor_similarity(C[order] - C.mean(0), true - true.mean(0))

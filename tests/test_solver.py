@@ -190,3 +190,34 @@ def test_optimize_runs_warm_start_lbfgs_and_adam_in_order():
     assert res.n_forced == 5 and res.n_iter == len(res.loss_curve) <= 60
     assert not params["w"].requires_grad
     np.testing.assert_allclose(params["w"].numpy(), [2.0, 2.0], atol=1e-3)
+
+
+def test_optimize_projects_the_linear_part_after_the_warm_start():
+    # loss(w, b) = |x w + b - y|^2: b is set to its optimum given w by the
+    # projection (and never stepped), w by Adam; the projection is not used in
+    # the warm start.
+    x = torch.linspace(0, 2, 20)
+    y = 2.0 * x + 0.7
+    params = {"w": torch.zeros(1), "b": torch.zeros(1)}
+    calls = {"project": 0, "forced": 0}
+
+    def loss_fn(p, gamma=0.0):
+        calls["forced"] += bool(gamma)
+        return ((x * p["w"] + p["b"] - y) ** 2).mean()
+
+    def project():
+        assert not torch.is_grad_enabled()
+        calls["project"] += 1
+        params["b"].copy_((y - x * params["w"]).mean())
+
+    res = optimize(loss_fn, params, forcing=0.5, forcing_iter=3, learning_rate=0.1,
+                   max_iter=300, tol=1e-6, n_iter_no_change=10, project=project,
+                   projected=("b",))
+    assert calls["forced"] == 3
+    assert calls["project"] == res.n_evals - 3  # every free evaluation, once
+    np.testing.assert_allclose(float(params["w"]), 2.0, atol=1e-3)
+    np.testing.assert_allclose(float(params["b"]), 0.7, atol=2e-3)
+    # b is the projection at the final w, which no optimiser step moved.
+    assert float(params["b"]) == float((y - x * params["w"]).mean())
+    with pytest.raises(ValueError, match="variable projection needs"):
+        optimize(loss_fn, params, project=project, projected=("b",), holdout=True)
