@@ -343,6 +343,9 @@ def _check_estimators(args):
             f"{args.n_units}: a "
             f"network's rank is at most its number of units ({', '.join(networks)})."
             f" Lower the ranks or raise --n-units.")
+    if loss == "poisson" and getattr(args, "exact_readout", False):
+        raise InputError("--exact-readout sets the readout of the squared error by "
+                         "least squares; drop it with --loss poisson.")
     if loss != "poisson":
         return
     other = [e for e in args.estimators if e not in POISSON_ESTIMATORS]
@@ -382,6 +385,9 @@ def check_data(X, y, args):
     """
     from ._validation import check_training_trials
 
+    if getattr(args, "exact_readout", False) and np.isnan(X).any():
+        raise InputError("--exact-readout needs recordings without missing (NaN) "
+                         "entries; drop it, or the trials or neurons with them.")
     try:
         with warnings.catch_warnings():
             # Mostly missing trials are reported by the fits themselves.
@@ -471,7 +477,7 @@ def check_ranks(X, splits, args, n_inputs=0):
 # --------------------------------------------------------------------------- #
 def _build(names, *, n_units, tau, max_iter, random_state, sigma, zscore,
            trial_length_scale=10.0, loss="mse", drift_length_scale=50.0,
-           drift_epochs=False, tol=5e-3):
+           drift_epochs=False, tol=5e-3, exact_readout=False):
     from sklearn.pipeline import make_pipeline
 
     from . import TCA, ConditionAverage, LowRankRNN, LowTensorRankRNN, TrialPCA
@@ -484,7 +490,7 @@ def _build(names, *, n_units, tau, max_iter, random_state, sigma, zscore,
         steps.append(StandardScaler3D())
     rnn = {"n_units": n_units, "tau": tau, "max_iter": max_iter, "loss": loss,
            "drift_length_scale": drift_length_scale, "drift_epochs": drift_epochs,
-           "tol": tol,
+           "tol": tol, "exact_readout": exact_readout,
            "random_state": random_state}
     make = {
         "ltr": lambda: LowTensorRankRNN(trial_length_scale=trial_length_scale,
@@ -570,7 +576,8 @@ def _prepare(X, y, args, meta):
                         trial_length_scale=args.trial_length_scale,
                         loss=getattr(args, "loss", "mse"),
                         drift_length_scale=args.drift_length_scale,
-                        drift_epochs=args.drift_epochs, tol=args.tol)
+                        drift_epochs=args.drift_epochs, tol=args.tol,
+                        exact_readout=args.exact_readout)
     if _held_out_blocks(meta):
         # TCA and PCA have no prior over the session: they infer each held-out
         # trial's parameters from its held-in neurons, a different score.
@@ -1088,7 +1095,7 @@ def select_rank(args):
                   extra={"data": str(args.data), "smooth": args.smooth,
                          "zscore": args.zscore, "loss": args.loss,
                          "condition_inputs": args.condition_inputs,
-                         "tol": args.tol,
+                         "tol": args.tol, "exact_readout": args.exact_readout,
                          "drift_length_scale": args.drift_length_scale,
                          "drift_epochs": args.drift_epochs, **source})
     return 0
@@ -1276,6 +1283,12 @@ def _fit_options(p, *, n_units, max_iter=1000, trial_length_scale=10.0):
                    help="the drift restarts at every epoch (--epoch-key, "
                    "--epoch-column): each neuron's offset may also jump between "
                    "epochs, in both RNNs alike")
+    p.add_argument("--exact-readout", action="store_true",
+                   help="set the RNNs' readout by least squares before every "
+                   "step instead of stepping it (exact_readout=True; see the "
+                   "fitting page): measured better on the built-in network, worse "
+                   "for LowTensorRankRNN on the brain-computer-interface "
+                   "recordings; squared error only")
     p.add_argument("--n-jobs", type=int, default=-1,
                    help="parallel fits (default: all cores)")
     p.add_argument("--random-state", type=int, default=0)

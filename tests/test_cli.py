@@ -293,6 +293,11 @@ def counts(recordings):
      "TCA, TrialPCA fit.* squared error, not spike counts"),
     ("counts", ["--loss", "poisson", "--zscore"], "drop --zscore"),
     ("counts", ["--loss", "poisson", "--smooth", "1"], "drop --smooth"),
+    ("counts", ["--loss", "poisson", "--exact-readout"],
+     "--exact-readout sets the readout of the squared error by least squares; "
+     "drop it with --loss poisson"),
+    ("missing", ["--exact-readout"], r"--exact-readout needs recordings without "
+                                     r"missing \(NaN\) entries"),
     # The memory guard of the networks, before any fit.
     ("counts", ["--loss", "poisson", "--ranks", "1", "--n-units", "1000000000000"],
      "LowTensorRankRNN.fit on X of shape .* would need about"),
@@ -302,6 +307,9 @@ def test_arguments_are_refused_before_any_fit(tmp_path, capsys, recordings, coun
     X, y = counts if data == "counts" else recordings
     if data == "all-nan":
         X = np.full_like(X, np.nan)
+    elif data == "missing":
+        X = X.copy()
+        X[0, 0, 0] = np.nan
     path = (_npz(tmp_path / "rec.npz", X=X) if data == "unlabelled" else
             _npz(tmp_path / "rec.npz", X=X, y=y))
     out = tmp_path / "out"
@@ -358,14 +366,14 @@ def test_condition_inputs_reach_the_networks(tmp_path, capsys):
     assert json.loads((out / "learning_test.json").read_text())["condition_inputs"]
 
 
-@pytest.mark.parametrize("extra, drift, tol, epochs", [
-    ([], 50.0, 5e-3, False),  # the estimators' defaults
-    (["--drift-length-scale", "None", "--tol", "0"], None, 0.0, False),
-    (["--drift-length-scale", "200", "--tol", "1e-4", "--drift-epochs"], 200.0, 1e-4,
-     True),
+@pytest.mark.parametrize("extra, drift, tol, epochs, exact", [
+    ([], 50.0, 5e-3, False, False),  # the estimators' defaults
+    (["--drift-length-scale", "None", "--tol", "0"], None, 0.0, False, False),
+    (["--drift-length-scale", "200", "--tol", "1e-4", "--drift-epochs",
+      "--exact-readout"], 200.0, 1e-4, True, True),
 ])
 def test_drift_and_tol_options_reach_both_networks(tmp_path, extra, drift, tol,
-                                                   epochs):
+                                                   epochs, exact):
     from sklearn_ltr.__main__ import _prepare, build_parser, check_options, load_data
     from sklearn_ltr._pipeline import final_step
 
@@ -383,6 +391,7 @@ def test_drift_and_tol_options_reach_both_networks(tmp_path, extra, drift, tol,
             network = final_step(estimators[name])
             assert network.drift_length_scale == drift and network.tol == tol
             assert network.drift_epochs is epochs
+            assert network.exact_readout is exact
 
 
 # --------------------------------------------------------------------------- #
