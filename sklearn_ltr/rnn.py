@@ -534,8 +534,9 @@ def _may_project(est, n_trials):
     entries of X, which also rule it out, are not looked for).
     """
     full = est.batch_size is None or est.batch_size >= n_trials
-    return (est.exact_readout is not False and est.loss == "mse" and full
-            and not est.orthonormal_readout and not _early_stopping(est, n_trials))
+    wanted = isinstance(est.exact_readout, str) or bool(est.exact_readout)
+    return (wanted and est.loss == "mse" and full and not est.orthonormal_readout
+            and not _early_stopping(est, n_trials))
 
 
 def _exact_readout(est, data, batches):
@@ -550,7 +551,7 @@ def _exact_readout(est, data, batches):
         (data.holdout is not None, "no held-out entries (early_stopping=False)"),
         (data.mask is not None, "X without missing (NaN) entries"),
     ] if cond]
-    if est.exact_readout == "auto":
+    if isinstance(est.exact_readout, str):  # 'auto'
         return not why
     if est.exact_readout and why:
         raise ValueError(f"exact_readout=True needs {' and '.join(why)}; use "

@@ -352,3 +352,18 @@ def test_exact_readout_needs_fully_observed_data(small):
         make_small(LowRankRNN, exact_readout=True).fit(X)
     auto = make_small(LowRankRNN, exact_readout="auto").fit(X)
     assert np.isfinite(auto.predict(small.X)).all()
+
+
+def test_exact_readout_takes_numpy_booleans(small):
+    # set_params from a grid may give numpy booleans: np.False_ steps the readout
+    # (and the memory guard does not count the least-squares readout), np.True_
+    # sets it.
+    from sklearn_ltr.rnn import _may_project
+
+    off = make_small(LowRankRNN, exact_readout=np.False_)
+    assert not _may_project(off, 20)
+    on = make_small(LowRankRNN, exact_readout=np.True_)
+    assert _may_project(on, 20)
+    np.testing.assert_array_equal(off.fit(small.X).predict(small.X),
+                                  make_small(LowRankRNN).fit(small.X).predict(small.X))
+    assert np.isfinite(on.fit(small.X).predict(small.X)).all()
