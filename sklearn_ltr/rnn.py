@@ -527,30 +527,39 @@ def _mini_batches(est, n_trials, generator, device):
     return _solver.MiniBatches(n_trials, est.batch_size, generator, device)
 
 
+def _readout_obstacles(est, n_trials, missing):
+    """What rules out the least-squares readout in a fit on ``n_trials`` trials.
+
+    ``missing``: whether the fit's data have unobserved entries. Returns the
+    conditions not met, as the error of ``exact_readout=True`` names them.
+    """
+    return [text for cond, text in [
+        (est.loss != "mse", f"loss='mse' (got {est.loss!r})"),
+        (est.orthonormal_readout, "orthonormal_readout=False"),
+        (est.batch_size is not None and est.batch_size < n_trials,
+         "all trials in every step (batch_size=None)"),
+        (_early_stopping(est, n_trials), "no held-out entries (early_stopping=False)"),
+        (missing, "X without missing (NaN) entries"),
+    ] if cond]
+
+
 def _may_project(est, n_trials):
     """Whether a fit on ``n_trials`` trials may set its readout by least squares.
 
-    Before X is converted: True unless the parameters rule it out (missing
-    entries of X, which also rule it out, are not looked for).
+    Before X is converted: missing entries, which also rule it out, are not
+    looked for.
     """
-    full = est.batch_size is None or est.batch_size >= n_trials
     wanted = isinstance(est.exact_readout, str) or bool(est.exact_readout)
-    return (wanted and est.loss == "mse" and full and not est.orthonormal_readout
-            and not _early_stopping(est, n_trials))
+    return wanted and not _readout_obstacles(est, n_trials, missing=False)
 
 
-def _exact_readout(est, data, batches):
+def _exact_readout(est, data):
     """Whether the fit sets the readout by least squares (``exact_readout``).
 
     Raises ValueError for ``exact_readout=True`` where it does not apply.
     """
-    why = [text for cond, text in [
-        (est.loss != "mse", f"loss='mse' (got {est.loss!r})"),
-        (est.orthonormal_readout, "orthonormal_readout=False"),
-        (batches is not None, "all trials in every step (batch_size=None)"),
-        (data.holdout is not None, "no held-out entries (early_stopping=False)"),
-        (data.mask is not None, "X without missing (NaN) entries"),
-    ] if cond]
+    # data.mask also marks the entries held out for early stopping.
+    why = _readout_obstacles(est, data.X.shape[1], data.mask is not None)
     if isinstance(est.exact_readout, str):  # 'auto'
         return not why
     if est.exact_readout and why:
@@ -559,9 +568,9 @@ def _exact_readout(est, data, batches):
     return bool(est.exact_readout)
 
 
-def _projection(est, model, data, batches):
+def _projection(est, model, data):
     """The variable projection of :func:`_solver.optimize` for this fit, if any."""
-    if not _exact_readout(est, data, batches):
+    if not _exact_readout(est, data):
         return {}
     return {"project": functools.partial(model.fit_readout, data),
             "projected": model.READOUT}
@@ -583,7 +592,7 @@ def _optimize(est, model, data, targets, i_init, batches):
             max_iter=est.max_iter, tol=_resolved(est, "tol"),
             n_iter_no_change=_resolved(est, "n_iter_no_change"), progress=progress,
             batches=batches, holdout=data.holdout is not None, **_fit_schedule(est),
-            **_projection(est, model, data, batches))
+            **_projection(est, model, data))
     except _solver.FitDiverged as exc:
         # The warm start runs at its own rate: learning_rate does not reach it.
         first = ("teacher_forcing=0 (no warm start)" if exc.warm_start else
