@@ -343,9 +343,6 @@ def _check_estimators(args):
             f"{args.n_units}: a "
             f"network's rank is at most its number of units ({', '.join(networks)})."
             f" Lower the ranks or raise --n-units.")
-    if loss == "poisson" and getattr(args, "exact_readout", False):
-        raise InputError("--exact-readout sets the readout of the squared error by "
-                         "least squares; drop it with --loss poisson.")
     if loss != "poisson":
         return
     other = [e for e in args.estimators if e not in POISSON_ESTIMATORS]
@@ -385,9 +382,6 @@ def check_data(X, y, args):
     """
     from ._validation import check_training_trials
 
-    if getattr(args, "exact_readout", False) and np.isnan(X).any():
-        raise InputError("--exact-readout needs recordings without missing (NaN) "
-                         "entries; drop it, or the trials or neurons with them.")
     try:
         with warnings.catch_warnings():
             # Mostly missing trials are reported by the fits themselves.
@@ -475,9 +469,14 @@ def check_ranks(X, splits, args, n_inputs=0):
 # --------------------------------------------------------------------------- #
 # the cross-validated comparison
 # --------------------------------------------------------------------------- #
+def _exact_readout(args):
+    """The networks' ``exact_readout``: False with ``--stepped-readout``."""
+    return False if getattr(args, "stepped_readout", False) else "auto"
+
+
 def _build(names, *, n_units, tau, max_iter, random_state, sigma, zscore,
            trial_length_scale=10.0, loss="mse", drift_length_scale=50.0,
-           drift_epochs=False, tol=5e-3, exact_readout=False):
+           drift_epochs=False, tol=5e-3, exact_readout="auto"):
     from sklearn.pipeline import make_pipeline
 
     from . import TCA, ConditionAverage, LowRankRNN, LowTensorRankRNN, TrialPCA
@@ -577,7 +576,7 @@ def _prepare(X, y, args, meta):
                         loss=getattr(args, "loss", "mse"),
                         drift_length_scale=args.drift_length_scale,
                         drift_epochs=args.drift_epochs, tol=args.tol,
-                        exact_readout=args.exact_readout)
+                        exact_readout=_exact_readout(args))
     if _held_out_blocks(meta):
         # TCA and PCA have no prior over the session: they infer each held-out
         # trial's parameters from its held-in neurons, a different score.
@@ -1095,7 +1094,7 @@ def select_rank(args):
                   extra={"data": str(args.data), "smooth": args.smooth,
                          "zscore": args.zscore, "loss": args.loss,
                          "condition_inputs": args.condition_inputs,
-                         "tol": args.tol, "exact_readout": args.exact_readout,
+                         "tol": args.tol, "exact_readout": _exact_readout(args),
                          "drift_length_scale": args.drift_length_scale,
                          "drift_epochs": args.drift_epochs, **source})
     return 0
@@ -1283,12 +1282,11 @@ def _fit_options(p, *, n_units, max_iter=1000, trial_length_scale=10.0):
                    help="the drift restarts at every epoch (--epoch-key, "
                    "--epoch-column): each neuron's offset may also jump between "
                    "epochs, in both RNNs alike")
-    p.add_argument("--exact-readout", action="store_true",
-                   help="set the RNNs' readout by least squares before every "
-                   "step instead of stepping it (exact_readout=True; see the "
-                   "fitting page): measured better on the built-in network, worse "
-                   "for LowTensorRankRNN on the brain-computer-interface "
-                   "recordings; squared error only")
+    p.add_argument("--stepped-readout", action="store_true",
+                   help="step the RNNs' readout with the optimiser, as the rest "
+                   "(exact_readout=False), instead of setting it by least squares "
+                   "before every step with a cross-validated ridge, which is the "
+                   "default for the squared error (see the fitting page)")
     p.add_argument("--n-jobs", type=int, default=-1,
                    help="parallel fits (default: all cores)")
     p.add_argument("--random-state", type=int, default=0)

@@ -332,25 +332,136 @@ def readout_least_squares(H, Y, ridge=READOUT_RIDGE):
     are centred in place (pass tensors that may be overwritten). The normal
     equations of the centred problem are solved in float64 with a ridge of
     ``ridge`` times the mean variance of the rates (which only matters for units
-    whose rates are nearly collinear).
+    whose rates are nearly collinear). ``ridge`` may also be a callable
+    ``ridge(H, Y)`` of the centred tensors that returns it
+    (:class:`CrossValidatedRidge`).
 
     Returns
     -------
     D : (n, N), d : (n,), in the dtype of ``H``; or None when ``H`` or ``Y`` holds a
     non-finite value.
     """
-    N = H.shape[-1]
-    H, Y = H.reshape(-1, N), Y.reshape(-1, Y.shape[-1])
-    h_mean, y_mean = H.mean(0), Y.mean(0)
+    N, n = H.shape[-1], Y.shape[-1]
+    h_mean, y_mean = H.reshape(-1, N).mean(0), Y.reshape(-1, n).mean(0)
     H.sub_(h_mean)
     Y.sub_(y_mean)
+    gram = _gram(H.reshape(-1, N), Y.reshape(-1, n))
+    if gram is None:
+        return None
+    if callable(ridge):
+        ridge = ridge(H, Y)
+    gram, cross = gram
+    gram.diagonal().add_(ridge * torch.trace(gram) / N + 1e-12)
+    D = torch.linalg.solve(gram, cross).t().to(H.dtype)
+    return D, y_mean - D @ h_mean
+
+
+def _gram(H, Y):
+    """``H^T H`` and ``H^T Y`` of 2-D tensors in float64; None if not finite."""
     gram = (H.t() @ H).to(torch.float64)
     cross = (H.t() @ Y).to(torch.float64)
     if not (torch.isfinite(gram).all() and torch.isfinite(cross).all()):
         return None
-    gram.diagonal().add_(ridge * torch.trace(gram) / N + 1e-12)
-    D = torch.linalg.solve(gram, cross).t().to(H.dtype)
-    return D, y_mean - D @ h_mean
+    return gram, cross
+
+
+# The ridges, relative to the rates' mean variance, that readout_ridge='auto'
+# chooses from. Not below 1e-4: smaller ridges leave the projected problem
+# ill-conditioned, which cross-validation on fixed rates cannot see (1e-6 broke
+# rank-2 fits of the task-trained network; 1e-5, which cross-validation chose
+# there, recovered its trial factors less well than 1e-4: doc/performance.rst).
+READOUT_RIDGES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+def readout_ridge_cv(H, Y, ridges=READOUT_RIDGES, n_groups=5):
+    """The ridge of :func:`readout_least_squares` chosen by cross-validation.
+
+    The trials are dealt into ``n_groups`` interleaved groups (trial k to group
+    ``k % n_groups``; fewer groups when there are fewer trials); the readout solved
+    on all groups but one predicts the rates' targets in the one left out. Of the
+    ``ridges``, the largest whose mean held-out error (relative to each group's sum
+    of squares) lies within one standard error of the smallest is returned: the
+    one-standard-error rule, which leans to the larger ridge because the rates
+    themselves were fitted to all trials, so that held-out groups are predicted
+    better here than held-out trials will be. Each group's Gram matrices are
+    computed once; each group and ridge costs a Cholesky factorisation of an
+    (N, N) matrix.
+
+    Parameters
+    ----------
+    H : Tensor of shape (T, K, N)
+        Centred unit rates.
+    Y : Tensor of shape (T, K, n)
+        Centred targets.
+    ridges : sequence of float
+        Candidates, relative to the mean variance of the rates.
+    n_groups : int
+        Number of groups of trials.
+
+    Returns
+    -------
+    ridge : float, or None with fewer than two trials or non-finite values.
+    """
+    T, K, N = H.shape
+    n_groups = min(n_groups, K)
+    if n_groups < 2:
+        return None
+    parts = []
+    for g in range(n_groups):
+        part = _gram(H[:, g::n_groups].reshape(-1, N),
+                     Y[:, g::n_groups].reshape(-1, Y.shape[-1]))
+        if part is None:
+            return None
+        parts.append((*part, Y[:, g::n_groups].to(torch.float64).square().sum()))
+    gram = sum(p[0] for p in parts)
+    cross = sum(p[1] for p in parts)
+    eye = torch.eye(N, dtype=torch.float64, device=H.device)
+    errors = torch.full((n_groups, len(ridges)), math.inf, dtype=torch.float64)
+    for g, (g_gram, g_cross, g_total) in enumerate(parts):
+        train_gram, train_cross = gram - g_gram, cross - g_cross
+        scale = torch.trace(train_gram) / N
+        for i, ridge in enumerate(ridges):
+            # The readout of the other groups' trials, (N, n), by Cholesky: for
+            # five ridges, a fraction of the cost of one eigendecomposition each.
+            L, info = torch.linalg.cholesky_ex(train_gram + (ridge * scale + 1e-12)
+                                               * eye)
+            if info:
+                continue  # not positive definite: rates with no variance
+            D = torch.cholesky_solve(train_cross, L)
+            sse = (D * (g_gram @ D)).sum() - 2 * (D * g_cross).sum() + g_total
+            errors[g, i] = sse / torch.clamp(g_total, min=1e-300)
+    mean = errors.mean(0)
+    if not torch.isfinite(mean).all():
+        return None
+    best = int(torch.argmin(mean))
+    se = errors[:, best].std() / math.sqrt(n_groups)
+    within = torch.nonzero(mean <= mean[best] + se).flatten()
+    return float(ridges[int(within.max())])
+
+
+class CrossValidatedRidge:
+    """The ridge of ``readout_ridge='auto'``: chosen anew every ``every`` calls.
+
+    A callable ``ridge(H, Y)`` for :func:`readout_least_squares`: on its first call
+    and every ``every`` calls after, the ridge is chosen by
+    :func:`readout_ridge_cv` from the current rates (they change as the fit goes
+    on); in between it is kept, so that the loss the optimiser sees changes only
+    at those calls. ``value`` is the ridge last used (``READOUT_RIDGE`` until a
+    choice could be made).
+    """
+
+    def __init__(self, every=50):
+        self.every = every
+        self.n_calls = 0
+        self.value = READOUT_RIDGE
+
+    def __call__(self, H, Y):
+        if self.n_calls % self.every == 0:
+            choice = readout_ridge_cv(H, Y)
+            if choice is not None:
+                self.value = choice
+        self.n_calls += 1
+        return self.value
 
 
 # --------------------------------------------------------------------------- #
@@ -734,9 +845,12 @@ class LatentRNN(torch.nn.Module):
 
     # The names, in :meth:`trainable`, of the tensors :meth:`fit_readout` sets.
     READOUT = ("network.Ds", "network.d")
+    # The ridge of a fit's least-squares readout (a float or a CrossValidatedRidge),
+    # set by the fit that projects; None when the readout is stepped.
+    readout_ridge = None
 
     @torch.no_grad()
-    def fit_readout(self, data):
+    def fit_readout(self, data, ridge=READOUT_RIDGE):
         """Set the readout to its least-squares optimum given everything else.
 
         For the squared error of fully observed data the readout ``D, d`` enters
@@ -747,14 +861,15 @@ class LatentRNN(torch.nn.Module):
         Setting it before every evaluation of the loss turns the fit into a
         minimisation over the other parameters alone (variable projection), whose
         gradient with respect to them is unchanged at that optimum. Leaves the
-        readout as it is if the rates are not finite.
+        readout as it is if the rates are not finite. ``ridge``: that of
+        :func:`readout_least_squares` (a float or a callable).
         """
         net = self.network.network()
         T = data.X.shape[0]
         _, H = _latents(self.states(), self.factors(), net.A, net.B, net.M,
                         data.inputs, self.alpha, T)
         Y = data.X.clone() if self.drift is None else data.X - self.drift()
-        solution = readout_least_squares(H, Y)
+        solution = readout_least_squares(H, Y, ridge)
         if solution is not None:
             self.network.set_readout(*solution)
 

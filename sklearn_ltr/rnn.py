@@ -150,8 +150,10 @@ def _fit_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank, n_inputs=0,
     if batch < n_trials:
         train += 5 * Eb + 4 * Ib + 4 * Lb
     # The least-squares readout between two steps (exact_readout).
-    project = (state + 4 * U + 4 * E + 4 * L + 4 * I + 20 * n_units ** 2
-               + 12 * n_units * n_neurons) if exact_readout else 0
+    # Its ridge's cross-validation: the groups' and the training Gram matrices,
+    # a Cholesky factor (float64), a candidate readout.
+    project = (state + 4 * U + 4 * E + 4 * L + 4 * I + 100 * n_units ** 2
+               + 130 * n_units * n_neurons) if exact_readout else 0
     gp = 48 * n_trials ** 2
     return int(host), int(data + max(init, train, project, gp))
 
@@ -572,7 +574,11 @@ def _projection(est, model, data):
     """The variable projection of :func:`_solver.optimize` for this fit, if any."""
     if not _exact_readout(est, data):
         return {}
-    return {"project": functools.partial(model.fit_readout, data),
+    ridge = est.readout_ridge
+    if isinstance(ridge, str):  # 'auto'
+        ridge = _model.CrossValidatedRidge()
+    model.readout_ridge = ridge
+    return {"project": functools.partial(model.fit_readout, data, ridge=ridge),
             "projected": model.READOUT}
 
 
@@ -655,6 +661,7 @@ _RNN_STATE = {
     "best_loss_": Value("float", finite=False),
     "validation_loss_curve_?": Value("floats", finite=False),
     "best_validation_loss_?": Value("float", finite=False),
+    "readout_ridge_?": Value("float", low=0),
     "_alpha": Value("float", low=0, high=1, closed="right"),
     "_n_trials_fit": Value("int", low=1),
     "_data_scale": Value("float", low=0, closed="right"),
@@ -734,6 +741,7 @@ class _BaseRNN(BaseLatentModel):
         "loss": [StrOptions({"mse", "poisson"})],
         "orthonormal_readout": ["boolean"],
         "exact_readout": [StrOptions({"auto"}), "boolean"],
+        "readout_ridge": [Interval(Real, 0, None, closed="left"), _AUTO_OPTION],
         "activity_penalty": [Interval(Real, 0, None, closed="left"), _AUTO_OPTION],
         "early_stopping": [StrOptions({"auto"}), "boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
@@ -770,6 +778,8 @@ class _BaseRNN(BaseLatentModel):
         state.setdefault("readout_drift_", None)
         for name in ("validation_loss_curve_", "best_validation_loss_"):
             state.setdefault(name, None)  # before early stopping
+        # Before the least-squares readout, every fit stepped its readout.
+        state.setdefault("readout_ridge_", None)
         return state
 
     @classmethod
@@ -959,6 +969,9 @@ class _BaseRNN(BaseLatentModel):
                                else state["drift"] * self._data_scale)
         self.initial_states_ = state["Z"]
         self.input_map_ = state["M"]
+        ridge = model.readout_ridge
+        self.readout_ridge_ = None if ridge is None else float(getattr(ridge, "value",
+                                                                       ridge))
         for name, value in _fit_diagnostics(result).items():
             setattr(self, name, value)
         self._n_trials_fit = state["C"].shape[0]
@@ -1092,21 +1105,30 @@ _COMMON_PARAMS_DOC = """
         give the same model); integer spike counts are accepted by both losses.
     orthonormal_readout : bool, default=False
         Constrain the readout D to orthonormal rows (needs n_neurons <= n_units).
-    exact_readout : bool or 'auto', default=False
-        After the warm start, set the readout (D and its offset) to its
+    exact_readout : bool or 'auto', default='auto'
+        After the warm start, set the readout (D and its offset) to its ridge
         least-squares optimum given the rest of the model before every
         evaluation of the loss, instead of stepping it with the optimiser
         (variable projection): with the squared error the readout enters
         linearly, so the optimiser moves the dynamics, initial states, trial
         factors and drift alone. Fits reach lower training losses, often in fewer
-        iterations; whether they predict held-out data better depends on the data
-        (measured in :doc:`/performance`: much better on the built-in task-trained
-        network, mixed at the reference size, worse for ``LowTensorRankRNN`` on
-        the brain-computer-interface recordings), hence not the default. True
-        needs ``loss='mse'``, X without missing entries, no held-out entries
-        (``early_stopping``), all trials in every step (``batch_size``) and
-        ``orthonormal_readout=False``, and is refused otherwise; 'auto' uses it
-        where those hold and steps the readout elsewhere.
+        iterations, and predict held-out trials better where the stepped readout
+        stops short (much better on the built-in task-trained network; measured
+        in :doc:`/performance`). It needs ``loss='mse'``, X without missing
+        entries, no held-out entries (``early_stopping``), all trials in every
+        step (``batch_size``) and ``orthonormal_readout=False``: 'auto' uses it
+        where those hold and steps the readout elsewhere; True refuses to fit
+        where they do not; False always steps the readout.
+    readout_ridge : float or 'auto', default='auto'
+        Ridge of the least-squares readout (``exact_readout``), relative to the
+        mean variance of the unit rates; ignored when the readout is stepped.
+        'auto' chooses it from 1e-4, 1e-3, ..., 1 by cross-validation over five
+        interleaved groups of the training trials, with the one-standard-error
+        rule (the largest ridge whose held-out error is within one standard error
+        of the best), anew every 50 evaluations of the loss. Noisy single trials
+        get a large ridge, nearly noiseless rates a small one; a fixed ridge that
+        suits one does not suit the other (measured in :doc:`/performance`).
+        ``readout_ridge_`` holds the ridge last used.
     activity_penalty : float or 'auto', default='auto'
         Weight of the mean squared unit state ``|x|^2 / N`` added to the loss (for
         'mse', relative to the squared error of the standardised data; for
@@ -1250,6 +1272,9 @@ _COMMON_ATTRS_DOC = """
         Readout D from unit rates tanh(x) to recorded neurons, in the units of X.
     readout_bias_ : ndarray of shape (n_neurons,)
         Readout offset d, in the units of X.
+    readout_ridge_ : float or None
+        The ridge of the least-squares readout (``readout_ridge``) last used by
+        the fit; None when the fit stepped the readout.
     readout_drift_ : ndarray of shape (n_trials, n_neurons) or None
         Drift of each fitted trial's readout offsets around ``readout_bias_`` (the
         nuisance term of ``drift_length_scale``), in the units of X; None without
@@ -1376,8 +1401,9 @@ class LowTensorRankRNN(_BaseRNN):
     def __init__(
         self, rank=3, *, n_units=100, trial_length_scale=10.0, trial_amplitude=1.0,
         trial_jitter=0.0, drift_length_scale=50.0, drift_epochs=False, tau=2.0,
-        loss="mse", orthonormal_readout=False, exact_readout=False,
-        activity_penalty="auto", early_stopping="auto", validation_fraction=0.1,
+        loss="mse", orthonormal_readout=False, exact_readout="auto",
+        readout_ridge="auto", activity_penalty="auto", early_stopping="auto",
+        validation_fraction=0.1,
         init="pca", solver="adam", learning_rate=None, max_iter=1000,
         batch_size=None, tol="auto", n_iter_no_change="auto", teacher_forcing=0.5,
         forcing_iter=150, n_init=1, infer_max_iter=200, cosmoothing_folds=5,
@@ -1394,6 +1420,7 @@ class LowTensorRankRNN(_BaseRNN):
         self.loss = loss
         self.orthonormal_readout = orthonormal_readout
         self.exact_readout = exact_readout
+        self.readout_ridge = readout_ridge
         self.activity_penalty = activity_penalty
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
@@ -1453,8 +1480,9 @@ class LowRankRNN(_BaseRNN):
 
     def __init__(
         self, rank=3, *, n_units=100, drift_length_scale=50.0, drift_epochs=False,
-        tau=2.0, loss="mse", orthonormal_readout=False, exact_readout=False,
-        activity_penalty="auto", early_stopping="auto", validation_fraction=0.1,
+        tau=2.0, loss="mse", orthonormal_readout=False, exact_readout="auto",
+        readout_ridge="auto", activity_penalty="auto", early_stopping="auto",
+        validation_fraction=0.1,
         init="pca", solver="adam", learning_rate=None, max_iter=1000,
         batch_size=None, tol="auto", n_iter_no_change="auto", teacher_forcing=0.5,
         forcing_iter=150, n_init=1, infer_max_iter=200, cosmoothing_folds=5,
@@ -1468,6 +1496,7 @@ class LowRankRNN(_BaseRNN):
         self.loss = loss
         self.orthonormal_readout = orthonormal_readout
         self.exact_readout = exact_readout
+        self.readout_ridge = readout_ridge
         self.activity_penalty = activity_penalty
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction

@@ -293,11 +293,6 @@ def counts(recordings):
      "TCA, TrialPCA fit.* squared error, not spike counts"),
     ("counts", ["--loss", "poisson", "--zscore"], "drop --zscore"),
     ("counts", ["--loss", "poisson", "--smooth", "1"], "drop --smooth"),
-    ("counts", ["--loss", "poisson", "--exact-readout"],
-     "--exact-readout sets the readout of the squared error by least squares; "
-     "drop it with --loss poisson"),
-    ("missing", ["--exact-readout"], r"--exact-readout needs recordings without "
-                                     r"missing \(NaN\) entries"),
     # The memory guard of the networks, before any fit.
     ("counts", ["--loss", "poisson", "--ranks", "1", "--n-units", "1000000000000"],
      "LowTensorRankRNN.fit on X of shape .* would need about"),
@@ -307,9 +302,6 @@ def test_arguments_are_refused_before_any_fit(tmp_path, capsys, recordings, coun
     X, y = counts if data == "counts" else recordings
     if data == "all-nan":
         X = np.full_like(X, np.nan)
-    elif data == "missing":
-        X = X.copy()
-        X[0, 0, 0] = np.nan
     path = (_npz(tmp_path / "rec.npz", X=X) if data == "unlabelled" else
             _npz(tmp_path / "rec.npz", X=X, y=y))
     out = tmp_path / "out"
@@ -367,10 +359,10 @@ def test_condition_inputs_reach_the_networks(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, drift, tol, epochs, exact", [
-    ([], 50.0, 5e-3, False, False),  # the estimators' defaults
-    (["--drift-length-scale", "None", "--tol", "0"], None, 0.0, False, False),
+    ([], 50.0, 5e-3, False, "auto"),  # the estimators' defaults
+    (["--drift-length-scale", "None", "--tol", "0"], None, 0.0, False, "auto"),
     (["--drift-length-scale", "200", "--tol", "1e-4", "--drift-epochs",
-      "--exact-readout"], 200.0, 1e-4, True, True),
+      "--stepped-readout"], 200.0, 1e-4, True, False),
 ])
 def test_drift_and_tol_options_reach_both_networks(tmp_path, extra, drift, tol,
                                                    epochs, exact):
@@ -391,7 +383,8 @@ def test_drift_and_tol_options_reach_both_networks(tmp_path, extra, drift, tol,
             network = final_step(estimators[name])
             assert network.drift_length_scale == drift and network.tol == tol
             assert network.drift_epochs is epochs
-            assert network.exact_readout is exact
+            assert network.exact_readout == exact
+            assert type(network.exact_readout) is type(exact)
 
 
 # --------------------------------------------------------------------------- #
@@ -760,6 +753,55 @@ def test_learning_test_on_the_bci_recordings(tmp_path, capsys):
     np.testing.assert_allclose(results["learning_test"]["per_fold"],
                                expected.per_fold, rtol=1e-6)
     assert results["estimator_params"]["n_units"] == 8
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_both_networks_match_the_target_average_on_the_bci_recordings():
+    # The search of the command-line page (target as input, an offset per neuron
+    # and decoder block in both networks), its first fold of held-out blocks, rank
+    # 2 (the rank its learning test uses): both networks score within 0.005 of the
+    # target average or above it. Measured: LowTensorRankRNN 0.3505,
+    # LowRankRNN 0.3514, the average 0.3473.
+    import sklearn
+
+    from sklearn_ltr.__main__ import (
+        _prepare,
+        build_parser,
+        check_options,
+        load_data,
+        with_condition_inputs,
+    )
+
+    if not BCI.is_file():
+        pytest.skip(f"needs the shared recording {BCI}, which is absent (it is not "
+                    f"part of a clone)")
+    args = build_parser().parse_args([
+        "select-rank", str(BCI), "--y-key", "target_deg", "--epoch-key", "block",
+        "--ranks", "2", "--smooth", "1", "--zscore", "--n-units", "60",
+        "--trial-length-scale", "1000", "--drift-length-scale", "1000",
+        "--drift-epochs", "--condition-inputs", "--estimators", "ltr", "lr", "avg"])
+    check_options(args)
+    X, y, meta, _ = load_data(args)
+    meta = with_condition_inputs(X, y, meta, args)
+    cv, estimators = _prepare(X, y, args, meta)
+    train, test = next(cv.split(X, y))
+    scores = {}
+    with sklearn.config_context(enable_metadata_routing=True):
+        for name, pipe in estimators.items():
+            last = pipe.steps[-1][1]
+            keys = ["trial_index", "epochs", "inputs"] if name != "ConditionAverage" \
+                else []
+            last.set_fit_request(**dict.fromkeys(keys, True))
+            last.set_score_request(**dict.fromkeys(keys, True))
+            pipe.set_params(**{f"{pipe.steps[-1][0]}__rank": 2}
+                            if keys else {})
+            part = {k: meta[k] for k in keys}
+            pipe.fit(X[train], y[train], **{k: v[train] for k, v in part.items()})
+            scores[name] = pipe.score(X[test], y[test],
+                                      **{k: v[test] for k, v in part.items()})
+    average = scores["ConditionAverage"]
+    for name in ("LowTensorRankRNN", "LowRankRNN"):
+        assert scores[name] > average - 0.005, scores
 
 
 def test_learning_test_on_an_nwb_file(tmp_path, capsys, mc_maze):

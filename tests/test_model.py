@@ -167,6 +167,75 @@ def test_readout_least_squares_matches_numpy():
     assert _model.readout_least_squares(bad, torch.tensor(Y)) is None
 
 
+def _ridge_cv_by_hand(H, Y, ridges, n_groups):
+    """readout_ridge_cv written out: one solve per group and ridge, in numpy."""
+    H, Y = H.numpy().astype(np.float64), Y.numpy().astype(np.float64)
+    N = H.shape[-1]
+    errors = np.zeros((n_groups, len(ridges)))
+    for g in range(n_groups):
+        train = [k for k in range(H.shape[1]) if k % n_groups != g]
+        Ht, Yt = H[:, train].reshape(-1, N), Y[:, train].reshape(-1, Y.shape[-1])
+        Hv, Yv = H[:, g::n_groups].reshape(-1, N), Y[:, g::n_groups].reshape(
+            -1, Y.shape[-1])
+        gram = Ht.T @ Ht
+        for i, lam in enumerate(ridges):
+            D = np.linalg.solve(gram + (lam * np.trace(gram) / N + 1e-12) * np.eye(N),
+                                Ht.T @ Yt)
+            errors[g, i] = ((Hv @ D - Yv) ** 2).sum() / (Yv ** 2).sum()
+    mean = errors.mean(0)
+    best = int(np.argmin(mean))
+    se = errors[:, best].std(ddof=1) / np.sqrt(n_groups)
+    return ridges[max(i for i in range(len(ridges)) if mean[i] <= mean[best] + se)]
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.3, 3.0, None])
+def test_readout_ridge_cv_is_grouped_cross_validation_with_the_one_se_rule(noise):
+    # Rates with a few nearly collinear units (where the ridge matters); targets
+    # a readout of them plus noise (None: targets unrelated to the rates).
+    rng = np.random.RandomState(0)
+    base = rng.standard_normal((9, 23, 4))
+    H = np.concatenate([base, base[..., :3] + 1e-3 * rng.standard_normal((9, 23, 3))],
+                       axis=-1)
+    Y = rng.standard_normal((9, 23, 5)) if noise is None else (
+        H @ rng.standard_normal((7, 5)) + noise * rng.standard_normal((9, 23, 5)))
+    H, Y = torch.tensor(H - H.mean((0, 1))), torch.tensor(Y - Y.mean((0, 1)))
+    chosen = _model.readout_ridge_cv(H, Y)
+    assert chosen == _ridge_cv_by_hand(H, Y, _model.READOUT_RIDGES, 5)
+    if noise == 0.0:
+        assert chosen == min(_model.READOUT_RIDGES)
+    if noise is None:  # nothing to predict: shrink as far as the grid goes
+        assert chosen == max(_model.READOUT_RIDGES)
+    # Fewer trials than groups: one group per trial; one trial: no choice.
+    assert _model.readout_ridge_cv(H[:, :3], Y[:, :3]) == _ridge_cv_by_hand(
+        H[:, :3], Y[:, :3], _model.READOUT_RIDGES, 3)
+    assert _model.readout_ridge_cv(H[:, :1], Y[:, :1]) is None
+    bad = H.clone()
+    bad[0, 0, 0] = math.nan
+    assert _model.readout_ridge_cv(bad, Y) is None
+
+
+def test_cross_validated_ridge_is_chosen_every_so_many_calls():
+    rng = np.random.RandomState(1)
+    H = torch.tensor(rng.standard_normal((6, 10, 4)))
+    clean = H @ torch.tensor(rng.standard_normal((4, 3)))
+    noise = torch.tensor(rng.standard_normal((6, 10, 3)))
+    ridge = _model.CrossValidatedRidge(every=3)
+    first = ridge(H, clean)
+    assert first == _model.readout_ridge_cv(H, clean)
+    # Kept between choices, even when the targets change...
+    assert ridge(H, noise) == first and ridge(H, noise) == first
+    # ...and chosen anew on the next one.
+    assert ridge(H, noise) == _model.readout_ridge_cv(H, noise) != first
+    assert ridge.value == _model.readout_ridge_cv(H, noise)
+    # The solver takes it as its ridge.
+    D, _ = _model.readout_least_squares(H.clone(), noise.clone(),
+                                        _model.CrossValidatedRidge())
+    D_fixed, _ = _model.readout_least_squares(
+        H.clone(), noise.clone(), _model.readout_ridge_cv(H - H.mean((0, 1)),
+                                                          noise - noise.mean((0, 1))))
+    torch.testing.assert_close(D, D_fixed)
+
+
 @pytest.mark.parametrize("with_drift", [False, True])
 def test_fit_readout_minimises_the_loss_over_the_readout(with_drift):
     # After fit_readout the loss's gradient with respect to the readout vanishes,

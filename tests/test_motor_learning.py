@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.model_selection import KFold
 
-from sklearn_ltr import LowTensorRankRNN
+from sklearn_ltr import ConditionAverage, LowRankRNN, LowTensorRankRNN
 from sklearn_ltr.analysis import (
     column_space,
     factor_similarity,
@@ -14,6 +14,7 @@ from sklearn_ltr.analysis import (
     tensor_rank_curve,
 )
 from sklearn_ltr.datasets import make_motor_learning
+from sklearn_ltr.model_selection import TrialBlockKFold
 
 N_TARGETS = 8
 TINY = dict(n_units=12, n_timepoints=15, n_targets=4, n_baseline=1, n_perturbation=2,
@@ -171,20 +172,21 @@ def test_fitted_trial_factors_recover_weight_tensor_factors(session):
     rank = 3
     dW = session.weights - session.weights[0]
     true = tensor_rank_curve(dW, [rank], n_init=2, random_state=0).factors[0][0]
-    # Fits run to the default max_iter (1000). Measured for random_state 0-3:
-    # 0.827, 0.788, 0.801, 0.482 with the teacher-forced warm start (the
-    # default), 0.743, 0.671, 0.689, 0.654 without it; with exact_readout=True
-    # 0.785, 0.937, 0.977, 0.814 and 0.798, 0.918, 0.935, 0.367 (stopped at 300
+    # Fits run to the default max_iter (1000). Measured for random_state 0-3 with
+    # the default least-squares readout (its ridge chosen by cross-validation was
+    # 1e-4 on every seed): 0.785, 0.937, 0.977, 0.814 with the teacher-forced warm
+    # start (the default), 0.798, 0.918, 0.935, 0.367 without it; with the stepped
+    # readout (exact_readout=False) 0.827, 0.788, 0.801, 0.482 (stopped at 300
     # iterations it varies more: 0.356-0.875 with the warm start).
     forced = _fit(session, rank, max_iter=1000).trial_factors_
     score = factor_similarity(forced - forced.mean(0), true - true.mean(0))
-    assert score > 0.75, score  # measured: 0.827
+    assert score > 0.75, score  # measured: 0.785
     C = _fit(session, rank, max_iter=1000, teacher_forcing=0.0).trial_factors_
     score = factor_similarity(C - C.mean(0), true - true.mean(0))
-    assert score > 0.7, score  # measured: 0.743
-    exact = _fit(session, rank, max_iter=1000, exact_readout=True).trial_factors_
-    score = factor_similarity(exact - exact.mean(0), true - true.mean(0))
-    assert score > 0.75, score  # measured: 0.785
+    assert score > 0.75, score  # measured: 0.798
+    stepped = _fit(session, rank, max_iter=1000, exact_readout=False).trial_factors_
+    score = factor_similarity(stepped - stepped.mean(0), true - true.mean(0))
+    assert score > 0.75, score  # measured: 0.827
     # Control: the same factors in a random trial order match nothing.
     order = np.random.RandomState(0).permutation(len(C))
     control = factor_similarity(C[order] - C.mean(0), true - true.mean(0))
@@ -207,3 +209,24 @@ def test_held_out_score_prefers_tensor_rank_over_rank_one(session):
                                               inputs=session.inputs[test])
               for r in (1, 3)}
     assert scores[3] > scores[1] + 0.05, scores
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_networks_with_inputs_beat_the_condition_average_on_held_out_blocks(session):
+    # Held-out blocks of trials predicted from their target, inputs and place in
+    # the session: both networks, at default settings, predict them better than
+    # the mean trajectory of each target on the training trials. Measured on the
+    # four folds (rank 6): LowRankRNN +0.00021 to +0.00027, LowTensorRankRNN
+    # +0.00041 to +0.00108; with the readout stepped (exact_readout=False) both
+    # fell below it on the first fold (-0.00152, -0.00157).
+    train, test = next(TrialBlockKFold(4, block_size=8, guard=2).split(session.X))
+    X, y = session.X, session.y
+    place = {"trial_index": np.arange(len(X), dtype=float), "epochs": session.epoch,
+             "inputs": session.inputs}
+    fit = {k: v[train] for k, v in place.items()}
+    held = {k: v[test] for k, v in place.items()}
+    average = ConditionAverage().fit(X[train], y[train]).score(X[test], y[test])
+    for Est in (LowRankRNN, LowTensorRankRNN):
+        est = Est(rank=6, random_state=0).fit(X[train], y[train], **fit)
+        score = est.score(X[test], y[test], **held)
+        assert score > average + 1e-4, (Est.__name__, score, average)

@@ -318,12 +318,12 @@ def test_forcing_parameters_validated(small, params, name):
 # ------------------------------------------------------- the least-squares readout
 @pytest.mark.parametrize("Est", [LowTensorRankRNN, LowRankRNN])
 def test_exact_readout_reaches_a_lower_loss_in_as_many_iterations(Est, planted):
-    # The same fit with the readout stepped by Adam (the default) and set by
-    # least squares, 150 iterations each (50 of warm start).
+    # The same fit with the readout stepped by Adam and set by least squares (the
+    # default), 150 iterations each (50 of warm start).
     params = dict(rank=3, n_units=30, max_iter=150, tol=0.0, n_iter_no_change=200,
                   random_state=0)
-    stepped = Est(**params).fit(planted.X)
-    exact = Est(exact_readout=True, **params).fit(planted.X)
+    stepped = Est(exact_readout=False, **params).fit(planted.X)
+    exact = Est(**params).fit(planted.X)
     assert exact.best_loss_ < stepped.best_loss_, (exact.best_loss_,
                                                     stepped.best_loss_)
     # The fitted readout is the least-squares one for the fitted rates.
@@ -345,6 +345,23 @@ def test_exact_readout_true_is_refused_where_it_does_not_apply(params, why, smal
     make_small(LowTensorRankRNN, exact_readout="auto", **params).fit(X)
 
 
+def test_readout_ridge_is_chosen_given_or_absent(small):
+    # 'auto' (the default) chooses from the grid; a number is used as given;
+    # with the stepped readout there is none.
+    from sklearn_ltr._model import READOUT_RIDGES
+
+    stepped = make_small(LowRankRNN, exact_readout=False, readout_ridge=0.3)
+    assert stepped.fit(small.X).readout_ridge_ is None
+    auto = make_small(LowTensorRankRNN).fit(small.X)
+    assert auto.readout_ridge_ in READOUT_RIDGES
+    fixed = make_small(LowTensorRankRNN, exact_readout=True, readout_ridge=0.3)
+    assert fixed.fit(small.X).readout_ridge_ == 0.3
+    # A different ridge, a different fit.
+    assert not np.allclose(fixed.readout_, auto.readout_)
+    with pytest.raises(ValueError, match="'readout_ridge' parameter"):
+        make_small(LowRankRNN, exact_readout=True, readout_ridge=-1.0).fit(small.X)
+
+
 def test_exact_readout_needs_fully_observed_data(small):
     X = small.X.copy()
     X[0, 0, 0] = np.nan
@@ -364,6 +381,8 @@ def test_exact_readout_takes_numpy_booleans(small):
     assert not _may_project(off, 20)
     on = make_small(LowRankRNN, exact_readout=np.True_)
     assert _may_project(on, 20)
-    np.testing.assert_array_equal(off.fit(small.X).predict(small.X),
+    np.testing.assert_array_equal(
+        off.fit(small.X).predict(small.X),
+        make_small(LowRankRNN, exact_readout=False).fit(small.X).predict(small.X))
+    np.testing.assert_array_equal(on.fit(small.X).predict(small.X),
                                   make_small(LowRankRNN).fit(small.X).predict(small.X))
-    assert np.isfinite(on.fit(small.X).predict(small.X)).all()
