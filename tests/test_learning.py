@@ -206,6 +206,24 @@ def test_learning_test_reports_a_calibrated_comparison(session):
     assert null.pvalue > 0.05, null.per_fold
 
 
+@pytest.mark.parametrize("nuisance", [
+    {"recurrent_gain_jitter": 0.15}, {"readout_gain_jitter": 0.15},
+    {"offset_drift": 0.3}], ids=["recurrent-gain", "readout-gain", "offset-drift"])
+def test_learning_test_is_not_fooled_by_nuisances(session, nuisance):
+    # Fixed connectivity plus trial-to-trial gain jitter of the recurrence or of
+    # the recorded activity, or a slow drift of each neuron's offset (the nulls of
+    # benchmarks/bench_learning_test.py, at its sizes of the nuisances): no
+    # learning found. The nuisance does change the recordings.
+    _, constant = session
+    kw = dict(n_trials=60, n_timepoints=12, n_neurons=12, rank=2, n_units=40,
+              noise=0.3, random_state=1, trial_factors="constant")
+    data = make_low_tensor_rank_rnn(**kw, **nuisance)
+    assert np.abs(data.X - constant.X).mean() > 0.05 * np.abs(constant.X).mean()
+    res = learning_test(data.X, data.y, rank=2, cv=3, random_state=0,
+                        estimator_params={"n_units": 16, "max_iter": 150})
+    assert res.pvalue > 0.05, res.per_fold
+
+
 def test_learning_test_passes_prior_parameters_to_the_tensor_model_only(
         session, monkeypatch):
     data, _ = session
