@@ -16,6 +16,8 @@ collect_ignore_glob = ["data/*"]
 SLOW_TESTS = {
     "test_benchmarks.py::test_bench_fit_large_quick": 63,
     "test_benchmarks.py::test_bench_fit_quick": 40,
+    "test_learning.py::"
+    "test_grid_search_chooses_the_trial_length_scale_within_a_factor_of_two": 32,
     "test_ground_truth.py::test_no_false_discovery_of_learning": 30,
     "test_dask.py::test_grid_search_on_dask_cluster_matches_loky": 30,
     "test_benchmarks.py::test_bench_learning_test_quick": 25,
