@@ -421,15 +421,15 @@ def readout_ridge_cv(H, Y, ridges=READOUT_RIDGES, n_groups=5):
         train_gram, train_cross = gram - g_gram, cross - g_cross
         scale = torch.trace(train_gram) / N
         for i, ridge in enumerate(ridges):
-            # The readout of the other groups' trials, (N, n), by Cholesky: for
-            # five ridges, a fraction of the cost of one eigendecomposition each.
+            # The readout of the other groups' trials, (N, n), by Cholesky (the
+            # five factorisations cost less than one eigendecomposition).
             L, info = torch.linalg.cholesky_ex(train_gram + (ridge * scale + 1e-12)
                                                * eye)
             if info:
                 continue  # not positive definite: rates with no variance
             D = torch.cholesky_solve(train_cross, L)
             sse = (D * (g_gram @ D)).sum() - 2 * (D * g_cross).sum() + g_total
-            errors[g, i] = sse / torch.clamp(g_total, min=1e-300)
+            errors[g, i] = float(sse / torch.clamp(g_total, min=1e-300))
     mean = errors.mean(0)
     if not torch.isfinite(mean).all():
         return None

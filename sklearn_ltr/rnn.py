@@ -970,6 +970,8 @@ class _BaseRNN(BaseLatentModel):
         self.initial_states_ = state["Z"]
         self.input_map_ = state["M"]
         ridge = model.readout_ridge
+        if getattr(ridge, "n_calls", None) == 0:
+            ridge = None  # interrupted in the warm start: never projected
         self.readout_ridge_ = None if ridge is None else float(getattr(ridge, "value",
                                                                        ridge))
         for name, value in _fit_diagnostics(result).items():

@@ -227,12 +227,15 @@ def test_interrupted_rnn_fit_is_usable(Est, X, monkeypatch, tmp_path, forcing):
     assert est.n_iter_ == 11 and len(est.loss_curve_) == 11
     if forcing:
         # Only forced losses so far: best_loss_ is the free-running loss of the
-        # parameters where the warm start stopped, evaluated once more.
+        # parameters where the warm start stopped, evaluated once more. The
+        # readout was stepped throughout: no least-squares ridge was used.
         assert est.n_forced_ == 11
         assert np.isfinite(est.best_loss_) and est.best_loss_ > 0
+        assert est.readout_ridge_ is None
     else:
         assert est.n_forced_ == 0
         assert est.best_loss_ == pytest.approx(min(est.loss_curve_), rel=1e-6)
+        assert est.readout_ridge_ in _model.READOUT_RIDGES
     for value in (est.left_factors_, est.right_factors_, est.readout_):
         assert np.isfinite(value).all()
     assert np.isfinite(est.predict(X[:3])).all() and np.isfinite(est.score(X[:3]))
