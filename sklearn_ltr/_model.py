@@ -345,12 +345,12 @@ def readout_least_squares(H, Y, ridge=READOUT_RIDGE):
     h_mean, y_mean = H.reshape(-1, N).mean(0), Y.reshape(-1, n).mean(0)
     H.sub_(h_mean)
     Y.sub_(y_mean)
-    gram = _gram(H.reshape(-1, N), Y.reshape(-1, n))
-    if gram is None:
+    normal = _gram(H.reshape(-1, N), Y.reshape(-1, n))
+    if normal is None:
         return None
+    gram, cross = normal
     if callable(ridge):
         ridge = ridge(H, Y)
-    gram, cross = gram
     gram.diagonal().add_(ridge * torch.trace(gram) / N + 1e-12)
     D = torch.linalg.solve(gram, cross).t().to(H.dtype)
     return D, y_mean - D @ h_mean
