@@ -303,6 +303,7 @@ class _Run:
     callback: object = None
     batches: object = None  # MiniBatches, or None: every step on all trials
     project: object = None  # variable projection (see optimize), or None
+    projected: tuple = ()  # positions, in ``tensors``, of the tensors it sets
     n_iter: int = 0
     backoffs: int = 0
     n_evals: int = 0
@@ -349,12 +350,19 @@ class _Run:
         (a mini-batch's, ``trials``, is not: the epoch's loss is, by
         :meth:`iteration`). L-BFGS evaluates the loss where its previous line
         search ended, which is nearly always the point evaluated last: with
-        ``lbfgs`` that evaluation is kept and reused.
+        ``lbfgs`` that evaluation is kept and reused. The projected tensors are
+        not compared: they are a function of the others, set by the evaluation
+        (the line search, which does not step them, leaves their earlier values
+        behind), and are copied back from it.
         """
         def closure():
             last = self.last
             if last is not None and all(
-                    torch.equal(p, q) for p, q in zip(self.tensors, last[0])):
+                    i in self.projected or torch.equal(p, q)
+                    for i, (p, q) in enumerate(zip(self.tensors, last[0]))):
+                with torch.no_grad():
+                    for i in self.projected:
+                        self.tensors[i].copy_(last[0][i])
                 for p, g in zip(self.tensors, last[1]):
                     p.grad = None if g is None else g.clone()
                 if self.first is None:
@@ -649,6 +657,7 @@ def optimize(
         if project is not None:
             # From here on the projected tensors are set, not stepped.
             run.project = project
+            run.projected = tuple(list(params).index(name) for name in projected)
             for name in projected:
                 params[name].requires_grad_(False)
         if lbfgs_iter > 0 and solver != "lbfgs":

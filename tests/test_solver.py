@@ -221,3 +221,30 @@ def test_optimize_projects_the_linear_part_after_the_warm_start():
     assert float(params["b"]) == float((y - x * params["w"]).mean())
     with pytest.raises(ValueError, match="variable projection needs"):
         optimize(loss_fn, params, project=project, projected=("b",), holdout=True)
+
+
+def test_lbfgs_with_projection_reuses_the_last_evaluation():
+    # The line search leaves the projected tensor at its value of the previous
+    # point (it does not step it); the next iteration's first evaluation is still
+    # that of the line search's last point, whose projected value is copied back.
+    x = torch.linspace(0, 2, 20)
+    y = torch.tanh(1.5 * x) + 0.7
+    params = {"w": torch.zeros(1), "b": torch.zeros(1)}
+    calls = {"project": 0}
+
+    def loss_fn(p):
+        return ((torch.tanh(x * p["w"]) + p["b"] - y) ** 2).mean()
+
+    def project():
+        calls["project"] += 1
+        params["b"].copy_((y - torch.tanh(x * params["w"])).mean())
+
+    # 8 iterations, all before convergence (reached at the 9th).
+    res = optimize(loss_fn, params, solver="lbfgs", learning_rate=1.0, max_iter=8,
+                   tol=0.0, n_iter_no_change=100, project=project, projected=("b",))
+    assert calls["project"] == res.n_evals  # every evaluation projects, once
+    # Measured: 9 evaluations for 8 iterations (16 when each iteration
+    # evaluated its starting point again).
+    assert res.n_iter == 8 and res.n_evals < 1.5 * res.n_iter, res.n_evals
+    np.testing.assert_allclose(float(params["w"]), 1.5, atol=1e-2)
+    assert float(params["b"]) == float((y - torch.tanh(x * params["w"])).mean())
