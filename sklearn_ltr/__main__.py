@@ -268,6 +268,8 @@ def check_options(args):
         if not all(valid(v) for v in values):
             shown = " ".join(str(v) for v in values)
             raise InputError(f"{flag} must be {requirement}, got {shown}.")
+    if getattr(args, "command", None) == "demo":
+        _demo_session(args)
     if getattr(args, "rank", None) is not None:
         args.ranks = [args.rank]
     if getattr(args, "ranks", None) is not None:
@@ -1210,10 +1212,27 @@ def _epoch_labels(epochs, args):
     return np.array([f"{name} {label}" for label in epochs.tolist()])
 
 
-# A smaller session for a quick look (and the tests): 40 units, 30 bins, 112 trials,
-# learning twice as fast as the default session (its perturbation is shorter).
-QUICK_SESSION = {"n_units": 40, "n_timepoints": 30, "n_baseline": 2,
-                 "n_perturbation": 8, "n_washout": 4, "learning_rate": 0.01}
+# The demo's session: 40 units, 30 bins, 112 trials, learning twice as fast as the
+# default session of make_motor_learning (its perturbation is shorter), so that the
+# demo runs in under two minutes on 2 cores; --full runs that default session.
+DEMO_SESSION = {"n_units": 40, "n_timepoints": 30, "n_baseline": 2,
+                "n_perturbation": 8, "n_washout": 4, "learning_rate": 0.01}
+# Ranks and folds of each session, unless --ranks and --cv are given.
+DEMO_RANKS = {"small": [2, 4, 6], "full": [2, 4, 6, 8]}
+DEMO_FOLDS = {"small": 4, "full": 5}
+
+
+def _demo_session(args):
+    """The demo's session, 'small' or 'full' (``--full``); sets its ranks and folds.
+
+    ``--ranks`` and ``--cv``, when given, are kept.
+    """
+    session = "full" if args.full else "small"
+    if args.ranks is None:
+        args.ranks = list(DEMO_RANKS[session])
+    if args.cv is None:
+        args.cv = DEMO_FOLDS[session]
+    return session
 
 
 def demo(args):
@@ -1224,7 +1243,7 @@ def demo(args):
     print("Built-in dataset: a recurrent network trained on centre-out reaching, "
           "recorded while it adapts to a curl force field and back (baseline, "
           "perturbation, washout; one gradient step per trial) ...", flush=True)
-    data = make_motor_learning(**(QUICK_SESSION if args.quick else {}),
+    data = make_motor_learning(**({} if args.full else DEMO_SESSION),
                                random_state=args.random_state)
     # The ground truth the cross-validated rank is compared with: how many CP
     # components the network's weight changes over the session need.
@@ -1297,8 +1316,10 @@ def _fit_options(p, *, n_units, max_iter=1000, trial_length_scale=10.0):
 
 def _common_options(p, *, estimators, n_units, ranks=(1, 2, 3, 4, 5), max_iter=1000,
                     trial_length_scale=10.0):
-    p.add_argument("--ranks", type=int, nargs="+", default=list(ranks),
-                   help="ranks to compare (default: %(default)s)")
+    p.add_argument("--ranks", type=int, nargs="+",
+                   default=None if ranks is None else list(ranks),
+                   help="ranks to compare (default: "
+                   + ("%(default)s)" if ranks is not None else "the session's)"))
     p.add_argument("--estimators", nargs="+", choices=sorted(ESTIMATORS),
                    default=None, help="ltr: LowTensorRankRNN, lr: LowRankRNN, "
                    "tca: TCA, pca: TrialPCA, avg: ConditionAverage, avg-smooth: "
@@ -1411,14 +1432,19 @@ def _add_demo(sub):
     p = sub.add_parser("demo", help="cross-validated rank selection on the built-in "
                        "dataset: prints a table and writes a figure")
     p.add_argument("--out", default="sklearn_ltr_demo", help="output folder")
-    p.add_argument("--quick", action="store_true",
-                   help="a smaller session (40 units, 112 trials) for a quick look")
-    # The session's network has 100 units; it adapts over about five blocks of
-    # eight targets, the time scale of the trial factors' prior.
+    p.add_argument("--full", action="store_true",
+                   help="the default session of make_motor_learning (100 units, 50 "
+                   "bins, 280 trials; ranks 2 4 6 8 and 5 folds unless given; about "
+                   "12 minutes on 2 cores) instead of a smaller one (40 units, 30 "
+                   "bins, 112 trials; ranks 2 4 6 and 4 folds; under 2 minutes)")
+    # The sessions adapt over about five blocks of eight targets, the time scale of
+    # the trial factors' prior.
     _common_options(p, estimators=["ltr", "lr", "avg", "avg-smooth"], n_units=100,
-                    ranks=(2, 4, 6, 8), max_iter=3000, trial_length_scale=40.0)
-    # The RNNs take the time constant of the simulated network.
-    p.set_defaults(func=demo, smooth=0.0, zscore=False, tau=None, loss="mse")
+                    ranks=None, max_iter=3000, trial_length_scale=40.0)
+    # The RNNs take the time constant of the simulated network; the session sets
+    # the default ranks and folds (DEMO_RANKS, DEMO_FOLDS).
+    p.set_defaults(func=demo, smooth=0.0, zscore=False, tau=None, loss="mse",
+                   cv=None)
 
 
 def build_parser():

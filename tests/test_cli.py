@@ -63,9 +63,23 @@ def test_worker_replacement_notice_is_not_passed_on():
         "Fitting TCA with rank=9 on fold 0 failed; its score is set to nan."]
 
 
+@pytest.mark.parametrize("argv, session, ranks, cv", [
+    (["demo"], "small", [2, 4, 6], 4),
+    (["demo", "--full"], "full", [2, 4, 6, 8], 5),
+    (["demo", "--full", "--ranks", "3", "1", "--cv", "3"], "full", [1, 3], 3),
+])
+def test_demo_session_sets_its_ranks_and_folds(argv, session, ranks, cv):
+    from sklearn_ltr.__main__ import _demo_session, build_parser, check_options
+
+    args = build_parser().parse_args(argv)
+    check_options(args)  # resolves the session's defaults
+    assert (args.ranks, args.cv) == (ranks, cv)
+    assert _demo_session(args) == session and (args.ranks, args.cv) == (ranks, cv)
+
+
 def test_demo_prints_table_and_writes_figure(tmp_path, capsys):
     out = tmp_path / "demo"
-    code = main(["demo", "--quick", "--ranks", "1", "3", "--cv", "2", "--n-jobs", "1",
+    code = main(["demo", "--ranks", "1", "3", "--cv", "2", "--n-jobs", "1",
                  "--max-iter", "150", "--verbose", "0", "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
