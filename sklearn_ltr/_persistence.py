@@ -385,8 +385,9 @@ def _read_params(cls, header, archive, arrays):
         arrays[key] = archive.read(key, dtype, shape)
         return arrays[key]
 
-    est = cls(**{k: _decode(f"parameter {k!r}", v, read_array, _PARAM_PREFIX + k)
-                 for k, v in params_in.items()})
+    est = cls(**cls._complete_params(
+        {k: _decode(f"parameter {k!r}", v, read_array, _PARAM_PREFIX + k)
+         for k, v in params_in.items()}))
     try:
         est._validate_params()
     except ValueError as exc:

@@ -194,6 +194,27 @@ class SaveMixin:
             register(cls)
 
     @classmethod
+    def _complete_params(cls, params):
+        """Fill in parameters that files of an earlier version lack.
+
+        :func:`sklearn_ltr.load` calls it with the parameters read from a file,
+        before it builds the estimator. A parameter missing there takes its default
+        unless a class that added it says here which value reproduces how the
+        earlier version fitted (so that ``get_params`` describes the fitted model,
+        and a clone refits it the same way).
+
+        Parameters
+        ----------
+        params : dict
+            Parameters by name.
+
+        Returns
+        -------
+        params : dict
+        """
+        return params
+
+    @classmethod
     def _complete_fitted_state(cls, state):
         """Fill in fitted attributes that files of an earlier version lack.
 

@@ -716,7 +716,33 @@ def _check_network_state(state):
             f"not be finite.")
 
 
-class _BaseRNN(BaseLatentModel):
+class _EarlierFiles:
+    """What the networks' files written by an earlier version (0.1) stand for."""
+
+    @classmethod
+    def _complete_params(cls, params):
+        # Files of 0.1 were fitted without the drift of the readout offsets, with
+        # the readout stepped by the optimiser and without held-out entries.
+        return {"drift_length_scale": None, "exact_readout": False,
+                "early_stopping": False, **params}
+
+    @classmethod
+    def _complete_fitted_state(cls, state):
+        # Files written before trials had places in the session: numbered in the
+        # order fitted, one epoch, no drift of the readout offsets.
+        state = dict(state)
+        if "trial_index_" not in state and isinstance(state.get("_n_trials_fit"), int):
+            state["trial_index_"] = np.arange(state["_n_trials_fit"], dtype=np.float64)
+        state.setdefault("epochs_", None)
+        state.setdefault("readout_drift_", None)
+        for name in ("validation_loss_curve_", "best_validation_loss_"):
+            state.setdefault(name, None)  # before early stopping
+        # Before the least-squares readout, every fit stepped its readout.
+        state.setdefault("readout_ridge_", None)
+        return state
+
+
+class _BaseRNN(_EarlierFiles, BaseLatentModel):
     """Shared implementation of :class:`LowTensorRankRNN` and :class:`LowRankRNN`.
 
     Parameters, validation and fitted attributes only: the network is a
@@ -766,21 +792,6 @@ class _BaseRNN(BaseLatentModel):
     def _trial_prior(self):
         """The trial-factor strategy of this model (see :mod:`sklearn_ltr._priors`)."""
         raise NotImplementedError
-
-    @classmethod
-    def _complete_fitted_state(cls, state):
-        # Files written before trials had places in the session: numbered in the
-        # order fitted, one epoch, no drift of the readout offsets.
-        state = dict(state)
-        if "trial_index_" not in state and isinstance(state.get("_n_trials_fit"), int):
-            state["trial_index_"] = np.arange(state["_n_trials_fit"], dtype=np.float64)
-        state.setdefault("epochs_", None)
-        state.setdefault("readout_drift_", None)
-        for name in ("validation_loss_curve_", "best_validation_loss_"):
-            state.setdefault(name, None)  # before early stopping
-        # Before the least-squares readout, every fit stepped its readout.
-        state.setdefault("readout_ridge_", None)
-        return state
 
     @classmethod
     def _check_fitted_state(cls, state):

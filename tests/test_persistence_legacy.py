@@ -44,3 +44,21 @@ def test_legacy_file_loads_and_gives_the_same_output(name):
         out = est.transform(X)
     expected = np.load(DATA / f"{name}.expected.npy", allow_pickle=False)
     np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("name", ["LowTensorRankRNN", "LowRankRNN"])
+def test_legacy_network_keeps_the_settings_it_was_fitted_with(name):
+    # 0.1 had no drift of the readout offsets, stepped the readout and held no
+    # entries out: the parameters added since then say so, not their new
+    # defaults, so that a clone refits as the file's model was fitted.
+    from sklearn.base import clone
+
+    est = sklearn_ltr.load(DATA / f"{name}.npz")
+    expected = {"drift_length_scale": None, "exact_readout": False,
+                "early_stopping": False}
+    assert {k: est.get_params()[k] for k in expected} == expected
+    assert {k: clone(est).get_params()[k] for k in expected} == expected
+    assert est.readout_drift_ is None and est.readout_ridge_ is None
+    # A file written now has every parameter: they are kept.
+    params = type(est)._complete_params(type(est)().get_params(deep=False))
+    assert params == type(est)().get_params(deep=False)
