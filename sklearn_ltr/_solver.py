@@ -81,6 +81,7 @@ class FitResult:
     # iteration and at the parameters kept (``loss`` is then the training loss there).
     holdout_curve: list = None
     holdout_loss: float = None
+    projected: bool = False  # whether variable projection began (after the warm start)
 
 
 # --------------------------------------------------------------------------- #
@@ -692,7 +693,8 @@ def _finish(run, converged, interrupted, n_forced):
         loss = math.nan if run.snapshot.aux is None else run.snapshot.aux
     return FitResult(run.params, loss, run.curve, run.n_iter, converged,
                      interrupted, run.n_evals, n_forced=min(n_forced, run.n_iter),
-                     holdout_curve=curve, holdout_loss=held)
+                     holdout_curve=curve, holdout_loss=held,
+                     projected=bool(run.projected))
 
 
 def _masked_adam_step(tensors, grads, moments, t, active, *, learning_rate, betas,

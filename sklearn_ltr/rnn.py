@@ -980,9 +980,7 @@ class _BaseRNN(_EarlierFiles, BaseLatentModel):
                                else state["drift"] * self._data_scale)
         self.initial_states_ = state["Z"]
         self.input_map_ = state["M"]
-        ridge = model.readout_ridge
-        if getattr(ridge, "n_calls", None) == 0:
-            ridge = None  # interrupted in the warm start: never projected
+        ridge = model.readout_ridge if result.projected else None
         self.readout_ridge_ = None if ridge is None else float(getattr(ridge, "value",
                                                                        ridge))
         for name, value in _fit_diagnostics(result).items():
