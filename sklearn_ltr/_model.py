@@ -333,8 +333,8 @@ def readout_least_squares(H, Y, ridge=READOUT_RIDGE):
     equations of the centred problem are solved in float64 with a ridge of
     ``ridge`` times the mean variance of the rates (which only matters for units
     whose rates are nearly collinear). ``ridge`` may also be a callable
-    ``ridge(H, Y)`` of the centred tensors that returns it
-    (:class:`CrossValidatedRidge`).
+    ``ridge(H, Y, variance)`` of the centred tensors and that mean variance that
+    returns the ridge itself, not relative to it (:class:`ReadoutRidge`).
 
     Returns
     -------
@@ -349,9 +349,9 @@ def readout_least_squares(H, Y, ridge=READOUT_RIDGE):
     if normal is None:
         return None
     gram, cross = normal
-    if callable(ridge):
-        ridge = ridge(H, Y)
-    gram.diagonal().add_(ridge * torch.trace(gram) / N + 1e-12)
+    variance = float(torch.trace(gram)) / N
+    ridge = ridge(H, Y, variance) if callable(ridge) else ridge * variance
+    gram.diagonal().add_(ridge + 1e-12)
     D = torch.linalg.solve(gram, cross).t().to(H.dtype)
     return D, y_mean - D @ h_mean
 
@@ -439,29 +439,43 @@ def readout_ridge_cv(H, Y, ridges=READOUT_RIDGES, n_groups=5):
     return float(ridges[int(within.max())])
 
 
-class CrossValidatedRidge:
-    """The ridge of ``readout_ridge='auto'``: chosen anew every ``every`` calls.
+class ReadoutRidge:
+    """The ridge of a fit's least-squares readout, held between renewals.
 
-    A callable ``ridge(H, Y)`` for :func:`readout_least_squares`: on its first call
-    and every ``every`` calls after, the ridge is chosen by
-    :func:`readout_ridge_cv` from the current rates (they change as the fit goes
-    on); in between it is kept, so that the loss the optimiser sees changes only
-    at those calls. ``value`` is the ridge last used (``READOUT_RIDGE`` until a
-    choice could be made).
+    A callable ``ridge(H, Y, variance)`` for :func:`readout_least_squares` that
+    returns the ridge itself: ``value`` (relative) times the rates' mean variance
+    at the first call, held until ``value`` changes. Given as ``'auto'``, ``value``
+    is chosen by :func:`readout_ridge_cv` from the current rates on the first call
+    and every ``every`` calls after (``READOUT_RIDGE`` until a choice could be
+    made); when the choice changes, the ridge is set anew from the rates' variance
+    then. Held, the readout's penalty is a constant times ``|D|^2``, and the loss
+    plus that penalty (:meth:`LatentRNN.fit_readout` returns its value) is one
+    function of the other parameters while the choice stands, whose gradient is
+    that of the loss at the readout's optimum (the envelope theorem). A ridge that
+    followed the rates' variance at every call would add a term that no gradient
+    sees, which stalled L-BFGS's line searches (doc/performance.rst); one renewed
+    from it every ``every`` calls made the loss jump, which reset Adam's plateau
+    rule.
     """
 
-    def __init__(self, every=50):
+    def __init__(self, value="auto", every=50):
+        self.auto = isinstance(value, str)
+        self.value = READOUT_RIDGE if self.auto else float(value)
         self.every = every
         self.n_calls = 0
-        self.value = READOUT_RIDGE
+        self.absolute = None  # the ridge last returned
 
-    def __call__(self, H, Y):
+    def __call__(self, H, Y, variance):
         if self.n_calls % self.every == 0:
-            choice = readout_ridge_cv(H, Y)
-            if choice is not None:
-                self.value = choice
+            before = self.value
+            if self.auto:
+                choice = readout_ridge_cv(H, Y)
+                if choice is not None:
+                    self.value = choice
+            if self.absolute is None or self.value != before:
+                self.absolute = self.value * variance
         self.n_calls += 1
-        return self.value
+        return self.absolute
 
 
 # --------------------------------------------------------------------------- #
@@ -845,33 +859,51 @@ class LatentRNN(torch.nn.Module):
 
     # The names, in :meth:`trainable`, of the tensors :meth:`fit_readout` sets.
     READOUT = ("network.Ds", "network.d")
-    # The ridge of a fit's least-squares readout (a float or a CrossValidatedRidge),
-    # set by the fit that projects; None when the readout is stepped.
+    # The ridge of a fit's least-squares readout (a ReadoutRidge), set by the fit
+    # that projects; None when the readout is stepped.
     readout_ridge = None
 
     @torch.no_grad()
     def fit_readout(self, data, ridge=READOUT_RIDGE):
-        """Set the readout to its least-squares optimum given everything else.
+        """Set the readout to its ridge least-squares optimum given everything else.
 
         For the squared error of fully observed data the readout ``D, d`` enters
         the loss linearly, and no penalty or prior involves it: given the unit
         rates of the current network, initial states and trial factors (and the
         drift of the offsets, whose current value is subtracted from the data),
-        its optimum is a linear regression (:func:`readout_least_squares`).
-        Setting it before every evaluation of the loss turns the fit into a
-        minimisation over the other parameters alone (variable projection), whose
-        gradient with respect to them is unchanged at that optimum. Leaves the
-        readout as it is if the rates are not finite. ``ridge``: that of
-        :func:`readout_least_squares` (a float or a callable).
+        its optimum under a ridge penalty ``lam |D|^2 / n_obs`` is a linear
+        regression (:func:`readout_least_squares`). Setting it before every
+        evaluation of the loss, and adding the penalty's value to the loss, turns
+        the fit into a minimisation over the other parameters alone (variable
+        projection), whose gradient with respect to them is that of the loss at
+        that optimum while ``lam`` is held (:class:`ReadoutRidge`).
+
+        Parameters
+        ----------
+        data : Data
+            Fully observed.
+        ridge : float or ReadoutRidge
+            Relative to the rates' mean variance (a float, renewed at every call),
+            or the :class:`ReadoutRidge` of the fit.
+
+        Returns
+        -------
+        penalty : float or None
+            ``lam |D|^2 / n_obs`` of the readout set; None, and the readout left as
+            it is, if the rates are not finite.
         """
         net = self.network.network()
         T = data.X.shape[0]
         _, H = _latents(self.states(), self.factors(), net.A, net.B, net.M,
                         data.inputs, self.alpha, T)
         Y = data.X.clone() if self.drift is None else data.X - self.drift()
+        if not callable(ridge):
+            ridge = ReadoutRidge(ridge, every=1)
         solution = readout_least_squares(H, Y, ridge)
-        if solution is not None:
-            self.network.set_readout(*solution)
+        if solution is None:
+            return None
+        self.network.set_readout(*solution)
+        return ridge.absolute * float(solution[0].double().square().sum()) / data.n_obs
 
     def trainable(self):
         """The tensors an optimiser moves (the parameters, not the buffers), by name."""

@@ -370,10 +370,13 @@ class _Run:
                     self.first, self.first_held = float(last[2]), last[3]
                 return last[2]
             opt.zero_grad(set_to_none=True)
+            penalty = None
             if self.project is not None and gamma is None and trials is None:
                 with torch.no_grad():
-                    self.project()
+                    penalty = self.project()
             value, held = self.evaluate(gamma, trials)
+            if penalty is not None:
+                value = value + penalty
             v = float(value.detach())
             self.n_evals += 1
             if math.isfinite(v):
@@ -613,12 +616,19 @@ def optimize(
     Variable projection (``project``, a callable, and ``projected``, names of
     tensors of ``params``): after the warm start, ``project()`` is called without
     gradient before every evaluation of the loss and its gradient; it sets the
-    ``projected`` tensors to their exact minimiser given the others (the readout
-    of the squared error, a linear least-squares problem). The optimisers then
-    move the other tensors only (the projected ones take no gradient, so Adam
-    and L-BFGS leave them), minimising the loss with the projected ones
-    eliminated, whose gradient is that of the loss at their optimum. They are
-    still kept with the best parameters. Not with mini-batches or held-out
+    ``projected`` tensors to their exact minimiser given the others of the loss
+    plus a penalty on them (the readout of the squared error under a ridge, a
+    linear least-squares problem) and returns that penalty's value (a float, or
+    None for no penalty), which is added to the loss. The optimisers then move
+    the other tensors only (the projected ones take no gradient, so Adam and
+    L-BFGS leave them), minimising the penalised loss with the projected ones
+    eliminated, whose gradient is that of the loss at their optimum (the
+    envelope theorem: it needs the penalty's weight to be independent of the
+    other tensors). Without the penalty's value the line searches of L-BFGS see
+    values whose gradient is not the one they are given, and stall. The
+    projected tensors are still kept with the best parameters, which are chosen
+    among the projected evaluations from there on (the penalised loss is
+    another function than the warm start's). Not with mini-batches or held-out
     entries (the projection needs the loss over all entries).
     """
     if batches is not None and holdout:
@@ -659,6 +669,7 @@ def optimize(
             # From here on the projected tensors are set, not stepped.
             run.project = project
             run.projected = tuple(list(params).index(name) for name in projected)
+            run.snapshot = BestSnapshot(run.tensors)
             for name in projected:
                 params[name].requires_grad_(False)
         if lbfgs_iter > 0 and solver != "lbfgs":

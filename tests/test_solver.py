@@ -223,6 +223,40 @@ def test_optimize_projects_the_linear_part_after_the_warm_start():
         optimize(loss_fn, params, project=project, projected=("b",), holdout=True)
 
 
+def test_projection_penalty_is_added_to_the_loss():
+    # b tanh(x w) fitted to y, with b set by ridge regression given w: project()
+    # returns the ridge penalty, and the solver minimises and reports the loss
+    # plus it, F(w) -- whose minimiser a fine grid finds apart.
+    x = torch.linspace(0, 2, 20, dtype=torch.float64)
+    y = 1.3 * torch.tanh(1.5 * x)
+    lam = 0.5
+    params = {"w": torch.full((1,), 0.5, dtype=torch.float64),
+              "b": torch.zeros(1, dtype=torch.float64)}
+
+    def ridge_fit(t):  # b minimising |t b - y|^2 + lam b^2, for rows of t
+        return (t * y).sum(-1) / ((t * t).sum(-1) + lam)
+
+    def loss_fn(p):
+        return ((torch.tanh(x * p["w"]) * p["b"] - y) ** 2).sum()
+
+    def project():
+        params["b"].copy_(ridge_fit(torch.tanh(x * params["w"])))
+        return lam * float(params["b"]) ** 2
+
+    res = optimize(loss_fn, params, solver="lbfgs", learning_rate=1.0, max_iter=100,
+                   tol=1e-12, n_iter_no_change=5, project=project, projected=("b",))
+    grid = torch.linspace(0.5, 5.0, 450001, dtype=torch.float64)
+    t = torch.tanh(x * grid[:, None])
+    b = ridge_fit(t)
+    residual = ((t * b[:, None] - y) ** 2).sum(1)
+    F = residual + lam * b ** 2
+    w = float(params["w"])
+    assert w == pytest.approx(float(grid[torch.argmin(F)]), abs=1e-4)
+    assert res.loss == pytest.approx(float(F.min()), rel=1e-9)
+    # Not the minimiser of the loss alone at the ridge's readout.
+    assert abs(w - float(grid[torch.argmin(residual)])) > 1e-2
+
+
 def test_lbfgs_with_projection_reuses_the_last_evaluation():
     # The line search leaves the projected tensor at its value of the previous
     # point (it does not step it); the next iteration's first evaluation is still
