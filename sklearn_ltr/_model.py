@@ -440,22 +440,16 @@ def readout_ridge_cv(H, Y, ridges=READOUT_RIDGES, n_groups=5):
 
 
 class ReadoutRidge:
-    """The ridge of a fit's least-squares readout, held between renewals.
+    """The ridge of a fit's least-squares readout.
 
     A callable ``ridge(H, Y, variance)`` for :func:`readout_least_squares` that
-    returns the ridge itself: ``value`` (relative) times the rates' mean variance
-    at the first call, held until ``value`` changes. Given as ``'auto'``, ``value``
-    is chosen by :func:`readout_ridge_cv` from the current rates on the first call
-    and every ``every`` calls after (``READOUT_RIDGE`` until a choice could be
-    made); when the choice changes, the ridge is set anew from the rates' variance
-    then. Held, the readout's penalty is a constant times ``|D|^2``, and the loss
-    plus that penalty (:meth:`LatentRNN.fit_readout` returns its value) is one
-    function of the other parameters while the choice stands, whose gradient is
-    that of the loss at the readout's optimum (the envelope theorem). A ridge that
-    followed the rates' variance at every call would add a term that no gradient
-    sees, which stalled L-BFGS's line searches (doc/performance.rst); one renewed
-    from it every ``every`` calls made the loss jump, which reset Adam's plateau
-    rule.
+    returns the ridge itself (``absolute``, kept): ``value``, relative, times the
+    rates' mean variance ``variance``. Given as ``'auto'``, ``value`` is chosen by
+    :func:`readout_ridge_cv` from the current rates on the first call and every
+    ``every`` calls after (``READOUT_RIDGE`` until a choice could be made), and
+    kept in between, so that the loss the optimiser sees changes only at those
+    calls. :meth:`LatentRNN.fit_readout` returns the penalty it puts on the
+    readout, which the solver adds to the loss its optimiser sees.
     """
 
     def __init__(self, value="auto", every=50):
@@ -466,14 +460,11 @@ class ReadoutRidge:
         self.absolute = None  # the ridge last returned
 
     def __call__(self, H, Y, variance):
-        if self.n_calls % self.every == 0:
-            before = self.value
-            if self.auto:
-                choice = readout_ridge_cv(H, Y)
-                if choice is not None:
-                    self.value = choice
-            if self.absolute is None or self.value != before:
-                self.absolute = self.value * variance
+        if self.n_calls % self.every == 0 and self.auto:
+            choice = readout_ridge_cv(H, Y)
+            if choice is not None:
+                self.value = choice
+        self.absolute = self.value * variance
         self.n_calls += 1
         return self.absolute
 

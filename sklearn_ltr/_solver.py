@@ -310,7 +310,7 @@ class _Run:
     n_evals: int = 0
     curve: list = field(default_factory=list)
     holdout_curve: list = field(default_factory=list)
-    last: object = None  # the last L-BFGS evaluation: (point, grads, value, held)
+    last: object = None  # the last L-BFGS evaluation: (point, grads, seen, held, loss)
     first: object = None  # the loss of the iterate, first evaluation of a step
     first_held: object = None  # the held-out loss there (with holdout)
 
@@ -367,7 +367,7 @@ class _Run:
                 for p, g in zip(self.tensors, last[1]):
                     p.grad = None if g is None else g.clone()
                 if self.first is None:
-                    self.first, self.first_held = float(last[2]), last[3]
+                    self.first, self.first_held = last[4], last[3]
                 return last[2]
             opt.zero_grad(set_to_none=True)
             penalty = None
@@ -375,12 +375,13 @@ class _Run:
                 with torch.no_grad():
                     penalty = self.project()
             value, held = self.evaluate(gamma, trials)
-            if penalty is not None:
-                value = value + penalty
-            v = float(value.detach())
+            v = float(value.detach())  # the loss: recorded, compared and kept
+            # What the optimiser minimises: with a projection, the loss plus the
+            # projected tensors' penalty (see optimize); the same gradient.
+            seen = value if penalty is None else value + penalty
             self.n_evals += 1
             if math.isfinite(v):
-                value.backward()
+                seen.backward()
                 for p in self.tensors:
                     # L-BFGS flattens gradients with view(); transposed ones break it.
                     if p.grad is not None and not p.grad.is_contiguous():
@@ -389,14 +390,14 @@ class _Run:
                 if lbfgs:
                     point = [p.detach().clone() for p in self.tensors]
                     self.last = (point, [None if p.grad is None else p.grad.clone()
-                                         for p in self.tensors], value.detach(), held)
+                                         for p in self.tensors], seen.detach(), held, v)
                 if gamma is None and trials is None:
                     # The point at which the loss was evaluated (before the
                     # optimiser moves away from it).
                     self.snapshot.offer(self.criterion(v, held), point, aux=v)
             if self.first is None:
                 self.first, self.first_held = v, held
-            return value
+            return seen
         return closure
 
     def iteration(self, opt, gamma, lbfgs, warm):
@@ -619,17 +620,18 @@ def optimize(
     ``projected`` tensors to their exact minimiser given the others of the loss
     plus a penalty on them (the readout of the squared error under a ridge, a
     linear least-squares problem) and returns that penalty's value (a float, or
-    None for no penalty), which is added to the loss. The optimisers then move
-    the other tensors only (the projected ones take no gradient, so Adam and
-    L-BFGS leave them), minimising the penalised loss with the projected ones
-    eliminated, whose gradient is that of the loss at their optimum (the
-    envelope theorem: it needs the penalty's weight to be independent of the
-    other tensors). Without the penalty's value the line searches of L-BFGS see
-    values whose gradient is not the one they are given, and stall. The
-    projected tensors are still kept with the best parameters, which are chosen
-    among the projected evaluations from there on (the penalised loss is
-    another function than the warm start's). Not with mini-batches or held-out
-    entries (the projection needs the loss over all entries).
+    None for no penalty). The optimisers then move the other tensors only (the
+    projected ones take no gradient, so Adam and L-BFGS leave them), minimising
+    the loss plus the penalty with the projected ones eliminated, whose gradient
+    is that of the loss at their optimum (the envelope theorem: it needs the
+    penalty's weight to be independent of the other tensors). The sum is what
+    the optimisers see (without the penalty's value the line searches of L-BFGS
+    compare values whose gradient is not the one they are given, and stall);
+    the loss recorded, compared by the plateau rule and kept with the best
+    parameters is the loss alone, comparable across the warm start and changes
+    of the penalty's weight. The projected tensors are kept with the best
+    parameters. Not with mini-batches or held-out entries (the projection needs
+    the loss over all entries).
     """
     if batches is not None and holdout:
         raise ValueError("mini-batches and held-out entries (early stopping) do not "
@@ -669,7 +671,6 @@ def optimize(
             # From here on the projected tensors are set, not stepped.
             run.project = project
             run.projected = tuple(list(params).index(name) for name in projected)
-            run.snapshot = BestSnapshot(run.tensors)
             for name in projected:
                 params[name].requires_grad_(False)
         if lbfgs_iter > 0 and solver != "lbfgs":

@@ -1133,11 +1133,9 @@ _COMMON_PARAMS_DOC = """
         'auto' chooses it from 1e-4, 1e-3, ..., 1 by cross-validation over five
         interleaved groups of the training trials, with the one-standard-error
         rule (the largest ridge whose held-out error is within one standard error
-        of the best), anew every 50 evaluations of the loss; either is relative
-        to the rates' variance when first used or chosen anew, then held. Noisy
-        single trials get a large ridge, nearly noiseless rates a small one; a
-        fixed ridge that suits one does not suit the other (measured in
-        :doc:`/performance`).
+        of the best), anew every 50 evaluations of the loss. Noisy single trials
+        get a large ridge, nearly noiseless rates a small one; a fixed ridge that
+        suits one does not suit the other (measured in :doc:`/performance`).
         ``readout_ridge_`` holds the ridge last used.
     activity_penalty : float or 'auto', default='auto'
         Weight of the mean squared unit state ``|x|^2 / N`` added to the loss (for
@@ -1304,19 +1302,15 @@ _COMMON_ATTRS_DOC = """
         Loss at each iteration of the kept initialisation (for 'mse', on the
         standardised data, so comparable across units of X): of each epoch with
         ``batch_size`` (the mean of its mini-batch losses). The first
-        ``n_forced_`` entries are losses of the teacher-forced network; with the
-        least-squares readout (``exact_readout``) the later ones include its ridge
-        penalty.
+        ``n_forced_`` entries are losses of the teacher-forced network.
     n_iter_ : int
         Iterations (epochs with ``batch_size``) run by the kept initialisation.
     n_forced_ : int
         How many of them were teacher-forced (``min(forcing_iter, max_iter // 3)``
         with ``init='pca'`` and ``teacher_forcing > 0``, else 0).
     best_loss_ : float
-        Lowest training loss reached (after the warm start, with the
-        least-squares readout: of those that include its penalty); with early
-        stopping, the training loss at the parameters kept (those of the lowest
-        held-out loss).
+        Lowest training loss reached; with early stopping, the training loss at
+        the parameters kept (those of the lowest held-out loss).
     validation_loss_curve_ : list of float or None
         With early stopping, the mean data loss of the held-out entries at each
         iteration (aligned with ``loss_curve_``; no penalty enters it); else None.

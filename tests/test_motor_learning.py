@@ -176,22 +176,23 @@ def test_fitted_trial_factors_recover_weight_tensor_factors(session):
     # Fits run to the default max_iter (1000). The similarity depends on the
     # optimisation's path as much as on the loss reached: measured over
     # random_state 0-19 (the default least-squares readout, whose ridge
-    # cross-validation chose as 1e-4), it ranged from 0.449 to 0.967, median 0.755
-    # with the teacher-forced warm start (the default), 0.448 to 0.971, median
-    # 0.785 without it (doc/performance.rst); the random order below gives 0.05.
-    # Hence the median of three seeds for the default, a lower bar for one seed
-    # of each variant.
+    # cross-validation chose as 1e-4), it ranged from 0.262 to 0.977, median 0.787
+    # (5 of 20 below 0.55), with the teacher-forced warm start (the default), and
+    # from 0.367 to 0.979, median 0.789, without it (doc/performance.rst); the
+    # random order below gives 0.05. Hence the median of three seeds for the
+    # default (2 of the 20 fell below 0.4), and lower bars for one seed of each
+    # variant.
     def similarity(est):
         C = est.trial_factors_
         return factor_similarity(C - C.mean(0), true - true.mean(0))
 
     fits = [_fit(session, rank, max_iter=1000, random_state=seed) for seed in range(3)]
     scores = [similarity(est) for est in fits]
-    assert np.median(scores) > 0.55, scores  # measured: 0.569, 0.779, 0.951
+    assert np.median(scores) > 0.4, scores  # measured: 0.785, 0.937, 0.977
     free = _fit(session, rank, max_iter=1000, teacher_forcing=0.0)
-    assert similarity(free) > 0.4  # measured: 0.761
+    assert similarity(free) > 0.3  # measured: 0.798
     stepped = _fit(session, rank, max_iter=1000, exact_readout=False)
-    assert similarity(stepped) > 0.4  # measured: 0.827
+    assert similarity(stepped) > 0.3  # measured: 0.827
     # Control: the same factors in a random trial order match nothing.
     order = np.random.RandomState(0).permutation(len(free.trial_factors_))
     C = free.trial_factors_
@@ -200,14 +201,14 @@ def test_fitted_trial_factors_recover_weight_tensor_factors(session):
     # The dominant trial-mode pattern of the weight changes (the leading right
     # singular vector of their trial unfolding) lies near the span of the fitted
     # trial factors and a constant, and not in that of the same factors in a
-    # random order. Measured over random_state 0-9: 3.3 to 15.8 degrees, median 4.9.
+    # random order. Measured over random_state 0-19: 2.9 to 19.3 degrees, median 4.8.
     pattern = column_space(dW.reshape(len(dW), -1), rank=1)
     angles = [principal_angles(np.c_[np.ones(len(order)), est.trial_factors_],
                                pattern)[0] for est in fits]
-    assert np.median(angles) < 15, angles  # measured: 13.1, 3.3, 3.6
+    assert np.median(angles) < 15, angles  # measured: 19.3, 3.2, 3.0
     for est in fits:
         C = est.trial_factors_[order]
-        assert principal_angles(np.c_[np.ones(len(C)), C], pattern)[0] > 20  # 29.9
+        assert principal_angles(np.c_[np.ones(len(C)), C], pattern)[0] > 20
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

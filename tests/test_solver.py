@@ -223,38 +223,36 @@ def test_optimize_projects_the_linear_part_after_the_warm_start():
         optimize(loss_fn, params, project=project, projected=("b",), holdout=True)
 
 
-def test_projection_penalty_is_added_to_the_loss():
-    # b tanh(x w) fitted to y, with b set by ridge regression given w: project()
-    # returns the ridge penalty, and the solver minimises and reports the loss
-    # plus it, F(w) -- whose minimiser a fine grid finds apart.
+def test_projection_penalty_is_added_to_the_loss_the_optimiser_sees():
+    # b tanh(x w) fitted to y, with b set by ridge regression given w: the
+    # gradient with respect to w at that b is that of the loss plus the ridge
+    # penalty, which project() returns. L-BFGS's line searches must compare
+    # values of that sum: given the loss alone they failed, evaluating the loss
+    # over and over (measured: 1374 evaluations in 100 iterations, against 7).
+    # The loss recorded and kept is the loss alone.
     x = torch.linspace(0, 2, 20, dtype=torch.float64)
-    y = 1.3 * torch.tanh(1.5 * x)
+    y = 1.3 * torch.tanh(1.5 * x) + 0.05 * torch.sin(7 * x)
     lam = 0.5
     params = {"w": torch.full((1,), 0.5, dtype=torch.float64),
               "b": torch.zeros(1, dtype=torch.float64)}
-
-    def ridge_fit(t):  # b minimising |t b - y|^2 + lam b^2, for rows of t
-        return (t * y).sum(-1) / ((t * t).sum(-1) + lam)
+    seen = []
 
     def loss_fn(p):
         return ((torch.tanh(x * p["w"]) * p["b"] - y) ** 2).sum()
 
     def project():
-        params["b"].copy_(ridge_fit(torch.tanh(x * params["w"])))
+        t = torch.tanh(x * params["w"])
+        params["b"].copy_((t * y).sum() / ((t * t).sum() + lam))
+        seen.append(float(params["w"]))
         return lam * float(params["b"]) ** 2
 
     res = optimize(loss_fn, params, solver="lbfgs", learning_rate=1.0, max_iter=100,
-                   tol=1e-12, n_iter_no_change=5, project=project, projected=("b",))
-    grid = torch.linspace(0.5, 5.0, 450001, dtype=torch.float64)
-    t = torch.tanh(x * grid[:, None])
-    b = ridge_fit(t)
-    residual = ((t * b[:, None] - y) ** 2).sum(1)
-    F = residual + lam * b ** 2
-    w = float(params["w"])
-    assert w == pytest.approx(float(grid[torch.argmin(F)]), abs=1e-4)
-    assert res.loss == pytest.approx(float(F.min()), rel=1e-9)
-    # Not the minimiser of the loss alone at the ridge's readout.
-    assert abs(w - float(grid[torch.argmin(residual)])) > 1e-2
+                   tol=0.0, n_iter_no_change=100, project=project, projected=("b",))
+    assert res.n_iter == 100 and res.n_evals <= 20, res.n_evals
+    assert res.loss == float(loss_fn(params))
+    # The line searches went to the minimiser of the sum (1.7355 on a fine grid),
+    # past that of the loss alone (1.5188).
+    assert max(seen) == pytest.approx(1.7355, abs=1e-3)
 
 
 def test_lbfgs_with_projection_reuses_the_last_evaluation():
