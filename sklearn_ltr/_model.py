@@ -443,13 +443,14 @@ class ReadoutRidge:
     """The ridge of a fit's least-squares readout.
 
     A callable ``ridge(H, Y, variance)`` for :func:`readout_least_squares` that
-    returns the ridge itself (``absolute``, kept): ``value``, relative, times the
-    rates' mean variance ``variance``. Given as ``'auto'``, ``value`` is chosen by
-    :func:`readout_ridge_cv` from the current rates on the first call and every
-    ``every`` calls after (``READOUT_RIDGE`` until a choice could be made), and
-    kept in between, so that the loss the optimiser sees changes only at those
-    calls. :meth:`LatentRNN.fit_readout` returns the penalty it puts on the
-    readout, which the solver adds to the loss its optimiser sees.
+    returns the ridge itself (and keeps it as ``absolute``): ``value``, relative,
+    times the rates' mean variance ``variance`` of the call. Given as ``'auto'``,
+    ``value`` is chosen by :func:`readout_ridge_cv` from the current rates on the
+    first call and every ``every`` calls after (``READOUT_RIDGE`` until a choice
+    could be made), and kept in between, so that the loss the optimiser sees
+    changes its form only at those calls. :meth:`LatentRNN.fit_readout` returns
+    the penalty it puts on the readout, which the solver adds to the loss its
+    optimiser sees.
     """
 
     def __init__(self, value="auto", every=50):
@@ -867,15 +868,16 @@ class LatentRNN(torch.nn.Module):
         evaluation of the loss, and adding the penalty's value to the loss, turns
         the fit into a minimisation over the other parameters alone (variable
         projection), whose gradient with respect to them is that of the loss at
-        that optimum while ``lam`` is held (:class:`ReadoutRidge`).
+        that optimum: exactly for a fixed ``lam``; the fit's follows the rates'
+        variance (:class:`ReadoutRidge`), whose derivative it leaves out.
 
         Parameters
         ----------
         data : Data
             Fully observed.
         ridge : float or ReadoutRidge
-            Relative to the rates' mean variance (a float, renewed at every call),
-            or the :class:`ReadoutRidge` of the fit.
+            Relative to the rates' mean variance (a float), or the
+            :class:`ReadoutRidge` of the fit.
 
         Returns
         -------
@@ -889,7 +891,7 @@ class LatentRNN(torch.nn.Module):
                         data.inputs, self.alpha, T)
         Y = data.X.clone() if self.drift is None else data.X - self.drift()
         if not callable(ridge):
-            ridge = ReadoutRidge(ridge, every=1)
+            ridge = ReadoutRidge(ridge)
         solution = readout_least_squares(H, Y, ridge)
         if solution is None:
             return None

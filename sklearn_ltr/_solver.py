@@ -623,8 +623,8 @@ def optimize(
     None for no penalty). The optimisers then move the other tensors only (the
     projected ones take no gradient, so Adam and L-BFGS leave them), minimising
     the loss plus the penalty with the projected ones eliminated, whose gradient
-    is that of the loss at their optimum (the envelope theorem: it needs the
-    penalty's weight to be independent of the other tensors). The sum is what
+    is that of the loss at their optimum (the envelope theorem: exactly when
+    the penalty's weight does not depend on the other tensors). The sum is what
     the optimisers see (without the penalty's value the line searches of L-BFGS
     compare values whose gradient is not the one they are given, and stall);
     the loss recorded, compared by the plateau rule and kept with the best
