@@ -20,6 +20,7 @@ lowest loss out; no scikit-learn. It is made of small parts, each tested on its 
 import functools
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -289,6 +290,16 @@ class Phase:
     probe_every: int = 0
 
 
+class _Evaluation(NamedTuple):
+    """One evaluation of an L-BFGS closure, kept for reuse (see _Run.closure)."""
+
+    point: list  # copies of the tensors evaluated at
+    grads: list  # their gradients (None where a tensor took none)
+    seen: torch.Tensor  # what the optimiser was given: the loss (plus a penalty)
+    held: object  # the held-out loss, or None
+    loss: float  # the loss alone
+
+
 @dataclass
 class _Run:
     """What the phases of one optimisation share."""
@@ -310,7 +321,7 @@ class _Run:
     n_evals: int = 0
     curve: list = field(default_factory=list)
     holdout_curve: list = field(default_factory=list)
-    last: object = None  # the last L-BFGS evaluation: (point, grads, seen, held, loss)
+    last: object = None  # the last L-BFGS evaluation (an _Evaluation), or None
     first: object = None  # the loss of the iterate, first evaluation of a step
     first_held: object = None  # the held-out loss there (with holdout)
 
@@ -360,15 +371,15 @@ class _Run:
             last = self.last
             if last is not None and all(
                     i in self.projected or torch.equal(p, q)
-                    for i, (p, q) in enumerate(zip(self.tensors, last[0]))):
+                    for i, (p, q) in enumerate(zip(self.tensors, last.point))):
                 with torch.no_grad():
                     for i in self.projected:
-                        self.tensors[i].copy_(last[0][i])
-                for p, g in zip(self.tensors, last[1]):
+                        self.tensors[i].copy_(last.point[i])
+                for p, g in zip(self.tensors, last.grads):
                     p.grad = None if g is None else g.clone()
                 if self.first is None:
-                    self.first, self.first_held = last[4], last[3]
-                return last[2]
+                    self.first, self.first_held = last.loss, last.held
+                return last.seen
             opt.zero_grad(set_to_none=True)
             penalty = None
             if self.project is not None and gamma is None and trials is None:
@@ -389,8 +400,9 @@ class _Run:
                 point = None  # a copy of the evaluated point, made once; read-only
                 if lbfgs:
                     point = [p.detach().clone() for p in self.tensors]
-                    self.last = (point, [None if p.grad is None else p.grad.clone()
-                                         for p in self.tensors], seen.detach(), held, v)
+                    self.last = _Evaluation(
+                        point, [None if p.grad is None else p.grad.clone()
+                                for p in self.tensors], seen.detach(), held, v)
                 if gamma is None and trials is None:
                     # The point at which the loss was evaluated (before the
                     # optimiser moves away from it).
