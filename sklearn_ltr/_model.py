@@ -451,21 +451,36 @@ class ReadoutRidge:
     changes its form only at those calls. :meth:`LatentRNN.fit_readout` returns
     the penalty it puts on the readout, which the solver adds to the loss its
     optimiser sees.
+
+    With ``hold=True`` the absolute ridge is also held between those calls
+    (``value`` times the variance of the rates of the call that chose it), so
+    that between them the penalty's weight does not depend on the parameters
+    and the gradient the optimiser is given is exactly that of what it sees.
+    L-BFGS needs this: its line searches compare values, and with the ridge
+    following the rates' variance they stalled (the demo's session, LowRankRNN
+    at rank 2: 3.6 evaluations per iteration and a stop at loss 0.073, against
+    1.7 and 0.011 with the ridge held; Adam reached 0.057). Adam, which ignores
+    values, keeps the ridge following the variance: holding it lowered
+    LowTensorRankRNN's scores on the BCI session of ``doc/command_line.rst`` by
+    0.003-0.007 at ranks 3-6.
     """
 
-    def __init__(self, value="auto", every=50):
+    def __init__(self, value="auto", every=50, hold=False):
         self.auto = isinstance(value, str)
         self.value = READOUT_RIDGE if self.auto else float(value)
         self.every = every
+        self.hold = hold
         self.n_calls = 0
         self.absolute = None  # the ridge last returned
 
     def __call__(self, H, Y, variance):
+        before = self.value
         if self.n_calls % self.every == 0 and self.auto:
             choice = readout_ridge_cv(H, Y)
             if choice is not None:
                 self.value = choice
-        self.absolute = self.value * variance
+        if self.absolute is None or self.value != before or not self.hold:
+            self.absolute = self.value * variance
         self.n_calls += 1
         return self.absolute
 
@@ -790,7 +805,8 @@ class LatentRNN(torch.nn.Module):
                  if hasattr(part, "prior")]
         return sum(terms) if terms else None
 
-    def loss(self, data, *, per_trial=False, forcing=None, trials=None):
+    def loss(self, data, *, per_trial=False, forcing=None, trials=None,
+             project=None):
         """The objective: data loss plus the activity and trial-factor penalties.
 
         Parameters
@@ -805,13 +821,20 @@ class LatentRNN(torch.nn.Module):
             A mini-batch: the unbiased estimate of the mean loss from these trials
             alone (see the class's Notes); ``targets`` of ``forcing`` are those of
             all trials. Mean loss only.
+        project : float, ReadoutRidge or None
+            First set the readout to its least-squares optimum given everything
+            else, with this ridge (see :meth:`fit_readout`), solved from the same
+            simulation as the loss. The squared error of fully observed data, mean
+            loss only, without ``forcing`` or ``trials``.
 
         Returns
         -------
         loss : scalar Tensor, or Tensor of shape (K,) with ``per_trial``.
             With held-out entries (``data.holdout``) and without ``per_trial``, a
             pair: the loss, and the mean data loss over the held-out entries (a
-            float), which no penalty enters.
+            float), which no penalty enters. With ``project``, a pair: the loss,
+            and the penalty :meth:`fit_readout` returns (None if the readout was
+            left as it was).
         """
         net = self.network.network()
         n_obs = data.n_obs  # of the whole data, which the priors are weighed against
@@ -822,8 +845,14 @@ class LatentRNN(torch.nn.Module):
         Z0, C = self.states(trials), self.factors(trials)
         d = self._offset(net, trials)
         T = data.X.shape[0]
-        held = None
-        if per_trial:
+        held = penalty = None
+        if project is not None:
+            kappa, H = _latents(Z0, C, net.A, net.B, net.M, data.inputs, self.alpha, T)
+            with torch.no_grad():
+                penalty = self._set_readout(H.detach().clone(), data, project)
+            net = self.network.network()  # with the readout just set
+            value = readout_loss(H, net.D, self._offset(net), data, self.loss_name)
+        elif per_trial:
             kappa, eta = evaluate(Z0, C, net.A, net.B, net.D, d, net.M,
                                   data.inputs, alpha=self.alpha, n_timepoints=T)
             value = data_loss_per_trial(eta, data, self.loss_name)
@@ -847,6 +876,8 @@ class LatentRNN(torch.nn.Module):
         if self.activity_penalty:
             value = value + self.activity_penalty * activity_loss(
                 kappa, net.A, per_trial=per_trial)
+        if project is not None:
+            return value, penalty
         return value if held is None else (value, held)
 
     # The names, in :meth:`trainable`, of the tensors :meth:`fit_readout` sets.
@@ -889,6 +920,10 @@ class LatentRNN(torch.nn.Module):
         T = data.X.shape[0]
         _, H = _latents(self.states(), self.factors(), net.A, net.B, net.M,
                         data.inputs, self.alpha, T)
+        return self._set_readout(H, data, ridge)
+
+    def _set_readout(self, H, data, ridge):
+        """:meth:`fit_readout` from the unit rates ``H`` (overwritten)."""
         Y = data.X.clone() if self.drift is None else data.X - self.drift()
         if not callable(ridge):
             ridge = ReadoutRidge(ridge)

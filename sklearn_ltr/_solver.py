@@ -314,8 +314,9 @@ class _Run:
     progress: object = None
     callback: object = None
     batches: object = None  # MiniBatches, or None: every step on all trials
-    project: object = None  # variable projection (see optimize), or None
-    projected: tuple = ()  # positions, in ``tensors``, of the tensors it sets
+    # Variable projection (see optimize): the positions, in ``tensors``, of the
+    # tensors the loss sets, once it does (after the warm start).
+    projected: tuple = ()
     n_iter: int = 0
     backoffs: int = 0
     n_evals: int = 0
@@ -381,11 +382,11 @@ class _Run:
                     self.first, self.first_held = last.loss, last.held
                 return last.seen
             opt.zero_grad(set_to_none=True)
-            penalty = None
-            if self.project is not None and gamma is None and trials is None:
-                with torch.no_grad():
-                    penalty = self.project()
-            value, held = self.evaluate(gamma, trials)
+            penalty = held = None
+            if self.projected and gamma is None and trials is None:
+                value, penalty = self.loss_fn(self.params, project=True)
+            else:
+                value, held = self.evaluate(gamma, trials)
             v = float(value.detach())  # the loss: recorded, compared and kept
             # What the optimiser minimises: with a projection, the loss plus the
             # projected tensors' penalty (see optimize); the same gradient.
@@ -561,7 +562,7 @@ def optimize(
     n_iter_no_change=20, progress=None, callback=None, max_backoffs=6,
     n_decays=None, decay_factor=0.2, warmup=10, history_size=100, lbfgs_iter=0,
     forcing=0.0, forcing_iter=0, forcing_lr=0.02, forcing_probe=0, batches=None,
-    holdout=False, project=None, projected=(),
+    holdout=False, projected=(),
 ):
     """Minimise ``loss_fn(params)`` over the tensors in ``params`` (modified in place).
 
@@ -626,12 +627,13 @@ def optimize(
     ``FitResult.loss`` is then the training loss at those parameters. Not with
     mini-batches.
 
-    Variable projection (``project``, a callable, and ``projected``, names of
-    tensors of ``params``): after the warm start, ``project()`` is called without
-    gradient before every evaluation of the loss and its gradient; it sets the
-    ``projected`` tensors to their exact minimiser given the others of the loss
-    plus a penalty on them (the readout of the squared error under a ridge, a
-    linear least-squares problem) and returns that penalty's value (a float, or
+    Variable projection (``projected``, names of tensors of ``params``): after the
+    warm start, every evaluation of the loss and its gradient is
+    ``loss_fn(params, project=True)``, which must first set the ``projected``
+    tensors (without gradient) to their exact minimiser given the others of the
+    loss plus a penalty on them (the readout of the squared error under a ridge, a
+    linear least-squares problem, solved from the same simulation as the loss),
+    and return the pair of the loss there and that penalty's value (a float, or
     None for no penalty). The optimisers then move the other tensors only (the
     projected ones take no gradient, so Adam and L-BFGS leave them), minimising
     the loss plus the penalty with the projected ones eliminated, whose gradient
@@ -648,7 +650,7 @@ def optimize(
     if batches is not None and holdout:
         raise ValueError("mini-batches and held-out entries (early stopping) do not "
                          "go together: the held-out loss is that of all trials.")
-    if project is not None and (batches is not None or holdout):
+    if projected and (batches is not None or holdout):
         raise ValueError("variable projection needs the loss over all entries: not "
                          "with mini-batches or held-out entries.")
     if batches is not None and (solver == "lbfgs" or lbfgs_iter > 0):
@@ -679,9 +681,8 @@ def optimize(
                 if n_forced % forcing_probe:
                     run.probe()  # where the warm start ended
                 run.restore_best()
-        if project is not None:
+        if projected:
             # From here on the projected tensors are set, not stepped.
-            run.project = project
             run.projected = tuple(list(params).index(name) for name in projected)
             for name in projected:
                 params[name].requires_grad_(False)

@@ -1,6 +1,5 @@
 """Low-tensor-rank and low-rank recurrent network models of trials."""
 
-import functools
 import warnings
 from numbers import Integral, Real
 
@@ -160,8 +159,9 @@ def _fit_memory(n_trials, n_timepoints, n_neurons, *, n_units, rank, n_inputs=0,
 
 def _check_fit_memory(est, shape, n_inputs, device):
     """Refuse a fit whose estimated peak memory exceeds what is available."""
-    schedule = _fit_schedule(est)
-    lbfgs_iter = est.max_iter if est.solver == "lbfgs" else schedule["lbfgs_iter"]
+    schedule = _fit_schedule(est, _fit_solver(est, shape[0]))
+    lbfgs_iter = (est.max_iter if schedule["solver"] == "lbfgs"
+                  else schedule["lbfgs_iter"])
     kw = dict(n_units=est.n_units, rank=est.rank, n_inputs=n_inputs, loss=est.loss,
               device_type=device.type, holdout=_early_stopping(est, shape[0]))
     host, dev_bytes = _fit_memory(*shape, lbfgs_iter=lbfgs_iter,
@@ -180,8 +180,8 @@ def _check_fit_memory(est, shape, n_inputs, device):
     if sum(_fit_memory(*shape, batch_size=1, **kw)) < sum(
             _fit_memory(*shape, batch_size=est.batch_size, **kw)):
         remedy += (f" Or set a smaller batch_size (trials per optimiser step, "
-                   f"with solver='adam'; now {est.batch_size}): the training then "
-                   f"holds the arrays of one mini-batch of trials.")
+                   f"with solver='adam' or 'auto'; now {est.batch_size}): the "
+                   f"training then holds the arrays of one mini-batch of trials.")
     check_memory_on(host, dev_bytes, device, what=what, remedy=remedy)
 
 
@@ -218,13 +218,13 @@ def _check_fit_arguments(est, X):
             f"orthonormal_readout=True needs n_neurons <= n_units, got "
             f"n_neurons={n_neurons} and n_units={est.n_units}; increase n_units.")
     if est.batch_size is not None and est.batch_size < X.shape[0] and (
-            est.solver != "adam"):
+            est.solver not in ("adam", "auto")):
         raise ValueError(
             f"batch_size={est.batch_size} (below n_trials={X.shape[0]}) needs "
             f"solver='adam', got solver={est.solver!r}: L-BFGS's line search needs "
             f"the same loss at every evaluation, which random mini-batches of "
-            f"trials do not give. Use solver='adam', or batch_size=None (every "
-            f"step on all trials).")
+            f"trials do not give. Use solver='adam' or 'auto' (which takes Adam "
+            f"with mini-batches), or batch_size=None (every step on all trials).")
     if est.batch_size is not None and est.batch_size < X.shape[0] and (
             est.early_stopping is True):
         raise ValueError(
@@ -335,7 +335,7 @@ def _warn_about_fit(est, best, interrupted):
             f"{name}.fit was interrupted after {n_iter} iterations{where}; the best "
             f"parameters so far are kept.", UserWarning)
     elif best.n_iter - best.n_forced >= min(
-            _resolved(est, "n_iter_no_change"), est.max_iter - best.n_forced) and not (
+            _plateau_window(est), est.max_iter - best.n_forced) and not (
             _criterion(best) < _criterion_curve(best)[best.n_forced]):
         # The loss never went below its value at the initial parameters, which
         # are therefore what is kept: the steps overshoot, or (held-out loss)
@@ -379,6 +379,11 @@ _AUTO = {
     "n_iter_no_change": {"mse": 50, "poisson": 150},
 }
 _AUTO_OPTION = StrOptions({"auto"})
+# n_iter_no_change='auto' of L-BFGS with the squared error: its steps follow the
+# curvature, so it seldom stalls for long; a window of 10 stops fits at the
+# reference size of doc/performance.rst at 270-290 iterations, within 0.0014 of a
+# long fit.
+_LBFGS_WINDOW = 10
 
 
 def _resolved(est, name):
@@ -386,6 +391,25 @@ def _resolved(est, name):
     value = getattr(est, name)
     return _AUTO[name][est.loss] if isinstance(value, str) and value == "auto" \
         else value
+
+
+def _fit_solver(est, n_trials, missing=False):
+    """The solver of a fit on ``n_trials`` trials (``missing``: X has NaN entries).
+
+    'auto': L-BFGS where the readout is set by least squares (the loss is then
+    that of the other parameters alone, smooth and deterministic), Adam elsewhere.
+    """
+    if est.solver != "auto":
+        return est.solver
+    return "lbfgs" if _may_project(est, n_trials) and not missing else "adam"
+
+
+def _plateau_window(est):
+    """``n_iter_no_change`` of the fit, 'auto' resolved for its loss and solver."""
+    if est.n_iter_no_change == "auto" and est.solver_ == "lbfgs" and (
+            est.loss == "mse"):
+        return _LBFGS_WINDOW
+    return _resolved(est, "n_iter_no_change")
 
 
 def _early_stopping(est, n_trials):
@@ -504,11 +528,14 @@ def _new_trial_offsets(est, n_trials, session, dev):
 _FORCING_PROBE = 10
 
 
-def _fit_schedule(est):
-    """Solver, L-BFGS start, and the teacher forcing of the warm start."""
+def _fit_schedule(est, solver):
+    """Solver, L-BFGS start, and the teacher forcing of the warm start.
+
+    ``solver``: the fit's (:func:`_fit_solver`).
+    """
     # 'lbfgs-adam': L-BFGS for the first fifth of max_iter (at most 150
     # iterations), then Adam.
-    solver, lbfgs_iter = est.solver, 0
+    lbfgs_iter = 0
     if solver == "lbfgs-adam":
         solver, lbfgs_iter = "adam", min(150, max(1, est.max_iter // 5))
     # The warm start pulls the states toward the latent trajectories the
@@ -574,16 +601,19 @@ def _projection(est, model, data):
     """The variable projection of :func:`_solver.optimize` for this fit, if any."""
     if not _exact_readout(est, data):
         return {}
-    ridge = model.readout_ridge = _model.ReadoutRidge(est.readout_ridge)
-    return {"project": functools.partial(model.fit_readout, data, ridge=ridge),
-            "projected": model.READOUT}
+    # L-BFGS needs the gradient of exactly what it sees: the ridge held between
+    # the choices of readout_ridge='auto' (see ReadoutRidge).
+    model.readout_ridge = _model.ReadoutRidge(est.readout_ridge,
+                                              hold=est.solver_ == "lbfgs")
+    return {"projected": model.READOUT}
 
 
 def _optimize(est, model, data, targets, i_init, batches):
     """Fit ``model`` to ``data`` with the estimator's schedule; the FitResult."""
-    def loss_fn(params, gamma=0.0, trials=None):
+    def loss_fn(params, gamma=0.0, trials=None, project=False):
         return model.loss(data, forcing=(gamma, targets) if gamma else None,
-                          trials=trials)
+                          trials=trials,
+                          project=model.readout_ridge if project else None)
 
     progress = None
     if est.verbose:
@@ -593,8 +623,9 @@ def _optimize(est, model, data, targets, i_init, batches):
         return _solver.optimize(
             loss_fn, model.trainable(), learning_rate=est._learning_rate(),
             max_iter=est.max_iter, tol=_resolved(est, "tol"),
-            n_iter_no_change=_resolved(est, "n_iter_no_change"), progress=progress,
-            batches=batches, holdout=data.holdout is not None, **_fit_schedule(est),
+            n_iter_no_change=_plateau_window(est), progress=progress,
+            batches=batches, holdout=data.holdout is not None,
+            **_fit_schedule(est, est.solver_),
             **_projection(est, model, data))
     except _solver.FitDiverged as exc:
         # The warm start runs at its own rate: learning_rate does not reach it.
@@ -650,7 +681,8 @@ def _store_candidates(est, C, state_index, U, n_timepoints):
 _NETWORK = {"low": -2.0 ** 32, "high": 2.0 ** 32}
 _RNN_STATE = {
     "n_features_in_": Value("int", low=1), "n_inputs_": Value("int", low=0),
-    "device_": Value("device"), "n_iter_": Value("int", low=0),
+    "device_": Value("device"), "solver_?": Value("str"),
+    "n_iter_": Value("int", low=0),
     "n_forced_": Value("int", low=0),
     # Diagnostics that inference never reads: a fit stopped early may have no
     # finite loss yet.
@@ -736,6 +768,8 @@ class _EarlierFiles:
             state.setdefault(name, None)  # before early stopping
         # Before the least-squares readout, every fit stepped its readout.
         state.setdefault("readout_ridge_", None)
+        # Before solver='auto', the solver of a fit was its parameter's value.
+        state.setdefault("solver_", None)
         return state
 
 
@@ -769,7 +803,7 @@ class _BaseRNN(_EarlierFiles, BaseLatentModel):
         "early_stopping": [StrOptions({"auto"}), "boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "init": [StrOptions({"pca", "random"})],
-        "solver": [StrOptions({"lbfgs-adam", "adam", "lbfgs"})],
+        "solver": [StrOptions({"auto", "lbfgs-adam", "adam", "lbfgs"})],
         "learning_rate": [Interval(Real, 0, None, closed="neither"), None],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
@@ -851,6 +885,8 @@ class _BaseRNN(_EarlierFiles, BaseLatentModel):
         """
         X, _ = check_training_trials(X, min_trials=2, min_timepoints=2)
         _check_fit_arguments(self, X)
+        # The solver this fit uses ('auto' resolved; see _fit_solver).
+        self.solver_ = _fit_solver(self, X.shape[0], bool(np.isnan(X).any()))
         labels, state_index = check_conditions(y, X.shape[0])
         index, epoch_labels = check_session(trial_index, epochs, X.shape[0])
         U = check_inputs(inputs, X.shape[0], X.shape[1])
@@ -962,7 +998,7 @@ class _BaseRNN(_EarlierFiles, BaseLatentModel):
         """``learning_rate``, or the solver's default when it is None."""
         if self.learning_rate is not None:
             return self.learning_rate
-        return {"lbfgs": 1.0, "adam": 0.05, "lbfgs-adam": 0.02}[self.solver]
+        return {"lbfgs": 1.0, "adam": 0.05, "lbfgs-adam": 0.02}[self.solver_]
 
     def _set_fitted(self, model, result, state_index, U, n_timepoints):
         state = model.export()
@@ -1171,24 +1207,28 @@ _COMMON_PARAMS_DOC = """
         'pca' starts from the principal components of X: latent trajectories from PC
         scores, readout and connectivity by ridge regression on them. 'random' starts
         from random latent trajectories.
-    solver : {'adam', 'lbfgs-adam', 'lbfgs'}, default='adam'
+    solver : {'auto', 'adam', 'lbfgs-adam', 'lbfgs'}, default='auto'
         Optimiser of the fit; all trials enter every iteration (unless
         ``batch_size`` is set), so the loss is deterministic. 'adam' is Adam with
         a warm-up and a plateau schedule.
         'lbfgs' is L-BFGS: quasi-Newton steps with a strong-Wolfe line search
         (history of 100 steps, about 1.1 loss evaluations per iteration).
         'lbfgs-adam' runs L-BFGS for the first fifth of ``max_iter`` (at most 150
-        iterations), then Adam from the best point. All three start after the
-        teacher-forced warm start (``teacher_forcing``), from the best free-running
-        point it passed through. L-BFGS lowers the loss in far fewer iterations
-        than Adam, but on networks whose trial factors are known it recovers them
-        less well; Adam is the default. Per-trial inference (transform, predict,
-        score) uses Adam with one stopping rule per trial, so a trial's result does
-        not depend on the other trials passed with it.
+        iterations), then Adam from the best point. 'auto' is 'lbfgs' where the
+        readout is set by least squares (``exact_readout``: the squared error of
+        fully observed data on all trials at once), whose loss is then a smooth
+        function of the other parameters that L-BFGS minimises in a few hundred
+        iterations, and 'adam' elsewhere (the Poisson loss, held-out entries,
+        missing entries, mini-batches); ``solver_`` says which. All start after
+        the teacher-forced warm start (``teacher_forcing``), from the best
+        free-running point it passed through. Per-trial inference (transform,
+        predict, score) uses Adam with one stopping rule per trial, so a trial's
+        result does not depend on the other trials passed with it.
     learning_rate : float or None, default=None
         Step size of Adam (default 0.05 with 'adam', 0.02 after L-BFGS with
         'lbfgs-adam'), or the initial step of each L-BFGS line search with 'lbfgs'
-        (default 1.0; the L-BFGS start of 'lbfgs-adam' always uses 1.0). A
+        (default 1.0; the L-BFGS start of 'lbfgs-adam' always uses 1.0); with
+        'auto', that of the solver chosen. A
         non-finite loss halves it (up to 6 times, then fit raises a ValueError); a
         rate so large that the loss never decreases keeps the initial parameters,
         with a ConvergenceWarning.
@@ -1197,8 +1237,8 @@ _COMMON_PARAMS_DOC = """
     batch_size : int or None, default=None
         Trials per optimiser step. None (or a value >= n_trials): every step uses
         all trials. Below n_trials, mini-batches for large sessions (needs
-        ``solver='adam'``): each iteration is then an *epoch*, one pass over the
-        trials in a random order drawn from ``random_state``, split into
+        Adam: ``solver='adam'`` or 'auto'): each iteration is then an *epoch*, one
+        pass over the trials in a random order drawn from ``random_state``, split into
         ``ceil(n_trials / batch_size)`` mini-batches of nearly equal sizes (at
         most ``batch_size``), with one Adam step per mini-batch. The data and
         activity terms of a step are those of its trials, scaled so that their
@@ -1229,7 +1269,9 @@ _COMMON_PARAMS_DOC = """
         such a stall for convergence and stops in a poor fit. 'auto' is 50 with
         ``loss='mse'`` and 150 with 'poisson': a held-out loss (``early_stopping``)
         fluctuates from one iteration to the next, and a window of 50 divides the
-        learning rate long before it stops improving.
+        learning rate long before it stops improving. With L-BFGS and
+        ``loss='mse'`` (``solver_='lbfgs'``), 'auto' is 10: its steps follow the
+        curvature and seldom stall for long.
     teacher_forcing : float in [0, 1), default=0.5
         Strength of the teacher-forced warm start (used with ``init='pca'``). In the
         first ``forcing_iter`` iterations every latent state is pulled toward the
@@ -1303,6 +1345,10 @@ _COMMON_ATTRS_DOC = """
         standardised data, so comparable across units of X): of each epoch with
         ``batch_size`` (the mean of its mini-batch losses). The first
         ``n_forced_`` entries are losses of the teacher-forced network.
+    solver_ : str or None
+        The solver of the fit: ``solver``, or with 'auto' the one it chose
+        ('lbfgs' or 'adam'). None for a model loaded from a file written before
+        'auto' (its ``solver`` is the one it was fitted with).
     n_iter_ : int
         Iterations (epochs with ``batch_size``) run by the kept initialisation.
     n_forced_ : int
@@ -1412,7 +1458,7 @@ class LowTensorRankRNN(_BaseRNN):
         loss="mse", orthonormal_readout=False, exact_readout="auto",
         readout_ridge="auto", activity_penalty="auto", early_stopping="auto",
         validation_fraction=0.1,
-        init="pca", solver="adam", learning_rate=None, max_iter=1000,
+        init="pca", solver="auto", learning_rate=None, max_iter=1000,
         batch_size=None, tol="auto", n_iter_no_change="auto", teacher_forcing=0.5,
         forcing_iter=150, n_init=1, infer_max_iter=200, cosmoothing_folds=5,
         random_state=None, n_threads=1, device="cpu", verbose=0,
@@ -1491,7 +1537,7 @@ class LowRankRNN(_BaseRNN):
         tau=2.0, loss="mse", orthonormal_readout=False, exact_readout="auto",
         readout_ridge="auto", activity_penalty="auto", early_stopping="auto",
         validation_fraction=0.1,
-        init="pca", solver="adam", learning_rate=None, max_iter=1000,
+        init="pca", solver="auto", learning_rate=None, max_iter=1000,
         batch_size=None, tol="auto", n_iter_no_change="auto", teacher_forcing=0.5,
         forcing_iter=150, n_init=1, infer_max_iter=200, cosmoothing_folds=5,
         random_state=None, n_threads=1, device="cpu", verbose=0,

@@ -217,8 +217,9 @@ def test_interrupted_rnn_fit_is_usable(Est, X, monkeypatch, tmp_path, forcing):
     # Adam evaluates the loss once per iteration: Ctrl-C in the 12th evaluation
     # stops it after 11 iterations (test_rnn_features covers the default solver);
     # with teacher forcing, inside the warm start (100 iterations), whose
-    # free-running loss is also evaluated after its 10th iteration.
-    _interrupt_at(monkeypatch, _model, "evaluate_loss", at=13 if forcing else 12)
+    # free-running loss is also evaluated after its 10th iteration. Every
+    # evaluation, forced or with the projected readout, computes _gain_drive once.
+    _interrupt_at(monkeypatch, _model, "_gain_drive", at=13 if forcing else 12)
     est = make_small(Est, max_iter=500, solver="adam", teacher_forcing=forcing)
     with pytest.warns(UserWarning, match="interrupted after 11 iterations; the best "
                                          "parameters so far are kept"):
@@ -247,7 +248,7 @@ def test_interrupted_rnn_fit_is_usable(Est, X, monkeypatch, tmp_path, forcing):
 def test_interrupt_in_a_later_initialisation_keeps_the_best(X, monkeypatch):
     # 25 iterations of the first initialisation (and one evaluation of where its
     # 8-iteration warm start ended), then Ctrl-C in the second.
-    _interrupt_at(monkeypatch, _model, "evaluate_loss", at=26 + 6)
+    _interrupt_at(monkeypatch, _model, "_gain_drive", at=26 + 6)
     est = make_small(LowTensorRankRNN, n_init=2, max_iter=25, n_iter_no_change=100,
                      solver="adam")
     with pytest.warns(UserWarning, match="interrupted after 5 iterations of "
@@ -352,17 +353,22 @@ def test_absurd_learning_rate_never_gives_nan(Est, scale, X, solver):
     # The warm start diverges first; it runs at its own rate, which learning_rate
     # does not change.
     (0.5, r"warm start became non-finite .* Remedies: teacher_forcing=0 "),
-    (0.0, r"Remedies: lower learning_rate \(now 0.05\)")])
+    # L-BFGS (solver='auto' with the projected readout) at its initial step 1.
+    (0.0, r"Remedies: lower learning_rate \(now 1.0\)")])
 @pytest.mark.parametrize("Est", RNNS, ids=_ids)
 def test_persistently_nonfinite_loss_is_a_clear_error(Est, X, monkeypatch, forcing,
                                                       remedy):
-    original = _model.evaluate_loss
+    # Every loss non-finite: the forced and probed ones (evaluate_loss) and
+    # those of the projected readout (readout_loss).
+    evaluate_loss, readout_loss = _model.evaluate_loss, _model.readout_loss
 
     def nan_loss(*args, **kwargs):
-        kappa, value = original(*args, **kwargs)
+        kappa, value = evaluate_loss(*args, **kwargs)
         return kappa, value * float("nan")
 
     monkeypatch.setattr(_model, "evaluate_loss", nan_loss)
+    monkeypatch.setattr(_model, "readout_loss",
+                        lambda *a, **k: readout_loss(*a, **k) * float("nan"))
     est = make_small(Est, teacher_forcing=forcing)
     with pytest.raises(ValueError, match=r"fit diverged: .*" + remedy):
         est.fit(X)
@@ -394,7 +400,9 @@ def test_rnn_memory_check_on_cuda_counts_host_and_device(monkeypatch):
                         lambda device: available[torch.device(device).type])
     est = LowTensorRankRNN(rank=3, n_units=200)
     shape = (300, 100, 80)
-    host, device = _fit_memory(*shape, n_units=200, rank=3, device_type="cuda")
+    # The default fit: L-BFGS (solver='auto') with the least-squares readout.
+    host, device = _fit_memory(*shape, n_units=200, rank=3, device_type="cuda",
+                               lbfgs_iter=est.max_iter, exact_readout=True)
     assert device > 10 ** 6
     with pytest.raises(ValueError, match=r"on cuda, but only 976.6 KiB is available. "
                                          r".*Or use device='cpu'"):

@@ -226,6 +226,7 @@ def test_warning_when_the_held_out_loss_never_decreases():
     result = FitResult({}, 1.0, [2.0] * 60, 60, True, False, holdout_curve=[1.0] * 60,
                        holdout_loss=1.0)
     est = LowRankRNN(loss="poisson", max_iter=60, n_iter_no_change=50)
+    est.solver_ = "adam"  # as fit resolves solver='auto' for the Poisson loss
     with pytest.warns(ConvergenceWarning, match=r"did not decrease the loss of its "
                                                 r"held-out entries .* set "
                                                 r"early_stopping=False"):

@@ -232,6 +232,11 @@ def test_readout_ridge_is_chosen_every_so_many_calls():
     assert ridge(H, noise, 3.0) == 3.0 * _model.readout_ridge_cv(H, noise)
     assert ridge.value == _model.readout_ridge_cv(H, noise) != _model.readout_ridge_cv(
         H, clean)
+    # Held (L-BFGS's), the ridge itself stays between choices, whatever the
+    # rates' variance.
+    held = _model.ReadoutRidge(every=3, hold=True)
+    assert [held(H, clean, v) for v in (2.0, 5.0, 1.0)] == [first] * 3
+    assert held(H, noise, 3.0) == 3.0 * _model.readout_ridge_cv(H, noise)
     # A number stays; the solver takes either as its ridge.
     fixed = _model.ReadoutRidge(0.1)
     assert (fixed(H, noise, 2.0), fixed(H, noise, 9.0)) == (0.2, pytest.approx(0.9))
@@ -242,24 +247,16 @@ def test_readout_ridge_is_chosen_every_so_many_calls():
     torch.testing.assert_close(D, D_fixed)
 
 
-class _HeldRidge(_model.ReadoutRidge):
-    """A ridge fixed at its first value, not relative to the rates' variance."""
-
-    def __call__(self, H, Y, variance):
-        if self.absolute is None:
-            self.absolute = self.value * variance
-        return self.absolute
-
-
 @pytest.mark.parametrize("held", [True, False])
 def test_projected_loss_has_the_gradient_it_is_given(held):
     # The loss the optimiser sees after fit_readout -- the loss plus the penalty
     # fit_readout returns, the readout set anew at every point -- is a function of
     # the other parameters whose derivative along any direction is the autograd
-    # gradient's (central differences in float64), exactly for a fixed ridge.
-    # Without the penalty it is not: the readout's ridge (large here, to make the
-    # gap plain) shifts the optimum. The fit's ridge follows the rates' variance,
-    # whose derivative the gradient leaves out: a far smaller gap.
+    # gradient's (central differences in float64), exactly for a held ridge
+    # (hold=True, L-BFGS's). Without the penalty it is not: the readout's ridge
+    # (large here, to make the gap plain) shifts the optimum. Adam's ridge follows
+    # the rates' variance, whose derivative the gradient leaves out: a far
+    # smaller gap.
     # Free trial factors: the prior of basis factors is weighed by the loss's own
     # (detached) estimate of the noise variance, a MAP weight whose derivative no
     # gradient carries (2 prior / n_obs of the loss: 2e-5 in the fits of
@@ -269,7 +266,7 @@ def test_projected_loss_has_the_gradient_it_is_given(held):
         torch.randn(6, 2, generator=g), torch.ones(2)))
     model.double()
     data = Data.from_numpy(data.X.transpose(0, 1).numpy(), None, "cpu", torch.float64)
-    ridge = (_HeldRidge if held else _model.ReadoutRidge)(0.5)
+    ridge = _model.ReadoutRidge(0.5, hold=held)
     others = [p for name, p in model.named_parameters() if name not in model.READOUT]
     direction = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in others]
 
@@ -296,6 +293,41 @@ def test_projected_loss_has_the_gradient_it_is_given(held):
         assert gap < 1e-6 * abs(slope), (gap, slope)
     else:
         assert gap < 0.2 * gap_without, (gap, gap_without)  # 0.0028, 0.018
+
+
+@pytest.mark.parametrize("with_drift", [False, True])
+def test_projected_loss_is_fit_readout_then_the_loss(with_drift):
+    # loss(project=ridge) solves the readout from the simulation it computes the
+    # loss from: the same readout, loss, penalty and gradient as fit_readout
+    # followed by loss, in one simulation instead of two.
+    def grads(seed):
+        model, data = _trainable_model()
+        model.double()
+        data = Data.from_numpy(data.X.transpose(0, 1).numpy(), None, "cpu",
+                               torch.float64)
+        if with_drift:
+            g = torch.Generator().manual_seed(seed)
+            model.drift = _model.OffsetDrift(
+                torch.randn(2, 4, generator=g, dtype=torch.float64),
+                torch.randn(6, 2, generator=g, dtype=torch.float64))
+        for name in model.READOUT:
+            model.get_parameter(name).requires_grad_(False)
+        return model, data
+
+    model, data = grads(1)
+    penalty = model.fit_readout(data, 0.3)
+    value = model.loss(data)
+    value.backward()
+    fused, fused_data = grads(1)
+    fused_value, fused_penalty = fused.loss(fused_data, project=0.3)
+    fused_value.backward()
+    assert fused_penalty == pytest.approx(penalty, rel=1e-12) and penalty > 0
+    torch.testing.assert_close(fused_value, value)
+    for (name, p), q in zip(model.named_parameters(), fused.parameters()):
+        torch.testing.assert_close(q, p)
+        if p.grad is not None or q.grad is not None:
+            torch.testing.assert_close(q.grad, p.grad, msg=name)
+    assert float(model.network.A.grad.abs().max()) > 1e-3
 
 
 @pytest.mark.parametrize("with_drift", [False, True])

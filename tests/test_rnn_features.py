@@ -213,8 +213,10 @@ def test_interrupt_keeps_best_parameters(small, monkeypatch, solver):
     # iteration 30; with the L-BFGS start, whose first line searches evaluate the
     # loss once to about twice per iteration (here, with the least-squares readout,
     # 30 evaluations make 14 iterations), earlier.
+    # Every evaluation of the projected loss (the readout set by least squares)
+    # ends in readout_loss.
     calls = {"n": 0}
-    original = _model.evaluate_loss
+    original = _model.readout_loss
 
     def interrupting(*args, **kwargs):
         calls["n"] += 1
@@ -222,13 +224,13 @@ def test_interrupt_keeps_best_parameters(small, monkeypatch, solver):
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(_model, "evaluate_loss", interrupting)
+    monkeypatch.setattr(_model, "readout_loss", interrupting)
     # Without the teacher-forced warm start (its interruption: test_determinism).
     est = LowTensorRankRNN(rank=2, n_units=16, max_iter=500, solver=solver,
                            teacher_forcing=0.0, random_state=0)
     with pytest.warns(UserWarning, match=r"interrupted after (\d+) iterations") as rec:
         est.fit(small.X)
-    monkeypatch.setattr(_model, "evaluate_loss", original)
+    monkeypatch.setattr(_model, "readout_loss", original)
     n_done = int(re.search(r"after (\d+) iterations", str(rec[0].message)).group(1))
     assert est.n_iter_ == len(est.loss_curve_) == n_done
     if solver == "adam":
@@ -343,6 +345,34 @@ def test_exact_readout_true_is_refused_where_it_does_not_apply(params, why, smal
         est.fit(X)
     # 'auto' fits where True is refused, stepping the readout.
     make_small(LowTensorRankRNN, exact_readout="auto", **params).fit(X)
+
+
+def test_auto_solver_is_lbfgs_where_the_readout_is_projected(small):
+    # solver='auto' (the default) fits with L-BFGS where the readout is set by
+    # least squares, with Adam everywhere else; solver_ says which, and a solver
+    # given is used as given. The plateau window 'auto' is 10 for L-BFGS with the
+    # squared error, else 50 (squared error) or 150 (Poisson).
+    from sklearn_ltr.rnn import _plateau_window
+
+    X_missing = small.X.copy()
+    X_missing[0, 0, 0] = np.nan
+    cases = [({}, small.X, "lbfgs", 10),
+             ({"exact_readout": False}, small.X, "adam", 50),
+             ({"loss": "poisson"}, np.abs(small.X).round(), "adam", 150),
+             ({"batch_size": 8}, small.X, "adam", 50),
+             ({"early_stopping": True}, small.X, "adam", 50),
+             ({}, X_missing, "adam", 50),
+             ({"solver": "adam"}, small.X, "adam", 50),
+             ({"solver": "lbfgs", "exact_readout": False}, small.X, "lbfgs", 10),
+             ({"solver": "lbfgs", "loss": "poisson"}, np.abs(small.X).round(),
+              "lbfgs", 150)]
+    for params, X, solver, window in cases:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est = make_small(LowRankRNN, max_iter=5, **params).fit(X)
+        assert (est.solver_, _plateau_window(est)) == (solver, window), params
+    with pytest.raises(ValueError, match="'solver' parameter"):
+        make_small(LowRankRNN, solver="newton").fit(small.X)
 
 
 def test_readout_ridge_is_chosen_given_or_absent(small):
