@@ -478,7 +478,7 @@ def _exact_readout(args):
 
 def _build(names, *, n_units, tau, max_iter, random_state, sigma, zscore,
            trial_length_scale=10.0, loss="mse", drift_length_scale=50.0,
-           drift_epochs=False, tol=5e-3, exact_readout="auto"):
+           drift_epochs=False, tol=5e-3, exact_readout="auto", solver="auto"):
     from sklearn.pipeline import make_pipeline
 
     from . import TCA, ConditionAverage, LowRankRNN, LowTensorRankRNN, TrialPCA
@@ -491,7 +491,7 @@ def _build(names, *, n_units, tau, max_iter, random_state, sigma, zscore,
         steps.append(StandardScaler3D())
     rnn = {"n_units": n_units, "tau": tau, "max_iter": max_iter, "loss": loss,
            "drift_length_scale": drift_length_scale, "drift_epochs": drift_epochs,
-           "tol": tol, "exact_readout": exact_readout,
+           "tol": tol, "exact_readout": exact_readout, "solver": solver,
            "random_state": random_state}
     make = {
         "ltr": lambda: LowTensorRankRNN(trial_length_scale=trial_length_scale,
@@ -578,7 +578,8 @@ def _prepare(X, y, args, meta):
                         loss=getattr(args, "loss", "mse"),
                         drift_length_scale=args.drift_length_scale,
                         drift_epochs=args.drift_epochs, tol=args.tol,
-                        exact_readout=_exact_readout(args))
+                        exact_readout=_exact_readout(args),
+                        solver=getattr(args, "solver", "auto"))
     if _held_out_blocks(meta):
         # TCA and PCA have no prior over the session: they infer each held-out
         # trial's parameters from its held-in neurons, a different score.
@@ -1097,6 +1098,7 @@ def select_rank(args):
                          "zscore": args.zscore, "loss": args.loss,
                          "condition_inputs": args.condition_inputs,
                          "tol": args.tol, "exact_readout": _exact_readout(args),
+                         "solver": args.solver,
                          "drift_length_scale": args.drift_length_scale,
                          "drift_epochs": args.drift_epochs, **source})
     return 0
@@ -1290,8 +1292,8 @@ def _fit_options(p, *, n_units, max_iter=1000, trial_length_scale=10.0):
                    "trial factors (default: %(default)s)")
     p.add_argument("--tol", type=float, default=5e-3,
                    help="relative decrease of the loss below which an RNN fit has "
-                   "converged, after 50 iterations without it (default: "
-                   "%(default)s)")
+                   "converged, after 10 iterations without it with L-BFGS and 50 "
+                   "with Adam (default: %(default)s)")
     p.add_argument("--drift-length-scale", type=_length_or_none, default=50.0,
                    metavar="TRIALS",
                    help="length scale, in trials, of the slow drift of each "
@@ -1306,6 +1308,10 @@ def _fit_options(p, *, n_units, max_iter=1000, trial_length_scale=10.0):
                    "(exact_readout=False), instead of setting it by least squares "
                    "before every step with a cross-validated ridge, which is the "
                    "default for the squared error (see the fitting page)")
+    p.add_argument("--solver", choices=["auto", "adam", "lbfgs"], default="auto",
+                   help="the RNNs' optimiser: auto takes L-BFGS where the readout "
+                   "is set by least squares and Adam elsewhere (default: "
+                   "%(default)s)")
     p.add_argument("--n-jobs", type=int, default=-1,
                    help="parallel fits (default: all cores)")
     p.add_argument("--random-state", type=int, default=0)

@@ -372,14 +372,15 @@ def test_condition_inputs_reach_the_networks(tmp_path, capsys):
     assert json.loads((out / "learning_test.json").read_text())["condition_inputs"]
 
 
-@pytest.mark.parametrize("extra, drift, tol, epochs, exact", [
-    ([], 50.0, 5e-3, False, "auto"),  # the estimators' defaults
-    (["--drift-length-scale", "None", "--tol", "0"], None, 0.0, False, "auto"),
+@pytest.mark.parametrize("extra, drift, tol, epochs, exact, solver", [
+    ([], 50.0, 5e-3, False, "auto", "auto"),  # the estimators' defaults
+    (["--drift-length-scale", "None", "--tol", "0", "--solver", "lbfgs"], None, 0.0,
+     False, "auto", "lbfgs"),
     (["--drift-length-scale", "200", "--tol", "1e-4", "--drift-epochs",
-      "--stepped-readout"], 200.0, 1e-4, True, False),
+      "--stepped-readout", "--solver", "adam"], 200.0, 1e-4, True, False, "adam"),
 ])
 def test_drift_and_tol_options_reach_both_networks(tmp_path, extra, drift, tol,
-                                                   epochs, exact):
+                                                   epochs, exact, solver):
     from sklearn_ltr.__main__ import _prepare, build_parser, check_options, load_data
     from sklearn_ltr._pipeline import final_step
 
@@ -397,7 +398,7 @@ def test_drift_and_tol_options_reach_both_networks(tmp_path, extra, drift, tol,
             network = final_step(estimators[name])
             assert network.drift_length_scale == drift and network.tol == tol
             assert network.drift_epochs is epochs
-            assert network.exact_readout == exact
+            assert network.exact_readout == exact and network.solver == solver
             assert type(network.exact_readout) is type(exact)
 
 
