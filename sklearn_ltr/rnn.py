@@ -381,8 +381,8 @@ _AUTO = {
 _AUTO_OPTION = StrOptions({"auto"})
 # n_iter_no_change='auto' of L-BFGS with the squared error: its steps follow the
 # curvature, so it seldom stalls for long; a window of 10 stops fits at the
-# reference size of doc/performance.rst at 270-290 iterations, within 0.0014 of a
-# long fit.
+# reference size of doc/performance.rst at 261-275 iterations, within 0.0004 of a
+# long fit (a window of 20: 324-346 iterations, no closer).
 _LBFGS_WINDOW = 10
 
 
