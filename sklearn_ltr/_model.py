@@ -456,16 +456,15 @@ class ReadoutRidge:
     choice differs from the one before (``value`` times the variance of the
     rates of the call that chose it), so that in between the penalty's weight
     does not depend on the parameters and the gradient the optimiser is given is
-    exactly that of what it sees. (Re-basing it on the variance at every choice
-    moved the loss up by about 1 % each time, and L-BFGS's plateau rule stopped
-    fits there.)
-    L-BFGS needs this: its line searches compare values, and with the ridge
-    following the rates' variance they stalled (the demo's session, LowRankRNN
-    at rank 2: 3.6 evaluations per iteration and a stop at loss 0.073, against
-    1.7 and 0.011 with the ridge held; Adam reached 0.057). Adam, which ignores
-    values, keeps the ridge following the variance: holding it lowered
-    LowTensorRankRNN's scores on the BCI session of ``doc/command_line.rst`` by
-    0.003-0.007 at ranks 3-6.
+    exactly that of what it sees. L-BFGS needs this: its line searches compare
+    values, and with the ridge following the rates' variance they stalled (the
+    demo's session, LowRankRNN at rank 2: 3.6 evaluations per iteration and a
+    stop at loss 0.073, against 1.7 and 0.011 with the ridge held; Adam reached
+    0.057). Re-basing the held ridge on the variance at every choice moved the
+    loss up by about 1 % each time, and L-BFGS's plateau rule stopped fits there.
+    Adam, which ignores values, keeps the ridge following the variance: holding
+    it lowered LowTensorRankRNN's scores on the BCI session of
+    ``doc/command_line.rst`` by 0.003-0.007 at ranks 3-6.
     """
 
     def __init__(self, value="auto", every=50, hold=False):

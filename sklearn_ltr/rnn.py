@@ -394,14 +394,14 @@ def _resolved(est, name):
 
 
 def _fit_solver(est, n_trials, missing=False):
-    """The solver of a fit on ``n_trials`` trials (``missing``: X has NaN entries).
+    """The solver of a fit on ``n_trials`` trials (``missing``: unobserved entries).
 
     'auto': L-BFGS where the readout is set by least squares (the loss is then
     that of the other parameters alone, smooth and deterministic), Adam elsewhere.
     """
     if est.solver != "auto":
         return est.solver
-    return "lbfgs" if _may_project(est, n_trials) and not missing else "adam"
+    return "lbfgs" if _may_project(est, n_trials, missing) else "adam"
 
 
 def _plateau_window(est):
@@ -572,14 +572,14 @@ def _readout_obstacles(est, n_trials, missing):
     ] if cond]
 
 
-def _may_project(est, n_trials):
+def _may_project(est, n_trials, missing=False):
     """Whether a fit on ``n_trials`` trials may set its readout by least squares.
 
-    Before X is converted: missing entries, which also rule it out, are not
-    looked for.
+    ``missing``: whether the data have unobserved entries (False before X is
+    converted, when they are not looked for).
     """
     wanted = isinstance(est.exact_readout, str) or bool(est.exact_readout)
-    return wanted and not _readout_obstacles(est, n_trials, missing=False)
+    return wanted and not _readout_obstacles(est, n_trials, missing)
 
 
 def _exact_readout(est, data):
@@ -885,8 +885,6 @@ class _BaseRNN(_EarlierFiles, BaseLatentModel):
         """
         X, _ = check_training_trials(X, min_trials=2, min_timepoints=2)
         _check_fit_arguments(self, X)
-        # The solver this fit uses ('auto' resolved; see _fit_solver).
-        self.solver_ = _fit_solver(self, X.shape[0], bool(np.isnan(X).any()))
         labels, state_index = check_conditions(y, X.shape[0])
         index, epoch_labels = check_session(trial_index, epochs, X.shape[0])
         U = check_inputs(inputs, X.shape[0], X.shape[1])
@@ -907,6 +905,9 @@ class _BaseRNN(_EarlierFiles, BaseLatentModel):
         seed = seed_from(self.random_state)
         with self._torch_context():
             data = Data.from_numpy(X, U, device, DTYPE, _holdout_entries(self, X, seed))
+            # The solver this fit uses ('auto' resolved; see _fit_solver). The
+            # data's mask marks missing and held-out entries alike.
+            self.solver_ = _fit_solver(self, X.shape[0], data.mask is not None)
             gain = _readout_gain(X, self.loss, self.orthonormal_readout)
             model, result = self._fit_model(data, state_index, labels, gain, seed)
             try:
